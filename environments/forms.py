@@ -1,0 +1,25 @@
+from django import forms
+
+from .models import Organization
+
+
+class EnvironmentForm(forms.Form):
+    """Create an environment in one of the organizations the user may change."""
+
+    organization = forms.ModelChoiceField(queryset=Organization.objects.none(), empty_label=None)
+    name = forms.CharField(
+        max_length=100,
+        help_text="For example production, staging or eu-customers.",
+    )
+
+    def __init__(self, *args, organizations, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].queryset = organizations
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Enter a name.")
+        if any(not ch.isprintable() for ch in name):
+            raise forms.ValidationError("The name contains a control character; use letters, digits, spaces and - _ .")
+        return name

@@ -1,0 +1,80 @@
+"""Tenancy: organizations, their members' roles, and their environments."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Organization(models.Model):
+    """A customer of the platform. Everything a user sees hangs off one of these."""
+
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in one organization.
+
+    owner  — everything an admin can do, plus retiring key versions and managing members.
+    admin  — create environments, register/validate/activate keys, issue API keys.
+    viewer — sees the organization's environments and keys, changes nothing.
+    """
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization"], name="one_membership_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.organization}"
+
+    @property
+    def can_change(self) -> bool:
+        """Owners and admins change things; viewers only look."""
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == self.Role.OWNER
+
+
+class Environment(models.Model):
+    """One of an organization's environments (e.g. production, staging).
+
+    Addressed in URLs and the data-plane API by ``public_id`` (a UUID), never by its
+    database id.
+    """
+
+    organization = models.ForeignKey(Organization, models.CASCADE, related_name="environments")
+    name = models.CharField(max_length=100)
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="env_name_unique_in_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} / {self.name}"

@@ -1,0 +1,62 @@
+"""Pages for organizations and environments. Thin: resolve access, validate, call a service."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from . import selectors
+from .forms import EnvironmentForm
+from .services import EnvironmentNameTaken, environment_create
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def home(request: HttpRequest) -> HttpResponse:
+    from keys.selectors import active_versions_by_environment
+
+    memberships = list(selectors.memberships_for_user(request.user))
+    environments = list(selectors.environments_for_user(request.user))
+    active = active_versions_by_environment(environments)
+    by_org: dict[int, list] = {}
+    for environment in environments:
+        environment.active_version = active.get(environment.pk)
+        by_org.setdefault(environment.organization_id, []).append(environment)
+    rows = [(m, by_org.get(m.organization_id, [])) for m in memberships]
+    can_create = any(m.can_change for m in memberships)
+    return render(request, "environments/home.html", {"rows": rows, "can_create": can_create})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def environment_new(request: HttpRequest) -> HttpResponse:
+    organizations = selectors.organizations_for_user(request.user, can_change=True)
+    if not organizations.exists():
+        # Viewers may look but not change: same answer as for any forbidden change.
+        return render(request, "403.html", status=403)
+    form = EnvironmentForm(request.POST or None, organizations=organizations)
+    if request.method == "POST" and form.is_valid():
+        try:
+            environment = environment_create(
+                organization=form.cleaned_data["organization"],
+                name=form.cleaned_data["name"],
+                actor=request.user,
+            )
+        except EnvironmentNameTaken as e:
+            form.add_error("name", str(e))
+        else:
+            messages.success(request, f"Environment “{environment.name}” created with a platform-managed key.")
+            return redirect("environment_detail", environment_id=environment.public_id)
+    return render(request, "environments/environment_new.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def environment_detail(request: HttpRequest, environment_id) -> HttpResponse:
+    from keys.selectors import environment_overview
+
+    environment, membership = selectors.get_environment_for_user(request.user, environment_id)
+    context = {"environment": environment, "membership": membership}
+    context.update(environment_overview(environment=environment))
+    return render(request, "environments/environment_detail.html", context)

@@ -1,0 +1,408 @@
+"""Everything that changes the state of key registrations.
+
+Services take keyword-only, typed arguments, perform status transitions with a
+compare-and-set, and write an ``AuditEvent`` for each change.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils.crypto import salted_hmac
+from django.views.decorators.debug import sensitive_variables
+
+from environments.models import Environment
+
+from . import crypto
+from .clock import now
+from .kms import KmsCredentials
+from .models import AuditEvent, KeyRegistration
+
+log = logging.getLogger(__name__)
+
+Status = KeyRegistration.Status
+
+
+class TransitionError(Exception):
+    """A registration is not in a state that allows the requested change."""
+
+
+class TransitionConflict(TransitionError):
+    """Someone else changed the registration's status first (compare-and-set lost)."""
+
+
+class CredentialsUnreadable(Exception):
+    """The sealed IAM credentials cannot be unsealed: the sealing key that sealed them is
+    no longer configured, or the sealed value is damaged. The admin must enter them again."""
+
+
+# Sealing
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_sealing_keys(values: tuple[str, ...]) -> tuple[crypto.SealingKey, ...]:
+    return tuple(crypto.parse_sealing_keys(values))
+
+
+def sealing_keys() -> tuple[crypto.SealingKey, ...]:
+    """The configured sealing keys (``settings.SEALING_KEYS``); the first one seals."""
+    return _parse_sealing_keys(tuple(settings.SEALING_KEYS))
+
+
+def _aad(registration: KeyRegistration, field: str) -> bytes:
+    return crypto.sealing_aad(table="keys_keyregistration", row_id=str(registration.public_id), field=field)
+
+
+SEALED_FIELDS = ("sealed_access_key_id", "sealed_secret_access_key", "sealed_data_key")
+
+
+@sensitive_variables("secret")
+def _seal(registration: KeyRegistration, field: str, secret: bytes) -> str:
+    return crypto.seal(secret, keys=sealing_keys(), aad=_aad(registration, field))
+
+
+def _unseal(registration: KeyRegistration, field: str) -> bytearray:
+    return crypto.unseal(getattr(registration, field), keys=sealing_keys(), aad=_aad(registration, field))
+
+
+def access_key_id_digest(access_key_id: str) -> str:
+    """A keyed digest of an access key ID, to find the same one registered twice without
+    storing it in the clear (HMAC-SHA256 keyed from ``SECRET_KEY``)."""
+    return salted_hmac("keys.access_key_id", access_key_id, algorithm="sha256").hexdigest()
+
+
+@sensitive_variables("access_key_id", "secret")
+def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials:
+    """Unseal a BYOK registration's IAM credentials for one KMS call.
+
+    Raises ``CredentialsUnreadable`` when a sealed value names a sealing key that is no
+    longer configured or fails its integrity check; the sealed text is never passed on.
+    """
+    try:
+        access_key_id = _unseal(registration, "sealed_access_key_id")
+        secret = _unseal(registration, "sealed_secret_access_key")
+    except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
+        raise CredentialsUnreadable(
+            "The IAM credentials of this key version cannot be read (sealed under a sealing key "
+            "that is no longer configured, or damaged): enter them again."
+        ) from e
+    try:
+        return KmsCredentials(
+            access_key_id=access_key_id.decode("ascii"),
+            secret_access_key=secret.decode("ascii"),
+            version=f"{registration.public_id}:{registration.credentials_version}",
+        )
+    finally:
+        crypto.wipe(access_key_id)
+        crypto.wipe(secret)
+
+
+def sealed_state(*, registration: KeyRegistration, field: str) -> str:
+    """``"set"``, ``"unreadable"`` or ``"not set"`` for one sealed field: what support
+    staff and admins may know about a secret."""
+    value = getattr(registration, field)
+    if not value:
+        return "not set"
+    try:
+        crypto.wipe(_unseal(registration, field))
+    except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid):
+        return "unreadable"
+    return "set"
+
+
+def credentials_state(*, registration: KeyRegistration) -> str:
+    """``"set"``, ``"unreadable"`` or ``"not set"`` for a registration's IAM credentials."""
+    states = {sealed_state(registration=registration, field=f) for f in SEALED_FIELDS[:2]}
+    for state in ("unreadable", "not set"):
+        if state in states:
+            return state
+    return "set"
+
+
+# Audit
+
+
+def audit(
+    *,
+    action: str,
+    environment: Environment | None = None,
+    registration: KeyRegistration | None = None,
+    actor=None,
+    actor_label: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    message: str = "",
+) -> AuditEvent:
+    """Append one audit event. ``actor`` is a user or None (then ``actor_label`` says which job)."""
+    if environment is None and registration is not None:
+        environment = registration.environment
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return AuditEvent.objects.create(
+        action=action,
+        environment=environment,
+        registration=registration,
+        actor=user,
+        actor_label=actor_label,
+        before=before or {},
+        after=after or {},
+        message=message[:500],
+    )
+
+
+# Status transitions
+
+def registration_transition(
+    *,
+    registration: KeyRegistration,
+    to: str,
+    actor=None,
+    actor_label: str = "",
+    message: str = "",
+    updates: dict[str, Any] | None = None,
+) -> KeyRegistration:
+    """Move ``registration`` to status ``to`` with a compare-and-set, and audit it.
+
+    ``updates`` are further field values written in the same UPDATE. Every move
+    bumps ``generation``, which every process's data-key cache compares on its next lookup.
+
+    Raises ``TransitionError`` if the model's transition table forbids the move and
+    ``TransitionConflict`` if the row's status changed since it was loaded.
+    """
+    before = registration.status
+    if not registration.can_move_to(to):
+        raise TransitionError(
+            f"A {registration.get_status_display().lower()} key version cannot become "
+            f"{Status(to).label.lower()}."
+        )
+    # Every transition bumps the generation: each process's data-key cache compares it on
+    # its next lookup and drops a plaintext data key whose registration changed state.
+    values: dict[str, Any] = {
+        "status": to, "updated_at": now(), "generation": F("generation") + 1, **(updates or {})
+    }
+    changed = KeyRegistration.objects.filter(pk=registration.pk, status=before).update(**values)
+    if not changed:
+        raise TransitionConflict(f"Key version {registration.version} changed status meanwhile.")
+    registration.refresh_from_db()
+    audit(
+        action=AuditEvent.Action.STATUS_CHANGED,
+        registration=registration,
+        actor=actor,
+        actor_label=actor_label,
+        before={"status": before},
+        after={"status": to, **({"reason": registration.inaccessible_reason} if registration.inaccessible_reason and to == Status.INACCESSIBLE else {})},
+        message=message,
+    )
+    return registration
+
+
+def _next_version(environment: Environment) -> int:
+    current = environment.key_registrations.aggregate(v=Max("version"))["v"] or 0
+    return current + 1
+
+
+# Creating key versions
+
+
+@sensitive_variables("data_key")
+def managed_registration_create(
+    *, environment: Environment, actor=None, status: str = Status.ACTIVE
+) -> KeyRegistration:
+    """Create a platform-managed key version: a fresh 256-bit data key sealed by the
+    sealing key. Version 1 of every new environment is created this way, ``active``."""
+    registration = KeyRegistration(
+        environment=environment,
+        version=_next_version(environment),
+        kind=KeyRegistration.Kind.MANAGED,
+        status=status,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        activated_at=now() if status == Status.ACTIVE else None,
+    )
+    data_key = crypto.generate_data_key()
+    try:
+        registration.sealed_data_key = _seal(registration, "sealed_data_key", bytes(data_key))
+    finally:
+        crypto.wipe(data_key)
+    registration.save()
+    audit(
+        action=AuditEvent.Action.REGISTRATION_CREATED,
+        registration=registration,
+        actor=actor,
+        actor_label="" if actor else "system",
+        after={"version": registration.version, "kind": registration.kind, "status": registration.status},
+        message=f"Platform-managed data key created as version {registration.version}.",
+    )
+    return registration
+
+
+class DuplicateAccessKey(Exception):
+    """The same IAM access key ID is already registered on a live version of the environment."""
+
+
+def access_key_in_use(*, environment: Environment, access_key_id: str, exclude: KeyRegistration | None = None) -> bool:
+    """Whether ``access_key_id`` is already registered on a non-retired version of ``environment``."""
+    qs = environment.key_registrations.filter(access_key_id_digest=access_key_id_digest(access_key_id))
+    qs = qs.exclude(status=Status.RETIRED)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    return qs.exists()
+
+
+@sensitive_variables("secret_access_key", "access_key_id")
+def registration_create(
+    *,
+    environment: Environment,
+    actor,
+    kms_key_arn: str,
+    region: str,
+    account_id: str,
+    encrypted_data_key: bytes,
+    encryption_context: dict[str, str],
+    access_key_id: str,
+    secret_access_key: str,
+) -> KeyRegistration:
+    """Register a BYOK key as the environment's next key version, ``pending_validation``.
+
+    The IAM credentials are sealed (bound to this row and field); the encrypted data key
+    is stored as is. A validation job is queued after the transaction commits.
+
+    Raises ``DuplicateAccessKey`` if the access key ID is already registered on a live
+    version of this environment.
+    """
+    from .tasks import validate_registration
+
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                Environment.objects.select_for_update().filter(pk=environment.pk).first()
+                if access_key_in_use(environment=environment, access_key_id=access_key_id):
+                    raise DuplicateAccessKey(
+                        "This access key ID is already registered on another key version of this environment."
+                    )
+                registration = KeyRegistration(
+                    environment=environment,
+                    version=_next_version(environment),
+                    kind=KeyRegistration.Kind.BYOK,
+                    status=Status.PENDING_VALIDATION,
+                    kms_key_arn=kms_key_arn,
+                    region=region,
+                    account_id=account_id,
+                    encrypted_data_key=bytes(encrypted_data_key),
+                    encryption_context=dict(encryption_context),
+                    access_key_id_last4=access_key_id[-4:],
+                    access_key_id_digest=access_key_id_digest(access_key_id),
+                    created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                )
+                registration.sealed_access_key_id = _seal(
+                    registration, "sealed_access_key_id", access_key_id.encode("ascii")
+                )
+                registration.sealed_secret_access_key = _seal(
+                    registration, "sealed_secret_access_key", secret_access_key.encode("ascii")
+                )
+                registration.save()
+                audit(
+                    action=AuditEvent.Action.REGISTRATION_CREATED,
+                    registration=registration,
+                    actor=actor,
+                    after={
+                        "version": registration.version,
+                        "kind": registration.kind,
+                        "status": registration.status,
+                        "kms_key_arn": kms_key_arn,
+                        "region": region,
+                        "access_key_id": registration.masked_access_key_id,
+                        "encrypted_data_key_fingerprint": crypto.fingerprint(bytes(encrypted_data_key)),
+                    },
+                    message=f"BYOK key registered as version {registration.version}.",
+                )
+                registration_id = registration.pk
+                transaction.on_commit(
+                    lambda: validate_registration.delay(registration_id, "registration")
+                )
+                return registration
+        except IntegrityError:
+            # Two registrations raced for the same version number; take the next one.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@sensitive_variables("secret_access_key", "access_key_id")
+def registration_replace_credentials(
+    *, registration: KeyRegistration, actor, access_key_id: str, secret_access_key: str
+) -> KeyRegistration:
+    """Replace a BYOK version's IAM credentials in place (no new key version, nothing
+    re-encrypted), bump its ``credentials_version`` and ``generation`` (evicting cached
+    data keys and KMS clients), and queue a validation with the new credentials."""
+    from .tasks import validate_registration
+
+    if not registration.is_byok or registration.status == Status.RETIRED:
+        raise TransitionError("Only a BYOK key version that is not retired has IAM credentials to replace.")
+    if access_key_in_use(environment=registration.environment, access_key_id=access_key_id, exclude=registration):
+        raise DuplicateAccessKey(
+            "This access key ID is already registered on another key version of this environment."
+        )
+    with transaction.atomic():
+        locked = KeyRegistration.objects.select_for_update().get(pk=registration.pk)
+        locked.sealed_access_key_id = _seal(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
+        locked.sealed_secret_access_key = _seal(
+            locked, "sealed_secret_access_key", secret_access_key.encode("ascii")
+        )
+        before_last4 = locked.masked_access_key_id
+        locked.access_key_id_last4 = access_key_id[-4:]
+        locked.access_key_id_digest = access_key_id_digest(access_key_id)
+        locked.credentials_version = F("credentials_version") + 1
+        locked.generation = F("generation") + 1
+        locked.save()
+        locked.refresh_from_db()
+        audit(
+            action=AuditEvent.Action.CREDENTIALS_REPLACED,
+            registration=locked,
+            actor=actor,
+            before={"access_key_id": before_last4},
+            after={"access_key_id": locked.masked_access_key_id, "credentials_version": locked.credentials_version},
+            message=f"IAM credentials of version {locked.version} replaced.",
+        )
+        registration_id = locked.pk
+        transaction.on_commit(lambda: validate_registration.delay(registration_id, "credentials"))
+    return locked
+
+
+def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
+    """Re-seal every sealed value under the first configured sealing key.
+
+    Returns the number of values changed. Values already under the first key are left
+    alone; a value under a key that is no longer configured is skipped (it stays
+    "unreadable" until the admin enters the credentials again).
+    """
+    keys = sealing_keys()
+    changed = 0
+    for registration in KeyRegistration.objects.exclude(status=Status.RETIRED).iterator():
+        updates: dict[str, str] = {}
+        for field in SEALED_FIELDS:
+            value = getattr(registration, field)
+            if not value:
+                continue
+            try:
+                new = crypto.reseal(value, keys=keys, aad=_aad(registration, field))
+            except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid):
+                continue
+            if new is not None:
+                updates[field] = new
+        if updates:
+            before = {f: crypto.sealed_key_id(getattr(registration, f)) for f in updates}
+            KeyRegistration.objects.filter(pk=registration.pk).update(**updates)
+            changed += len(updates)
+            audit(
+                action=AuditEvent.Action.SEALING_KEY_ROTATED,
+                registration=registration,
+                actor_label=actor_label,
+                before={"sealing_key_ids": before},
+                after={"sealing_key_ids": {f: keys[0].key_id for f in updates}},
+                message=f"{len(updates)} sealed value(s) of version {registration.version} re-sealed under {keys[0].key_id}.",
+            )
+    return changed

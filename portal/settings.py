@@ -1,0 +1,222 @@
+"""Settings for the BYOK Portal: one module, everything read through one ``environ.Env()``.
+
+Development defaults are safe and local (SQLite, eager Celery, a generated sealing key in
+``.local/``). Production (``DEBUG`` off) refuses to start without ``SECRET_KEY``,
+``ALLOWED_HOSTS`` and ``SEALING_KEYS``. Every variable is listed in ``docker/.env.example``.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOCAL_DIR = BASE_DIR / ".local"
+
+env = environ.Env()
+# An optional .env file beside manage.py, for people who prefer one to exported variables.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _required(name: str) -> str:
+    """Return a variable that production cannot run without, or fail naming it."""
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} must be set when DEBUG is off (see docker/.env.example)."
+        )
+    return value
+
+
+# Core
+
+DEBUG = env.bool("DEBUG", default=False)
+if DEBUG:
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+else:
+    SECRET_KEY = _required("SECRET_KEY")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS must be set when DEBUG is off, e.g. ALLOWED_HOSTS=byok.example.com"
+        )
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "environments",
+    "keys",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database
+
+# Percent-encode special characters of the password: '#' -> %23, '@' -> %40, '/' -> %2F, '+' -> %2B.
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Auth
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 8)
+
+# Internationalisation
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# Static files
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+# Security (production)
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool(
+    "SECURE_PROXY_SSL_HEADER", default=False
+) else None
+SESSION_COOKIE_SECURE = not DEBUG and env.bool("SECURE_COOKIES", default=True)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Email
+
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="byok-portal@localhost")
+
+# Celery
+
+# Unset CELERY_BROKER_URL = no broker: tasks run eagerly in the calling process.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+if not CELERY_BROKER_URL:
+    CELERY_BROKER_URL = "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+# Redis (rate limits, cross-process signals); optional in development.
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# KMS
+
+# Optional: a KMS-compatible endpoint (the local moto emulator) instead of AWS KMS.
+AWS_KMS_ENDPOINT_URL = env.str("AWS_KMS_ENDPOINT_URL", default="") or None
+KMS_CONNECT_TIMEOUT_SECONDS = env.float("KMS_CONNECT_TIMEOUT_SECONDS", default=3.0)
+KMS_READ_TIMEOUT_SECONDS = env.float("KMS_READ_TIMEOUT_SECONDS", default=10.0)
+# Warn when the IAM credentials can do more than kms:Decrypt + kms:DescribeKey (KMS DryRun).
+VALIDATION_CHECK_EXCESS_PRIVILEGE = env.bool("VALIDATION_CHECK_EXCESS_PRIVILEGE", default=True)
+# How often Celery beat re-validates every active and decrypt-only BYOK key.
+REVALIDATION_INTERVAL_SECONDS = env.int("REVALIDATION_INTERVAL_SECONDS", default=15 * 60)
+
+# Sealing keys
+
+# "key_id:base64(32 bytes)", comma separated; the first seals, all may unseal.
+SEALING_KEYS = env.list("SEALING_KEYS", default=[])
+if not SEALING_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SEALING_KEYS must be set when DEBUG is off: e.g. SEALING_KEYS=k1:<base64 of 32 random bytes> "
+            "(python -c \"import os,base64;print('k1:'+base64.b64encode(os.urandom(32)).decode())\")."
+        )
+    from keys.devkeys import dev_sealing_keys
+
+    SEALING_KEYS = dev_sealing_keys(LOCAL_DIR / "sealing_keys")
+
+# Data-key cache
+
+# How long a plaintext data key may stay in a process's memory (seconds).
+DATA_KEY_CACHE_TTL_SECONDS = env.int("DATA_KEY_CACHE_TTL_SECONDS", default=300)
+
+# Data-plane API
+
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+API_MAX_BATCH_RECORDS = env.int("API_MAX_BATCH_RECORDS", default=1000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES * 16, 2_621_440)
+
+# Logging
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# Celery beat
+
+CELERY_BEAT_SCHEDULE = {
+    "revalidate-active-registrations": {
+        "task": "keys.tasks.revalidate_active_registrations",
+        "schedule": float(REVALIDATION_INTERVAL_SECONDS),
+    },
+}

@@ -1,0 +1,77 @@
+"""The shared cast (like healthchecks' hc/test.py): alice owns org A, bob is a viewer in
+org A, carol is an admin in org A, charlie is an outsider who owns org B."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from environments.models import Membership, Organization
+from environments.services import environment_create
+
+PASSWORD = "correct horse battery staple 9"
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str):
+        return get_user_model().objects.create_user(username, f"{username}@example.org", PASSWORD)
+
+    return make
+
+
+@pytest.fixture
+def org_a(db):
+    return Organization.objects.create(name="Alpha Corp")
+
+
+@pytest.fixture
+def org_b(db):
+    return Organization.objects.create(name="Beta Ltd")
+
+
+@pytest.fixture
+def alice(make_user, org_a):
+    user = make_user("alice")
+    Membership.objects.create(user=user, organization=org_a, role=Membership.Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def carol(make_user, org_a):
+    user = make_user("carol")
+    Membership.objects.create(user=user, organization=org_a, role=Membership.Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def bob(make_user, org_a):
+    user = make_user("bob")
+    Membership.objects.create(user=user, organization=org_a, role=Membership.Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def charlie(make_user, org_b):
+    user = make_user("charlie")
+    Membership.objects.create(user=user, organization=org_b, role=Membership.Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def environment(alice, org_a):
+    return environment_create(organization=org_a, name="production", actor=alice)
+
+
+@pytest.fixture
+def environment_b(charlie, org_b):
+    return environment_create(organization=org_b, name="b-production", actor=charlie)
+
+
+@pytest.fixture
+def client_for(client):
+    """Log a user into the Django test client and return the client."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
