@@ -1,7 +1,5 @@
-from django.urls import path
+"""Portal pages of the keys app. Each views module declares its own ``urlpatterns``."""
 
-from . import views
+from . import apikey_views, validation_views, views
 
-urlpatterns = [
-    path("environments/<uuid:environment_id>/keys/new/", views.registration_new, name="registration_new"),
-]
+urlpatterns = views.urlpatterns + validation_views.urlpatterns + apikey_views.urlpatterns

@@ -2,6 +2,7 @@
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import path
 
 from environments.selectors import get_environment_for_user
 
@@ -11,3 +12,8 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
     if not membership.can_change:
         return render(request, "403.html", status=403)
     raise NotImplementedError
+
+
+urlpatterns = [
+    path("environments/<uuid:environment_id>/keys/new/", registration_new, name="registration_new"),
+]

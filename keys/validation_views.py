@@ -1,0 +1,3 @@
+"""Validation pages and actions (validate again, activate, live status)."""
+
+urlpatterns: list = []
