@@ -1,0 +1,123 @@
+"""Forms of the key pages. Field checks are ``keys.parsers``; these forms only wire them in."""
+
+from __future__ import annotations
+
+from django import forms
+from django.views.decorators.debug import sensitive_variables
+
+from . import parsers
+from .services import access_key_in_use
+
+SECRET_NOT_KEPT = "Not kept after an error, for your safety: enter the secret access key again."
+
+
+def _parsed(parse, value, **kwargs):
+    try:
+        return parse(value, **kwargs)
+    except parsers.InputError as e:
+        raise forms.ValidationError(e.message) from None
+
+
+class CredentialsFields(forms.Form):
+    """The IAM access key of the portal's IAM user (shared by registration and replacement)."""
+
+    access_key_id = forms.CharField(
+        label="Access Key",
+        max_length=200,
+        help_text="The access key ID of the IAM user you created for the portal (starts with AKIA).",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    secret_access_key = forms.CharField(
+        label="Secret Access Key",
+        max_length=200,
+        strip=False,
+        help_text="40 characters, shown once by AWS when you created the access key. It is sealed at once and never shown again.",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args, environment, registration=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.environment = environment
+        self.registration = registration
+
+    def clean_access_key_id(self) -> str:
+        access_key_id = _parsed(parsers.parse_access_key_id, self.cleaned_data["access_key_id"])
+        if access_key_in_use(environment=self.environment, access_key_id=access_key_id, exclude=self.registration):
+            raise forms.ValidationError(
+                "This access key is already registered on another key version of this environment. "
+                "Create a separate IAM access key for each key version."
+            )
+        return access_key_id
+
+    @sensitive_variables("value")
+    def clean_secret_access_key(self) -> str:
+        value = self.cleaned_data["secret_access_key"]
+        return _parsed(parsers.parse_secret_access_key, value)
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.is_bound and self._errors and "secret_access_key" not in self._errors:
+            # The secret is never echoed back; tell the admin why the field is empty again.
+            if self.data.get(self.add_prefix("secret_access_key")):
+                self._errors["secret_access_key"] = self.error_class([SECRET_NOT_KEPT])
+
+
+class RegistrationForm(CredentialsFields):
+    """The seed document's five items, in its words, plus an optional encryption context."""
+
+    field_order = ["encrypted_data_key", "access_key_id", "secret_access_key", "kms_key_arn", "region", "encryption_context"]
+
+    encrypted_data_key = forms.CharField(
+        label="Encrypted Data Key",
+        max_length=20_000,
+        help_text="The CiphertextBlob printed by aws kms generate-data-key-without-plaintext (base64). "
+        "Pasting the whole JSON output works too.",
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocomplete": "off"}),
+    )
+    kms_key_arn = forms.CharField(
+        label="KMS Key ARN",
+        max_length=2048,
+        help_text="arn:aws:kms:<region>:<account>:key/<key id> — the key ARN, not an alias.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "placeholder": "arn:aws:kms:eu-west-1:111122223333:key/…"}),
+    )
+    region = forms.CharField(
+        label="Region code",
+        max_length=64,
+        help_text="The region of the KMS key, e.g. eu-west-1 (the same as in the ARN).",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    encryption_context = forms.CharField(
+        label="Encryption context",
+        required=False,
+        max_length=10_000,
+        help_text="Only if you passed --encryption-context to generate-data-key-without-plaintext: "
+        'the same pairs, as {"key": "value"} or key=value,key2=value2.',
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+
+    def clean_encrypted_data_key(self) -> bytes:
+        return _parsed(parsers.parse_encrypted_data_key, self.cleaned_data["encrypted_data_key"])
+
+    def clean_kms_key_arn(self) -> parsers.KmsKeyArn:
+        return _parsed(parsers.parse_kms_key_arn, self.cleaned_data["kms_key_arn"])
+
+    def clean_encryption_context(self) -> dict[str, str]:
+        return _parsed(parsers.parse_encryption_context, self.cleaned_data.get("encryption_context", ""))
+
+    def clean(self):
+        cleaned = super().clean()
+        if "region" in self.data and "region" not in self._errors:
+            arn = cleaned.get("kms_key_arn")
+            try:
+                cleaned["region"] = parsers.parse_region(self.data.get("region", ""), kms_key_arn=arn)
+            except parsers.InputError as e:
+                self.add_error("region", e.message)
+        return cleaned
+
+    def clean_region(self) -> str:
+        # Checked in clean(), once the ARN is known.
+        return self.cleaned_data["region"]
+
+
+class ReplaceCredentialsForm(CredentialsFields):
+    """New IAM credentials for an existing BYOK key version (the customer rotated their access key)."""

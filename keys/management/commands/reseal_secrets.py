@@ -1,0 +1,13 @@
+"""Re-seal every sealed value under the first key of SEALING_KEYS."""
+
+from django.core.management.base import BaseCommand
+
+from keys.services import reseal_all, sealing_keys
+
+
+class Command(BaseCommand):
+    help = "Re-seal IAM credentials and platform-managed data keys under the first sealing key; reports how many changed."
+
+    def handle(self, *args, **options):
+        changed = reseal_all()
+        self.stdout.write(f"Re-sealed {changed} value(s) under sealing key {sealing_keys()[0].key_id}.")
