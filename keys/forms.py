@@ -11,6 +11,21 @@ from .services import access_key_in_use
 SECRET_NOT_KEPT = "Not kept after an error, for your safety: enter the secret access key again."
 
 
+def _messages(item: str, *, required: str) -> dict[str, str]:
+    """Field error messages for what Django checks before the parsers run, in the parsers'
+    words: what is wrong and what to do (the value itself is never repeated)."""
+    return {
+        "required": required,
+        "max_length": (
+            f"The {item} is too long: %(show_value)d characters, and the limit is %(limit_value)d. "
+            f"Check that you pasted only the {item}."
+        ),
+        "null_characters_not_allowed": (
+            f"The {item} contains the control character U+0000 (NUL). Copy the {item} again as plain text."
+        ),
+    }
+
+
 def _parsed(parse, value, **kwargs):
     try:
         return parse(value, **kwargs)
@@ -24,6 +39,9 @@ class CredentialsFields(forms.Form):
     access_key_id = forms.CharField(
         label="Access Key",
         max_length=200,
+        error_messages=_messages(
+            "access key ID", required="Enter the access key ID of the IAM user: 20 characters starting with AKIA."
+        ),
         help_text="The access key ID of the IAM user you created for the portal (starts with AKIA).",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
@@ -31,6 +49,10 @@ class CredentialsFields(forms.Form):
         label="Secret Access Key",
         max_length=200,
         strip=False,
+        error_messages=_messages(
+            "secret access key",
+            required="Enter the secret access key: the 40-character value shown once when the access key was created.",
+        ),
         help_text="40 characters, shown once by AWS when you created the access key. It is sealed at once and never shown again.",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
@@ -54,6 +76,12 @@ class CredentialsFields(forms.Form):
         value = self.cleaned_data["secret_access_key"]
         return _parsed(parsers.parse_secret_access_key, value)
 
+    def add_error_after_clean(self, field: str, message: str) -> None:
+        """An error found by a service once the form checked out; the secret is not kept either."""
+        self.add_error(field, message)
+        if field != "secret_access_key" and "secret_access_key" not in self._errors:
+            self.add_error("secret_access_key", SECRET_NOT_KEPT)
+
     def full_clean(self) -> None:
         super().full_clean()
         if self.is_bound and self._errors and "secret_access_key" not in self._errors:
@@ -70,6 +98,11 @@ class RegistrationForm(CredentialsFields):
     encrypted_data_key = forms.CharField(
         label="Encrypted Data Key",
         max_length=20_000,
+        error_messages=_messages(
+            "encrypted data key",
+            required="Paste the encrypted data key: the CiphertextBlob value printed by "
+            "aws kms generate-data-key-without-plaintext.",
+        ),
         help_text="The CiphertextBlob printed by aws kms generate-data-key-without-plaintext (base64). "
         "Pasting the whole JSON output works too.",
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocomplete": "off"}),
@@ -77,19 +110,26 @@ class RegistrationForm(CredentialsFields):
     kms_key_arn = forms.CharField(
         label="KMS Key ARN",
         max_length=2048,
+        error_messages=_messages(
+            "KMS key ARN", required=f"Enter the KMS key ARN, for example {parsers.EXAMPLE_KMS_KEY_ARN}."
+        ),
         help_text="arn:aws:kms:<region>:<account>:key/<key id> — the key ARN, not an alias.",
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "placeholder": "arn:aws:kms:eu-west-1:111122223333:key/…"}),
     )
     region = forms.CharField(
         label="Region code",
         max_length=64,
+        error_messages=_messages(
+            "region code", required="Enter the region code of the KMS key (the region in its ARN), e.g. eu-west-1."
+        ),
         help_text="The region of the KMS key, e.g. eu-west-1 (the same as in the ARN).",
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
     encryption_context = forms.CharField(
         label="Encryption context",
         required=False,
-        max_length=10_000,
+        max_length=parsers.ENCRYPTION_CONTEXT_MAX_LENGTH,
+        error_messages=_messages("encryption context", required=""),
         help_text="Only if you passed --encryption-context to generate-data-key-without-plaintext: "
         'the same pairs, as {"key": "value"} or key=value,key2=value2.',
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
@@ -104,6 +144,7 @@ class RegistrationForm(CredentialsFields):
     def clean_encryption_context(self) -> dict[str, str]:
         return _parsed(parsers.parse_encryption_context, self.cleaned_data.get("encryption_context", ""))
 
+    @sensitive_variables("cleaned")
     def clean(self):
         cleaned = super().clean()
         if "region" in self.data and "region" not in self._errors:

@@ -479,15 +479,25 @@ def parse_region(value: str, *, kms_key_arn: KmsKeyArn | None) -> str:
     if not value:
         where = f" (the key ARN names {arn_region})" if arn_region else ""
         raise InputError(f"Enter the region code{where}: {enter}.")
-    named_code = _region_codes_by_name().get(value.lower())
-    if named_code:
-        raise InputError(
-            f"That is the region's name; its code is {named_code}. Enter {named_code}."
-        )
     for position, char in enumerate(value, start=1):
-        if char in _BLANK:
+        if char in _BLANK and _region_codes_by_name().get(value.lower()) is None:
             raise InputError(_character_message(field, char, position))
-    region = _region_code_or_refuse(value, enter)
+    try:
+        named_code = _region_codes_by_name().get(value.lower())
+        if named_code:
+            raise InputError(
+                f"That is the region's name; its code is {named_code}. Enter {named_code}."
+            )
+        region = _region_code_or_refuse(value, enter)
+    except InputError as e:
+        if arn_region is not None and arn_region not in e.message:
+            # The value points at another region than the key's: name the key's region,
+            # or the admin fixes the shape and is then refused for the region.
+            raise InputError(
+                f"{e.message.split('. ')[0].split('; ')[0]}, and the key ARN names region "
+                f"{arn_region}: enter {arn_region}."
+            ) from None
+        raise
     if arn_region is not None and region != arn_region:
         raise InputError(f"The key ARN names region {arn_region}; enter {arn_region}.")
     return region

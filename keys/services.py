@@ -83,21 +83,23 @@ def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials
     Raises ``CredentialsUnreadable`` when a sealed value names a sealing key that is no
     longer configured or fails its integrity check; the sealed text is never passed on.
     """
+    access_key_id = secret = bytearray()
     try:
-        access_key_id = _unseal(registration, "sealed_access_key_id")
-        secret = _unseal(registration, "sealed_secret_access_key")
-    except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
-        raise CredentialsUnreadable(
-            "The IAM credentials of this key version cannot be read (sealed under a sealing key "
-            "that is no longer configured, or damaged): enter them again."
-        ) from e
-    try:
+        try:
+            access_key_id = _unseal(registration, "sealed_access_key_id")
+            secret = _unseal(registration, "sealed_secret_access_key")
+        except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
+            raise CredentialsUnreadable(
+                "The IAM credentials of this key version cannot be read (sealed under a sealing key "
+                "that is no longer configured, or damaged): enter them again."
+            ) from e
         return KmsCredentials(
             access_key_id=access_key_id.decode("ascii"),
             secret_access_key=secret.decode("ascii"),
             version=f"{registration.public_id}:{registration.credentials_version}",
         )
     finally:
+        # Also when only the access key ID could be unsealed.
         crypto.wipe(access_key_id)
         crypto.wipe(secret)
 
@@ -395,7 +397,11 @@ def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
                 updates[field] = new
         if updates:
             before = {f: crypto.sealed_key_id(getattr(registration, f)) for f in updates}
-            KeyRegistration.objects.filter(pk=registration.pk).update(**updates)
+            # Compare-and-set: if the credentials were replaced since this row was read, the
+            # re-sealed old values must not overwrite the new ones (the next run re-seals those).
+            unchanged = {f: getattr(registration, f) for f in updates}
+            if not KeyRegistration.objects.filter(pk=registration.pk, **unchanged).update(**updates):
+                continue
             changed += len(updates)
             audit(
                 action=AuditEvent.Action.SEALING_KEY_ROTATED,

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 
 from environments.selectors import get_environment_for_user
@@ -38,11 +38,12 @@ def _guide(kms_key_arn: str, encryption_context_text: str) -> dict:
 @login_required
 @sensitive_post_parameters(*SENSITIVE_FIELDS)
 @require_http_methods(["GET", "HEAD", "POST"])
+@sensitive_variables()  # every local of this view and the form's frames may hold the secret
 def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
     environment, membership = get_environment_for_user(request.user, environment_id)
     if not membership.can_change:
         return render(request, "403.html", status=403)
-    form = RegistrationForm(request.POST or None, environment=environment)
+    form = RegistrationForm(request.POST if request.method == "POST" else None, environment=environment)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         arn = data["kms_key_arn"]
@@ -59,7 +60,7 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
                 secret_access_key=data["secret_access_key"],
             )
         except DuplicateAccessKey as e:
-            form.add_error("access_key_id", str(e))
+            form.add_error_after_clean("access_key_id", str(e))
         else:
             messages.success(
                 request,

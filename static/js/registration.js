@@ -30,6 +30,8 @@
 
   arn.addEventListener("input", schedule);
   if (context) { context.addEventListener("input", schedule); }
+  // A browser that restores typed values (back button) does not fire "input".
+  if (arn.value) { schedule(); }
 
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
