@@ -70,10 +70,10 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
     def run_validation(self, request, queryset):
         from .tasks import validate_registration
 
-        ids = list(queryset.filter(kind=KeyRegistration.Kind.BYOK).values_list("pk", "status"))
-        for pk, status in ids:
-            trigger = "periodic" if status in ("active", "decrypt_only", "inaccessible") else "manual"
-            transaction.on_commit(lambda pk=pk, trigger=trigger: validate_registration.delay(pk, trigger))
+        ids = list(queryset.filter(kind=KeyRegistration.Kind.BYOK).values_list("pk", flat=True))
+        for pk in ids:
+            # "manual" validates any status; an active/decrypt-only/inaccessible version is re-validated.
+            transaction.on_commit(lambda pk=pk: validate_registration.delay(pk, "manual"))
         self.message_user(request, f"Validation queued for {len(ids)} BYOK key version(s).", messages.SUCCESS)
 
     def get_actions(self, request):

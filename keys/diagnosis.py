@@ -181,6 +181,13 @@ def diagnose(
 def _conclude(checks: list[CheckResult]) -> Diagnosis:
     transient = [c for c in checks if c.transient]
     failed = [c for c in checks if c.status == FAIL]
+    refused = [c for c in failed if c.name == "decrypt.call" and not c.transient]
+    if any(c.name == "describe_key.state" and c.transient for c in checks):
+        refused = []  # a key still being created or updated explains the refusal
+    # A definite Decrypt refusal wins over a transient error elsewhere: a key whose Decrypt
+    # answers DisabledException is revoked even if DescribeKey was throttled in the same run.
+    if refused:
+        return Diagnosis("failed", tuple(checks), next(c for c in failed if not c.transient).reason, False)
     if transient:
         return Diagnosis("unverified", tuple(checks), transient[0].reason, True)
     if failed:

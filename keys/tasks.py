@@ -1,12 +1,34 @@
 """Thin Celery tasks: fetch by id, call a service. Arguments are ids (JSON)."""
 
+import logging
 import random
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
-from .validation import TransientValidationError, registration_validate, registrations_due_for_revalidation
+from .validation import (
+    TransientValidationError,
+    registration_validate,
+    registration_validation_timed_out,
+    registrations_due_for_revalidation,
+)
 
+log = logging.getLogger(__name__)
+
+# Attempts after the first one; with BACKOFF_BASE_SECONDS = 2 the retries wait about
+# 2, 4, 8 and 16 s (each plus up to as much again of jitter): under a minute in all.
 MAX_RETRIES = 4
+BACKOFF_BASE_SECONDS = 2
+BACKOFF_MAX_SECONDS = 300
+
+
+def backoff_seconds(retries: int) -> float:
+    """Exponential backoff with jitter for retry number ``retries`` (0 for the first retry):
+    ``base * 2**retries`` plus a random share of it, so that jobs throttled together do
+    not come back together. https://aws.amazon.com/builders-library/timeouts-retries-and-backoff-with-jitter/"""
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
+    return delay + random.uniform(0, delay)
 
 
 @shared_task(
@@ -23,20 +45,48 @@ def validate_registration(self, registration_id: int, trigger: str) -> None:
     Transient KMS failures are retried with exponential backoff and jitter; the last
     attempt records "could not verify" instead of failing the key. Running twice, or
     after the row vanished, is harmless.
+
+    Eager mode (no broker: the embedded default and the tests) runs every attempt inline
+    at once: Celery's ``self.retry`` would raise ``Retry`` out of ``delay()`` (with
+    ``task_eager_propagates``), i.e. out of the ``on_commit`` of a web request, and an
+    eager retry ignores its countdown anyway.
     """
-    final = self.request.retries >= MAX_RETRIES
+    if self.request.is_eager or self.request.called_directly:
+        _validate_inline(registration_id, trigger)
+        return
+    final = self.request.retries >= self.max_retries
     try:
         registration_validate(registration_id=registration_id, trigger=trigger, final_attempt=final)
     except TransientValidationError as e:
-        countdown = min(300, 2 ** (self.request.retries + 1)) + random.uniform(0, 1)
-        raise self.retry(exc=e, countdown=countdown)
+        raise self.retry(exc=e, countdown=backoff_seconds(self.request.retries))
+    except SoftTimeLimitExceeded as e:
+        if final:
+            registration_validation_timed_out(registration_id=registration_id)
+            return
+        raise self.retry(exc=e, countdown=backoff_seconds(self.request.retries))
+
+
+def _validate_inline(registration_id: int, trigger: str) -> None:
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            registration_validate(
+                registration_id=registration_id, trigger=trigger, final_attempt=attempt == MAX_RETRIES
+            )
+            return
+        except TransientValidationError as e:
+            log.info("validation of registration %s: transient (%s), attempt %s", registration_id, e, attempt + 1)
 
 
 @shared_task(ignore_result=True)
 def revalidate_active_registrations() -> int:
     """Celery beat: queue a periodic validation of every active, decrypt-only or
-    inaccessible BYOK registration. Returns how many were queued."""
+    inaccessible BYOK registration. Returns how many were queued.
+
+    Each job expires after one interval: if workers were down, the next beat tick queues
+    fresh ones instead of a backlog piling up."""
     ids = registrations_due_for_revalidation()
     for registration_id in ids:
-        validate_registration.delay(registration_id, "periodic")
+        validate_registration.apply_async(
+            (registration_id, "periodic"), expires=settings.REVALIDATION_INTERVAL_SECONDS
+        )
     return len(ids)

@@ -1,8 +1,18 @@
 """Validation services: check a registration against KMS, record the run, move its status.
 
 The checks themselves (what DescribeKey and Decrypt must say, and the cause and remedy of
-each failure) live in ``keys.diagnosis``; this module stores them and performs the state
-transitions, with an audit event for each.
+each failure) live in ``keys.diagnosis``; this module stores them as ``ValidationRun`` rows
+and performs the state transitions, with an audit event for each (through
+``keys.services.registration_transition``).
+
+Which run does what, by the registration's status when the job starts::
+
+    pending_validation | validating | failed | valid   first validation:
+        -> validating -> valid | failed | pending_validation ("could not verify")
+    active | decrypt_only | inaccessible                re-validation (periodic, manual):
+        permanent failure -> inaccessible (generation bumped, owners and admins emailed)
+        success           -> back to active / decrypt-only if it was inaccessible
+        transient failure -> no status change; ``kms_unreachable_since`` is set
 """
 
 from __future__ import annotations
@@ -34,17 +44,41 @@ Status = KeyRegistration.Status
 Outcome = ValidationRun.Outcome
 Trigger = ValidationRun.Trigger
 
-# Statuses whose registration is checked by the first validation (after registering,
-# "Validate again", or new credentials).
+# Statuses a first validation acts on (after registering, "Validate again", new credentials).
 INITIAL_STATUSES = frozenset({Status.PENDING_VALIDATION, Status.VALIDATING, Status.FAILED, Status.VALID})
-# Statuses that periodic re-validation watches.
+# Statuses that re-validation (periodic or manual) watches: the data plane depends on them.
 WATCHED_STATUSES = frozenset({Status.ACTIVE, Status.DECRYPT_ONLY, Status.INACCESSIBLE})
+# Statuses an owner or admin may ask to validate again (not while a validation runs).
+REQUESTABLE_STATUSES = (INITIAL_STATUSES | WATCHED_STATUSES) - {Status.VALIDATING}
+# What each trigger acts on. A duplicate "registration" job after the first one finished
+# finds the registration valid or failed and does nothing: running a job twice is harmless.
+ACTS_ON: dict[str, frozenset[str]] = {
+    Trigger.REGISTRATION: frozenset({Status.PENDING_VALIDATION, Status.VALIDATING}),
+    Trigger.MANUAL: INITIAL_STATUSES | WATCHED_STATUSES,
+    Trigger.CREDENTIALS: INITIAL_STATUSES | WATCHED_STATUSES,
+    Trigger.PERIODIC: WATCHED_STATUSES,
+}
+# A run still "running" after this long was abandoned (its job and all retries are gone):
+# the page stops waiting for it. Longer than the task's retries and time limits together.
+RUNNING_RUN_STALE_AFTER = timedelta(minutes=10)
 
 JOB = "job: validation"
+PERIODIC_JOB = "job: periodic re-validation"
 
 
 class TransientValidationError(Exception):
     """KMS could not be reached or throttled us; the task retries with backoff."""
+
+
+class ValidationRequestRefused(Exception):
+    """The registration cannot be validated again (not BYOK, retired, or validating)."""
+
+
+class ActivationError(Exception):
+    """The registration cannot be activated (not valid, or another change won the race)."""
+
+
+# Diagnosis
 
 
 def _unreadable_diagnosis(message: str) -> diag.Diagnosis:
@@ -58,6 +92,7 @@ def _unreadable_diagnosis(message: str) -> diag.Diagnosis:
                 aws_error_code=None,
                 cause=message,
                 remedy="Enter the access key ID and secret access key again with “Replace credentials”.",
+                reason="credentials_unreadable",
             ),
         ),
         failure_reason="credentials_unreadable",
@@ -82,59 +117,100 @@ def _diagnose(registration: KeyRegistration) -> diag.Diagnosis:
     )
 
 
-def _store_run(registration: KeyRegistration, trigger: str, result: diag.Diagnosis, *, final: bool) -> ValidationRun:
-    outcome = {"passed": Outcome.PASSED, "failed": Outcome.FAILED}.get(result.outcome, Outcome.UNVERIFIED)
-    run = ValidationRun.objects.create(
-        registration=registration,
-        trigger=trigger,
-        outcome=outcome,
-        failure_reason=result.failure_reason or "",
-        checks=[dataclasses.asdict(c) for c in result.checks],
-        finished_at=now(),
-    )
+# Runs
+
+
+def _start_run(registration: KeyRegistration, trigger: str) -> ValidationRun:
+    """The run this job fills in: the registration's newest "running" run (queued by
+    "Validate again", or left by an earlier attempt of this job that is being retried or
+    was interrupted), else a new one. Claiming it keeps one run per job, however many
+    attempts the job needs."""
+    run = registration.validation_runs.filter(outcome=Outcome.RUNNING).order_by("-started_at", "-id").first()
+    if run is not None:
+        return run
+    return ValidationRun.objects.create(registration=registration, trigger=trigger, outcome=Outcome.RUNNING)
+
+
+def _checks(result: diag.Diagnosis) -> list[dict]:
+    return [dataclasses.asdict(c) for c in result.checks]
+
+
+def _outcome(result: diag.Diagnosis) -> str:
+    return {"passed": Outcome.PASSED, "failed": Outcome.FAILED}.get(result.outcome, Outcome.UNVERIFIED)
+
+
+def _record_attempt(run: ValidationRun, result: diag.Diagnosis) -> None:
+    """Keep the checks of an attempt that will be retried; the run stays running."""
+    run.checks = _checks(result)
+    run.failure_reason = result.failure_reason or ""
+    run.save(update_fields=["checks", "failure_reason"])
+
+
+def _finish_run(run: ValidationRun, registration: KeyRegistration, result: diag.Diagnosis, actor_label: str) -> ValidationRun:
+    run.outcome = _outcome(result)
+    run.failure_reason = result.failure_reason or ""
+    run.checks = _checks(result)
+    run.finished_at = now()
+    run.save(update_fields=["outcome", "failure_reason", "checks", "finished_at"])
     audit(
         action=AuditEvent.Action.VALIDATION_RUN,
         registration=registration,
-        actor_label=JOB if trigger != Trigger.PERIODIC else "job: periodic re-validation",
-        after={"outcome": outcome, "trigger": trigger, "reason": result.failure_reason or "", "final": final},
+        actor_label=actor_label,
+        after={"outcome": run.outcome, "trigger": run.trigger, "reason": run.failure_reason},
         message=f"Validation of version {registration.version}: {run.get_outcome_display().lower()}.",
     )
     return run
 
 
+# The job
+
+
 def registration_validate(*, registration_id: int, trigger: str, final_attempt: bool = True) -> ValidationRun | None:
     """Validate one BYOK registration against KMS and move its status accordingly.
 
-    Idempotent: a registration that vanished, is not BYOK, or is in a status this trigger
-    does not act on is left alone (returns None). First validation: pending → validating
-    → valid / failed; a transient KMS failure raises ``TransientValidationError`` unless
-    ``final_attempt``, in which case the run ends "could not verify" and the registration
-    goes back to pending validation (never failed). Periodic validation of an active or
-    decrypt-only version: a permanent failure makes it inaccessible (cached data keys are
-    evicted through its generation), a success restores an inaccessible one, a transient
-    failure flips nothing and records since when KMS is unreachable.
+    Idempotent: a registration that vanished, is not BYOK, or is in a status ``trigger``
+    does not act on (``ACTS_ON``) is left alone and None is returned.
+
+    First validation (pending, validating, failed, valid): pending → validating → valid or
+    failed. A transient KMS failure raises ``TransientValidationError`` (the run stays
+    "running" with this attempt's checks, the registration "validating") unless
+    ``final_attempt``: then the run ends "could not verify" and the registration goes back
+    to pending validation, never failed.
+
+    Re-validation (active, decrypt-only, inaccessible): see ``_revalidate``; never raises
+    for KMS errors.
+
+    Returns the finished ``ValidationRun``.
     """
-    registration = KeyRegistration.objects.filter(pk=registration_id).select_related("environment").first()
+    registration = (
+        KeyRegistration.objects.filter(pk=registration_id).select_related("environment__organization").first()
+    )
     if registration is None or not registration.is_byok:
         return None
-    if trigger == Trigger.PERIODIC:
-        if registration.status not in WATCHED_STATUSES:
-            return None
-        return _revalidate(registration)
-    if registration.status not in INITIAL_STATUSES:
+    if registration.status not in ACTS_ON.get(trigger, frozenset()):
         return None
+    if registration.status in WATCHED_STATUSES:
+        return _revalidate(registration, trigger)
+    return _validate_first(registration, trigger, final_attempt=final_attempt)
+
+
+def _validate_first(registration: KeyRegistration, trigger: str, *, final_attempt: bool) -> ValidationRun | None:
     if registration.status != Status.VALIDATING:
         try:
-            registration = registration_transition(registration=registration, to=Status.VALIDATING, actor_label=JOB)
+            registration = registration_transition(
+                registration=registration, to=Status.VALIDATING, actor_label=JOB,
+                message=f"Validation of version {registration.version} against KMS started.",
+            )
         except TransitionConflict:
-            return None
+            return None  # another job got there first
+    run = _start_run(registration, trigger)
     result = _diagnose(registration)
     if result.transient and not final_attempt:
-        _store_run(registration, trigger, result, final=False)
+        _record_attempt(run, result)
         raise TransientValidationError(result.failure_reason or "transient")
-    run = _store_run(registration, trigger, result, final=True)
+    run = _finish_run(run, registration, result, JOB)
     to = {Outcome.PASSED: Status.VALID, Outcome.FAILED: Status.FAILED}.get(run.outcome, Status.PENDING_VALIDATION)
-    updates = {"last_verified_at": now()} if to == Status.VALID else {}
+    updates = {"last_verified_at": now(), "kms_unreachable_since": None} if to == Status.VALID else {}
     try:
         registration_transition(
             registration=registration, to=to, actor_label=JOB,
@@ -145,9 +221,33 @@ def registration_validate(*, registration_id: int, trigger: str, final_attempt: 
     return run
 
 
-def _revalidate(registration: KeyRegistration) -> ValidationRun:
-    result = _diagnose(registration)
-    run = _store_run(registration, Trigger.PERIODIC, result, final=True)
+def registration_validation_timed_out(*, registration_id: int) -> None:
+    """The job's last attempt hit its time limit: end its run "could not verify" (KMS
+    too slow is not the customer's mistake) and put a validating registration back to
+    pending validation. Harmless if there is nothing to end."""
+    registration = KeyRegistration.objects.filter(pk=registration_id).select_related("environment").first()
+    if registration is None:
+        return
+    running = registration.validation_runs.filter(outcome=Outcome.RUNNING)
+    for run in running:
+        run.outcome, run.failure_reason, run.finished_at = Outcome.UNVERIFIED, "timeout", now()
+        run.save(update_fields=["outcome", "failure_reason", "finished_at"])
+    if registration.status == Status.VALIDATING:
+        try:
+            registration_transition(
+                registration=registration, to=Status.PENDING_VALIDATION, actor_label=JOB,
+                message="Validation could not verify: KMS did not answer within the time limit.",
+            )
+        except TransitionConflict:
+            pass
+
+
+def _revalidate(registration: KeyRegistration, trigger: str) -> ValidationRun:
+    """Re-validate a version the data plane depends on. A permanent failure makes it
+    inaccessible, a success restores an inaccessible one, a transient failure flips
+    nothing and records since when KMS is unreachable (DESIGN.md, "Revocation")."""
+    label = PERIODIC_JOB if trigger == Trigger.PERIODIC else JOB
+    run = _finish_run(_start_run(registration, trigger), registration, _diagnose(registration), label)
     if run.outcome == Outcome.UNVERIFIED:
         # KMS unreachable or throttling is not a revocation: flip nothing, remember since when.
         KeyRegistration.objects.filter(pk=registration.pk, kms_unreachable_since__isnull=True).update(
@@ -157,12 +257,14 @@ def _revalidate(registration: KeyRegistration) -> ValidationRun:
     if run.outcome == Outcome.PASSED:
         KeyRegistration.objects.filter(pk=registration.pk).update(last_verified_at=now(), kms_unreachable_since=None)
         if registration.status == Status.INACCESSIBLE:
-            registration_restore(registration=registration, actor_label="job: periodic re-validation")
+            registration_restore(registration=registration, actor_label=label)
         return run
+    reason = (run.failure_reason or "refused")[:40]
     if registration.status != Status.INACCESSIBLE:
-        registration_mark_inaccessible(
-            registration=registration, reason=run.failure_reason or "refused", actor_label="job: periodic re-validation"
-        )
+        registration_mark_inaccessible(registration=registration, reason=reason, actor_label=label)
+    else:
+        # Still refused, maybe for another reason now (disabled, then deleted): say the latest.
+        KeyRegistration.objects.filter(pk=registration.pk, status=Status.INACCESSIBLE).update(inaccessible_reason=reason)
     return run
 
 
@@ -179,7 +281,7 @@ def registration_mark_inaccessible(*, registration: KeyRegistration, reason: str
             to=Status.INACCESSIBLE,
             actor_label=actor_label,
             message=f"KMS refused access ({reason}); the data plane stopped using this key version.",
-            updates={"restore_status": registration.status, "inaccessible_reason": reason, "kms_unreachable_since": None},
+            updates={"restore_status": registration.status, "inaccessible_reason": reason[:40], "kms_unreachable_since": None},
         )
     except TransitionConflict:
         return None
@@ -189,7 +291,8 @@ def registration_mark_inaccessible(*, registration: KeyRegistration, reason: str
 
 def registration_restore(*, registration: KeyRegistration, actor_label: str) -> KeyRegistration | None:
     """Return an inaccessible version to the status it had (active or decrypt-only) once
-    KMS grants access again. Returns None if another process already did it."""
+    KMS grants access again; decrypt-only if another version was activated meanwhile.
+    Returns None if another process already did it."""
     to = registration.restore_status or Status.DECRYPT_ONLY
     if to == Status.ACTIVE and KeyRegistration.objects.filter(
         environment_id=registration.environment_id, status=Status.ACTIVE
@@ -199,7 +302,7 @@ def registration_restore(*, registration: KeyRegistration, actor_label: str) -> 
         return registration_transition(
             registration=registration, to=to, actor_label=actor_label,
             message="KMS grants access again; the key version is back in service.",
-            updates={"restore_status": "", "inaccessible_reason": "", "last_verified_at": now()},
+            updates={"restore_status": "", "inaccessible_reason": "", "last_verified_at": now(), "kms_unreachable_since": None},
         )
     except TransitionConflict:
         return None
@@ -219,7 +322,7 @@ def _notify_admins(registration: KeyRegistration, reason: str) -> None:
     send_mail(
         subject=f"[BYOK] {environment}: key version {registration.version} is inaccessible",
         message=(
-            f"Periodic validation found that KMS refuses key version {registration.version} of "
+            f"Validation found that KMS refuses key version {registration.version} of "
             f"{environment} (reason: {reason}). Reads and writes that need it answer 503 "
             f"key_unavailable until access is restored.\n\nSee the checks, causes and remedies at {url}"
         ),
@@ -238,13 +341,49 @@ def registrations_due_for_revalidation() -> list[int]:
     )
 
 
-class ActivationError(Exception):
-    """The registration cannot be activated (not valid, or another change won the race)."""
+# Owner and admin actions
+
+
+def registration_request_validation(*, registration: KeyRegistration, actor) -> ValidationRun:
+    """"Validate again": queue a validation of a BYOK version (after commit) and return
+    its run, "running" until the job fills it in. A failed version goes back to pending
+    validation at once, so the page shows progress.
+
+    Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
+    """
+    from .tasks import validate_registration
+
+    if not registration.is_byok or registration.status not in REQUESTABLE_STATUSES:
+        raise ValidationRequestRefused(
+            f"Key version {registration.version} cannot be validated now "
+            f"({registration.get_kind_display()}, {registration.get_status_display().lower()})."
+        )
+    with transaction.atomic():
+        if registration.status == Status.FAILED:
+            try:
+                registration = registration_transition(
+                    registration=registration, to=Status.PENDING_VALIDATION, actor=actor,
+                    message=f"Validation of version {registration.version} requested again.",
+                )
+            except TransitionConflict as e:
+                raise ValidationRequestRefused(str(e)) from e
+        run = _start_run(registration, Trigger.MANUAL)
+        audit(
+            action=AuditEvent.Action.VALIDATION_RUN,
+            registration=registration,
+            actor=actor,
+            after={"outcome": "queued", "trigger": Trigger.MANUAL},
+            message=f"Validation of version {registration.version} requested.",
+        )
+        registration_id = registration.pk
+        transaction.on_commit(lambda: validate_registration.delay(registration_id, Trigger.MANUAL.value))
+    return run
 
 
 def registration_activate(*, registration: KeyRegistration, actor) -> KeyRegistration:
     """Make a valid (or decrypt-only) version the environment's active version; the
-    previously active one becomes decrypt-only. One transaction; raises ``ActivationError``."""
+    previously active one becomes decrypt-only. One transaction, an audit event per
+    status change; raises ``ActivationError``."""
     if registration.status not in (Status.VALID, Status.DECRYPT_ONLY):
         raise ActivationError(
             f"Only a valid key version can be activated; version {registration.version} is "
@@ -272,8 +411,13 @@ def registration_activate(*, registration: KeyRegistration, actor) -> KeyRegistr
     return activated
 
 
+# What the page shows
+
+
 def staleness(registration: KeyRegistration) -> str:
-    """Plain words on how fresh the last verification is, for the environment page."""
+    """Plain words on how fresh the last verification is, for the environment page:
+    "last verified 3 min ago, KMS unreachable since 2026-01-01 10:00 UTC" (either part
+    may be missing; "" when there is nothing to say)."""
     parts = []
     if registration.last_verified_at:
         ago = now() - registration.last_verified_at
@@ -284,9 +428,24 @@ def staleness(registration: KeyRegistration) -> str:
 
 
 def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    seconds = max(0, int(delta.total_seconds()))
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
         return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def validation_in_progress(registration: KeyRegistration, latest_run: ValidationRun | None) -> bool:
+    """Whether the page should keep polling: a validation is running or queued.
+
+    A pending registration that has never had a run is waiting for its first job; a
+    pending one whose last run could not verify is not (it waits for "Validate again").
+    """
+    if registration.status == Status.VALIDATING:
+        return True
+    if latest_run is None:
+        return registration.status == Status.PENDING_VALIDATION and registration.is_byok
+    return latest_run.outcome == Outcome.RUNNING and now() - latest_run.started_at < RUNNING_RUN_STALE_AFTER

@@ -1,3 +1,137 @@
-"""Validation pages and actions (validate again, activate, live status)."""
+"""Validation pages and actions: live status, "Validate again", "Activate".
 
-urlpatterns: list = []
+Thin: resolve access (``_get_registration_for_user``), call one service, redirect. The
+environment page renders each version's status and validation panel with the same
+partials the status endpoint returns, so what the page polls is what it first showed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from environments.models import Membership
+from environments.selectors import get_environment_for_user
+
+from .models import KeyRegistration
+from .validation import (
+    REQUESTABLE_STATUSES,
+    ActivationError,
+    ValidationRequestRefused,
+    registration_activate,
+    registration_request_validation,
+    staleness,
+    validation_in_progress,
+)
+
+Status = KeyRegistration.Status
+# Runs shown in a version's history.
+HISTORY_LENGTH = 10
+
+
+def _get_registration_for_user(user, environment_id, registration_id) -> tuple[KeyRegistration, Membership]:
+    """The key version with public id ``registration_id`` of the environment
+    ``environment_id``, and the user's membership. Http404 for anything outside the
+    user's organizations, or a version of another environment (indistinguishable)."""
+    environment, membership = get_environment_for_user(user, environment_id)
+    registration = (
+        KeyRegistration.objects.filter(environment=environment, public_id=registration_id)
+        .select_related("environment", "environment__organization", "created_by")
+        .first()
+    )
+    if registration is None:
+        raise Http404("No such key version.")
+    return registration, membership
+
+
+def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
+    """What the status cell and validation panel of one key version show."""
+    runs = list(registration.validation_runs.all()[:HISTORY_LENGTH]) if registration.is_byok else []
+    latest = runs[0] if runs else None
+    # The newest run with checks: a running run shows its last attempt's, else the previous run's.
+    checked = next((r for r in runs if r.checks), None)
+    can_change = membership.can_change
+    return {
+        "registration": registration,
+        "runs": runs,
+        "latest_run": latest,
+        "checked_run": checked,
+        "busy": validation_in_progress(registration, latest),
+        "staleness": staleness(registration) if registration.is_byok else "",
+        "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES,
+        "can_activate": can_change and registration.status == Status.VALID,
+        "status_url": reverse(
+            "registration_status", args=[registration.environment.public_id, registration.public_id]
+        ),
+    }
+
+
+def _back(registration: KeyRegistration) -> HttpResponse:
+    url = reverse("environment_detail", args=[registration.environment.public_id])
+    return redirect(f"{url}#version-{registration.version}")
+
+
+@login_required
+@require_GET
+@never_cache
+def registration_status(request: HttpRequest, environment_id, registration_id) -> JsonResponse:
+    """JSON for the live page: ``{"version", "status", "status_display", "busy",
+    "status_html", "panel_html"}``; the HTML is the version's status cell and validation
+    panel, rendered by the same partials as the environment page."""
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    context = {"v": validation_context(registration, membership), "environment": registration.environment}
+    return JsonResponse({
+        "version": registration.version,
+        "status": registration.status,
+        "status_display": registration.get_status_display(),
+        "busy": context["v"]["busy"],
+        "status_html": render_to_string("keys/partials/validation_status.html", context, request=request),
+        "panel_html": render_to_string("keys/partials/validation.html", context, request=request),
+    })
+
+
+@login_required
+@require_POST
+def registration_validate_again(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.can_change:
+        return render(request, "403.html", status=403)
+    try:
+        registration_request_validation(registration=registration, actor=request.user)
+    except ValidationRequestRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"Validation of key version {registration.version} against KMS has started.")
+    return _back(registration)
+
+
+@login_required
+@require_POST
+def registration_activate_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.can_change:
+        return render(request, "403.html", status=403)
+    try:
+        registration_activate(registration=registration, actor=request.user)
+    except ActivationError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"Key version {registration.version} is now active: new records use it.")
+    return _back(registration)
+
+
+_VERSION = "environments/<uuid:environment_id>/keys/<uuid:registration_id>"
+
+urlpatterns = [
+    path(f"{_VERSION}/status/", registration_status, name="registration_status"),
+    path(f"{_VERSION}/validate/", registration_validate_again, name="registration_validate"),
+    path(f"{_VERSION}/activate/", registration_activate_view, name="registration_activate"),
+]

@@ -77,7 +77,7 @@ def assert_well_formed(result: Diagnosis) -> None:
             assert check.remedy
         if check.status == "fail":
             assert check.reason
-    assert result.transient == any(c.transient for c in result.checks)
+    assert result.transient == (result.outcome == "unverified")
 
 
 def statuses(result: Diagnosis) -> dict[str, str]:
@@ -659,6 +659,18 @@ def test_it_never_fails_when_a_transient_error_hides_the_rest(stubber) -> None:
 
     assert (result.outcome, result.failure_reason, result.transient) == ("unverified", "throttled", True)
     assert result.check("describe_key.call").reason == "access_denied"
+
+
+def test_it_fails_when_decrypt_refuses_even_if_describe_key_was_throttled(stubber) -> None:
+    """GIVEN DescribeKey throttled (transient) and Decrypt refused with DisabledException
+    THEN the outcome is failed (disabled): a definite refusal is a revocation."""
+    stubber.add_client_error("describe_key", "ThrottlingException", "Rate exceeded")
+    stubber.add_client_error("decrypt", "DisabledException", "key is disabled")
+
+    result = run()
+
+    assert (result.outcome, result.failure_reason, result.transient) == ("failed", "disabled", False)
+    assert result.check("describe_key.call").transient is True
 
 
 def test_it_skips_the_excess_privilege_probe_when_not_asked(stubber) -> None:

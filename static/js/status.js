@@ -1,0 +1,39 @@
+// Live status of key versions on the environment page: while a validation runs or is
+// queued (data-busy="true"), poll the version's status endpoint and swap in its status
+// cell and validation panel, without reloading the page. No inline script (strict CSP).
+(function () {
+  "use strict";
+  var FAST_MS = 1500;          // while a validation runs
+  var SLOW_MS = 15000;         // after FAST_POLLS, in case a worker is slow or down
+  var FAST_POLLS = 200;        // about five minutes of fast polling
+
+  function watch(group) {
+    var url = group.dataset.statusUrl;
+    var statusCell = group.querySelector("[data-status-cell]");
+    var panel = group.querySelector("[data-validation-panel]");
+    var polls = 0;
+
+    function schedule() {
+      polls += 1;
+      setTimeout(poll, polls > FAST_POLLS ? SLOW_MS : FAST_MS);
+    }
+
+    function poll() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (data) {
+          if (!data) { schedule(); return; }
+          if (statusCell) { statusCell.innerHTML = data.status_html; }
+          if (panel) { panel.innerHTML = data.panel_html; }
+          group.dataset.status = data.status;
+          group.dataset.busy = data.busy ? "true" : "false";
+          if (data.busy) { schedule(); }
+        })
+        .catch(schedule);  // network hiccup: try again later
+    }
+
+    schedule();
+  }
+
+  document.querySelectorAll("[data-status-url][data-busy='true']").forEach(watch);
+})();
