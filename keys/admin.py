@@ -68,12 +68,12 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Re-run validation against KMS")
     def run_validation(self, request, queryset):
-        from .tasks import validate_registration
+        from .tasks import enqueue_validation
 
         ids = list(queryset.filter(kind=KeyRegistration.Kind.BYOK).values_list("pk", flat=True))
         for pk in ids:
             # "manual" validates any status; an active/decrypt-only/inaccessible version is re-validated.
-            transaction.on_commit(lambda pk=pk: validate_registration.delay(pk, "manual"))
+            transaction.on_commit(lambda pk=pk: enqueue_validation(pk, "manual"))
         self.message_user(request, f"Validation queued for {len(ids)} BYOK key version(s).", messages.SUCCESS)
 
     def get_actions(self, request):

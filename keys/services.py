@@ -275,7 +275,7 @@ def registration_create(
     Raises ``DuplicateAccessKey`` if the access key ID is already registered on a live
     version of this environment.
     """
-    from .tasks import validate_registration
+    from .tasks import enqueue_validation
 
     for attempt in range(3):
         try:
@@ -323,7 +323,7 @@ def registration_create(
                 )
                 registration_id = registration.pk
                 transaction.on_commit(
-                    lambda: validate_registration.delay(registration_id, "registration")
+                    lambda: enqueue_validation(registration_id, "registration")
                 )
                 return registration
         except IntegrityError:
@@ -340,7 +340,7 @@ def registration_replace_credentials(
     """Replace a BYOK version's IAM credentials in place (no new key version, nothing
     re-encrypted), bump its ``credentials_version`` and ``generation`` (evicting cached
     data keys and KMS clients), and queue a validation with the new credentials."""
-    from .tasks import validate_registration
+    from .tasks import enqueue_validation
 
     if not registration.is_byok or registration.status == Status.RETIRED:
         raise TransitionError("Only a BYOK key version that is not retired has IAM credentials to replace.")
@@ -370,7 +370,7 @@ def registration_replace_credentials(
             message=f"IAM credentials of version {locked.version} replaced.",
         )
         registration_id = locked.pk
-        transaction.on_commit(lambda: validate_registration.delay(registration_id, "credentials"))
+        transaction.on_commit(lambda: enqueue_validation(registration_id, "credentials"))
     return locked
 
 

@@ -90,3 +90,18 @@ def revalidate_active_registrations() -> int:
             (registration_id, "periodic"), expires=settings.REVALIDATION_INTERVAL_SECONDS
         )
     return len(ids)
+
+
+def enqueue_validation(registration_id: int, trigger: str) -> None:
+    """Queue ``validate_registration`` (call it from ``transaction.on_commit``).
+
+    A broker that cannot be reached must not turn an already committed registration into
+    a 500: the error is logged and the registration stays pending validation, where the
+    page's "Validate again" (or periodic re-validation) queues it again.
+    """
+    from kombu.exceptions import OperationalError
+
+    try:
+        validate_registration.delay(registration_id, trigger)
+    except OperationalError:
+        log.error("could not queue validation of registration %s (%s): broker unreachable", registration_id, trigger)

@@ -351,7 +351,7 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
 
     Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
     """
-    from .tasks import validate_registration
+    from .tasks import enqueue_validation
 
     if not registration.is_byok or registration.status not in REQUESTABLE_STATUSES:
         raise ValidationRequestRefused(
@@ -376,7 +376,7 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
             message=f"Validation of version {registration.version} requested.",
         )
         registration_id = registration.pk
-        transaction.on_commit(lambda: validate_registration.delay(registration_id, Trigger.MANUAL.value))
+        transaction.on_commit(lambda: enqueue_validation(registration_id, Trigger.MANUAL.value))
     return run
 
 
