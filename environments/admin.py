@@ -11,7 +11,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at"]
+    list_display = ["name", "require_two_factor", "created_at"]
+    list_filter = ["require_two_factor"]
     search_fields = ["name"]
     inlines = [MembershipInline]
 

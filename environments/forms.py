@@ -23,3 +23,14 @@ class EnvironmentForm(forms.Form):
         if any(not ch.isprintable() for ch in name):
             raise forms.ValidationError("The name contains a control character; use letters, digits, spaces and - _ .")
         return name
+
+
+class OrganizationSettingsForm(forms.Form):
+    """An organization's security settings (owners only)."""
+
+    require_two_factor = forms.BooleanField(
+        label="Require two-factor authentication for owners and admins",
+        required=False,
+        help_text="They must enter a code from their authenticator app before changing anything in this "
+        "organization's environments. Viewers are not affected.",
+    )

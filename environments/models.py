@@ -10,6 +10,13 @@ class Organization(models.Model):
     """A customer of the platform. Everything a user sees hangs off one of these."""
 
     name = models.CharField(max_length=200, unique=True)
+    # When on, owners and admins need a verified TOTP session before any state-changing
+    # page of this organization's environments (portal.middleware.TwoFactorMiddleware).
+    require_two_factor = models.BooleanField(
+        "require two-factor authentication",
+        default=False,
+        help_text="Owners and admins must verify a TOTP code before changing anything in this organization.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -38,3 +38,31 @@ def get_environment_for_user(user, environment_id) -> tuple[Environment, Members
         raise Http404("No such environment.")
     membership = Membership.objects.get(user=user, organization_id=environment.organization_id)
     return environment, membership
+
+
+def get_organization_for_user(user, organization_id) -> tuple[Organization, Membership]:
+    """The organization ``organization_id`` and the user's membership of it. Raises
+    ``Http404`` when the user is not a member (or there is no such organization)."""
+    membership = (
+        memberships_for_user(user).filter(organization_id=organization_id).first() if user.is_authenticated else None
+    )
+    if membership is None:
+        raise Http404("No such organization.")
+    return membership.organization, membership
+
+
+def members_with_two_factor(organization: Organization) -> list[Membership]:
+    """The organization's memberships with their users, each with ``has_two_factor``
+    (a confirmed TOTP device), owners first."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    memberships = list(
+        Membership.objects.filter(organization=organization).select_related("user")
+    )
+    with_device = set(
+        TOTPDevice.objects.filter(user__in=[m.user for m in memberships], confirmed=True).values_list("user_id", flat=True)
+    )
+    order = {Membership.Role.OWNER: 0, Membership.Role.ADMIN: 1, Membership.Role.VIEWER: 2}
+    for membership in memberships:
+        membership.has_two_factor = membership.user_id in with_device
+    return sorted(memberships, key=lambda m: (order.get(m.role, 9), m.user.get_username()))

@@ -6,8 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from . import selectors
-from .forms import EnvironmentForm
+from . import selectors, two_factor
+from .forms import EnvironmentForm, OrganizationSettingsForm
 from .services import EnvironmentNameTaken, environment_create
 
 
@@ -60,3 +60,33 @@ def environment_detail(request: HttpRequest, environment_id) -> HttpResponse:
     context = {"environment": environment, "membership": membership}
     context.update(environment_overview(environment=environment))
     return render(request, "environments/environment_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def organization_settings(request: HttpRequest, organization_id: int) -> HttpResponse:
+    """Owners: the organization's security settings. Members of other roles: 403."""
+    organization, membership = selectors.get_organization_for_user(request.user, organization_id)
+    if not membership.is_owner:
+        return render(request, "403.html", status=403)
+    # Not ``request.POST or None``: unticking the only checkbox posts an empty form.
+    form = OrganizationSettingsForm(
+        request.POST if request.method == "POST" else None,
+        initial={"require_two_factor": organization.require_two_factor},
+    )
+    if request.method == "POST" and form.is_valid():
+        wanted = form.cleaned_data["require_two_factor"]
+        try:
+            two_factor.organization_set_policy(organization=organization, require_two_factor=wanted, request=request)
+        except two_factor.TwoFactorError as e:
+            form.add_error("require_two_factor", str(e))
+        else:
+            state = "now requires" if wanted else "no longer requires"
+            messages.success(request, f"{organization.name} {state} two-factor authentication for owners and admins.")
+            return redirect("organization_settings", organization_id=organization.pk)
+    members = selectors.members_with_two_factor(organization)
+    return render(
+        request,
+        "environments/organization_settings.html",
+        {"organization": organization, "membership": membership, "form": form, "members": members},
+    )

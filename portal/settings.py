@@ -5,6 +5,8 @@ Development defaults are safe and local (SQLite, eager Celery, a generated seali
 ``ALLOWED_HOSTS`` and ``SEALING_KEYS``. Every variable is listed in ``docker/.env.example``.
 """
 
+from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 
 import environ
@@ -51,18 +53,30 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "environments",
     "keys",
 ]
 
 MIDDLEWARE = [
+    # First: every later log line of the request carries its id.
+    "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After authentication and OTP: redirects to the two-factor pages (environments/two_factor.py).
+    "portal.middleware.TwoFactorMiddleware",
+    # Last, as django-axes requires: answers a locked-out sign-in with the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -103,7 +117,40 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# AxesStandaloneBackend first: it refuses a locked-out sign-in before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# A session lasts at most SESSION_COOKIE_AGE seconds (the server expires it too), and by
+# default ends when the browser closes.
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 8)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", default=True)
+
+# Sign-in lockout (django-axes)
+
+# After AXES_FAILURE_LIMIT failed sign-ins for one username (from anywhere), or from one
+# client address (for any usernames), that username or address is locked for
+# AXES_COOLOFF_MINUTES; a success resets its counts. The username rule stops a guesser who
+# spreads over many addresses, the address rule one who sprays many usernames. The lockout
+# page is templates/registration/locked_out.html, status 429.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Behind TRUSTED_PROXY_COUNT proxies the client's address is the one the outermost proxy
+# appended to X-Forwarded-For (otherwise every client would share the proxy's address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# Two-factor authentication (django-otp, TOTP)
+
+OTP_TOTP_ISSUER = "BYOK Portal"
+# Support staff see that a user has a device, never its secret or QR code.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Internationalisation
 
@@ -120,21 +167,65 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 
 # Security (production)
 
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto: without it SECURE_SSL_REDIRECT
+# would redirect forever (every request looks like plain HTTP to Django).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool(
     "SECURE_PROXY_SSL_HEADER", default=False
 ) else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The container health check calls http://127.0.0.1:8000/healthz directly.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 60 * 60)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Only the header's "preload" token; putting the domain on browsers' preload lists is a
+# separate, deliberate submission (hstspreload.org).
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 SESSION_COOKIE_SECURE = not DEBUG and env.bool("SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
+# No script reads the CSRF cookie: forms carry the token.
+CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Content Security Policy (django-csp 4)
+
+# Same-origin everything, no inline script or style anywhere (static/js/*.js are files;
+# templates carry no style="" attributes), no plugins, no framing, forms post only here.
+# Django admin works under it unchanged (tests/browser/test_security_csp.py): its scripts are
+# files, its constants travel in data- attributes, and its JavaScript sets styles through
+# the CSSOM, which style-src does not govern.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    },
+}
+
+# Error reports
+
+# The technical 500 page and mails to ADMINS: settings, frame variables, POST fields and
+# headers cleansed by name and by shape of secret, with DEBUG on too (portal/reporting.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.reporting.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "portal.reporting.RedactingExceptionReporter"
+# Optional: who gets a mail for every server error, "Name <address>" or addresses, comma separated.
+ADMINS = [parseaddr(a) for a in env.list("ADMINS", default=[])]
 
 # Email
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="byok-portal@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # Celery
 
@@ -195,18 +286,37 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES * 16, 2_621_440)
 
 # Logging
 
+# One JSON object per line on stderr (time, level, logger, message, request_id, extras),
+# secret-shaped text redacted in every handler (portal/logging.py). Django's own loggers
+# are routed here too, so nothing is written in another format.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "portal.logging.RequestIdFilter"},
+        "redact": {"()": "portal.logging.RedactingFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "portal.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id", "redact"],
+        },
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false", "request_id", "redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },
@@ -214,9 +324,13 @@ LOGGING = {
 
 # Celery beat
 
+# Every REVALIDATION_INTERVAL_SECONDS, re-validate each active and decrypt-only (and
+# inaccessible) BYOK key version against KMS. A tick not picked up within one interval
+# expires: the next one replaces it.
 CELERY_BEAT_SCHEDULE = {
     "revalidate-active-registrations": {
         "task": "keys.tasks.revalidate_active_registrations",
         "schedule": float(REVALIDATION_INTERVAL_SECONDS),
+        "options": {"expires": float(REVALIDATION_INTERVAL_SECONDS)},
     },
 }

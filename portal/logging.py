@@ -1,0 +1,182 @@
+"""Structured logs: one JSON object per line, a request id on every line, secrets redacted.
+
+``settings.LOGGING`` wires these in::
+
+    handler --filters--> RequestIdFilter (adds ``request_id``)
+                         RedactingFilter (rewrites message, args, exception text, extras)
+            --formatter--> JsonFormatter
+
+The filters sit on the *handlers*, so every record a handler writes is redacted, whatever
+logger it came from (including loggers that do not propagate). Redaction is a last line of
+defence: code must still not log secrets (DESIGN.md, invariant 1). It rewrites anything
+shaped like one of these (see ``SECRET_PATTERNS``):
+
+=============================  ==========================================  ==================
+what                           shape                                       becomes
+=============================  ==========================================  ==================
+sealed value                   ``sealed$1$<key_id>$<nonce>$<ciphertext>``  ``sealed$1$<key_id>$[REDACTED]``
+API key                        ``byok_<8 hex>_<43 base64url>``             ``byok_<8 hex>_[REDACTED]``
+base64 of 32 bytes (data key)  44 characters ending ``=``                  ``[REDACTED]``
+AWS access key ID              ``AKIA``/``ASIA`` + 16                      ``AKIA************WXYZ``
+AWS secret access key          40 characters of ``[A-Za-z0-9/+]``          ``[REDACTED]``
+=============================  ==========================================  ==================
+
+The request id lives in a context variable set by ``portal.middleware.RequestIdMiddleware``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import json
+import logging
+import re
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def _mask_access_key_id(match: re.Match) -> str:
+    # The prefix says what kind of key it is (AKIA long-term, ASIA temporary) and the last
+    # four tell keys apart, as the portal shows them; the twelve between stay hidden.
+    value = match.group(0)
+    return value[:4] + "*" * 12 + value[-4:]
+
+
+def _redact_aws_secret(match: re.Match) -> str:
+    value = match.group(0)
+    # Lower-case-only (hex digests, URL paths) or upper-case-only runs are not AWS secret
+    # access keys: a random 40-character secret lacks either case with probability ~1e-9.
+    if value.lower() == value or value.upper() == value:
+        return value
+    return REDACTED
+
+
+# Order matters: sealed values and API keys first (their base64url parts may contain runs the
+# later patterns would eat in part), the 44-character data key before the 40-character secret.
+SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match], str]]] = [
+    (re.compile(r"(sealed\$\d+\$[A-Za-z0-9_-]{1,32}\$)[A-Za-z0-9_\-$=]+"), r"\1" + REDACTED),
+    (re.compile(r"\b(byok_[0-9a-f]{8}_)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{43}=(?![A-Za-z0-9+/=_-])"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"), _mask_access_key_id),
+    # "/" is both in the alphabet and the path separator: a secret may stand between two
+    # slashes (a URL path) or after "=" (key=value), so neither blocks a match.
+    (re.compile(r"(?<![A-Za-z0-9+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9+=])"), _redact_aws_secret),
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with everything shaped like a secret (``SECRET_PATTERNS``) rewritten."""
+    text = str(text)  # also lazy strings, which pass isinstance(…, str)
+    for pattern, replacement in SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """Strings redacted; lists, tuples and dicts walked; other objects redacted through
+    their ``repr`` only when it holds something secret-shaped (else returned as they are)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        redacted = [redact_value(v) for v in value]
+        return redacted if isinstance(value, list) else tuple(redacted)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break logging
+        return f"<unrepresentable {type(value).__name__}>"
+    redacted = redact(text)
+    return value if redacted == text else redacted
+
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
+    "message", "asctime", "request_id", "taskName",
+}
+
+
+class RequestIdFilter(logging.Filter):
+    """Sets ``record.request_id`` from the current request (``None`` outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites secret-shaped text in the record's message, arguments, exception and stack
+    text and ``extra`` fields. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # wrong arguments for the format: keep what we can, redacted
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if name not in _RECORD_ATTRIBUTES:
+                setattr(record, name, redact_value(value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message``, ``request_id``, then every ``extra`` field, then ``exception`` and
+    ``stack`` when present. Values JSON cannot hold are written as ``str(value)``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and name not in entry:
+                entry[name] = _jsonable(name, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _jsonable(name: str, value: Any) -> Any:
+    if name == "request" and hasattr(value, "method") and hasattr(value, "path"):
+        # django.request passes the HttpRequest: its method and path are what matter.
+        return {"method": value.method, "path": value.path}
+    return value
+
+
+def celery_logger_setup(logger: logging.Logger | None = None, **kwargs: Any) -> None:
+    """Celery's ``after_setup_logger`` / ``after_setup_task_logger`` receiver: a worker
+    replaces the root logger's handlers with its own (text format), so add the request id
+    and redaction filters to those handlers too."""
+    if logger is None:
+        return
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+            handler.addFilter(RedactingFilter())

@@ -1,0 +1,152 @@
+"""Project middleware: request ids, and the two-factor rules of ``environments.two_factor``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+
+from .logging import request_id_var
+
+log = logging.getLogger("portal.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A proxy's or client's id is kept only if it is short and plain (no spaces, quotes or
+# control characters that could forge log lines or headers); anything else gets a new one.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address: ``REMOTE_ADDR``, or behind ``TRUSTED_PROXY_COUNT`` proxies the
+    entry the outermost of them appended to ``X-Forwarded-For``. Entries further left were
+    written by the client and can be anything, so they are never used.
+
+    Each proxy appends the address it received the request from; with N proxies the
+    header ends ``…, <client>, <proxy 1>, …, <proxy N-1>`` and the client is N-th from the
+    right. A header shorter than that means a misconfiguration: ``REMOTE_ADDR`` is used.
+    """
+    from django.conf import settings
+
+    count = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if count > 0 and len(forwarded) >= count:
+        return forwarded[-count]
+    return request.META.get("REMOTE_ADDR")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id: the incoming ``X-Request-ID`` when sane, else a new
+    UUID4 (hex). It is ``request.request_id``, the ``request_id`` of every log line
+    written while the request runs, and the ``X-Request-ID`` header of the response.
+    Logs one ``portal.request`` line per request (method, path, status, duration)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
+
+
+# URL names a session that still owes a second factor may open.
+_TWO_FACTOR_EXEMPT = frozenset(
+    {"login", "logout", "healthz", "two_factor", "two_factor_verify", "two_factor_qr", "admin:logout"}
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class TwoFactorMiddleware:
+    """The one place two-factor authentication is enforced (``environments.two_factor``).
+
+    Runs in ``process_view``, after CSRF and authentication, with the resolved view's URL
+    kwargs, so no view needs a decorator:
+
+    * a signed-in user with a TOTP device whose session has not entered a code is sent to
+      the verify page from every page except sign-in/out and the two-factor pages;
+    * an owner or admin of an organization that requires two-factor authentication is
+      sent to verify (or to set up a device) before any state-changing page of that
+      organization: any non-GET request, or a ``…/new/`` page, whose URL names one of its
+      environments (``environment_id``) or the organization itself (``organization_id``),
+      and "New environment" posted for it.
+
+    The data-plane API (``/api/``) authenticates with API keys, not sessions: untouched.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        from environments import two_factor
+
+        if request.path_info.startswith("/api/") or not request.user.is_authenticated:
+            return None
+        match = request.resolver_match
+        if match is not None and match.view_name in _TWO_FACTOR_EXEMPT:
+            return None
+        if two_factor.is_verified(request):
+            return None
+        device = two_factor.confirmed_device(request.user)
+        if device is not None:
+            return _send_to("two_factor_verify", request)
+        if not _is_state_changing(request):
+            return None
+        organization = two_factor.organization_for_view(request, view_kwargs)
+        if two_factor.policy_applies(request.user, organization):
+            return _send_to("two_factor", request, organization=organization)
+        return None
+
+
+def _is_state_changing(request: HttpRequest) -> bool:
+    return request.method not in _SAFE_METHODS or request.path_info.endswith("/new/")
+
+
+def _send_to(url_name: str, request: HttpRequest, organization=None) -> HttpResponse:
+    """Redirect to a two-factor page, coming back afterwards to the page asked for (for a
+    GET) or to the page the form was on (for a POST, whose URL may not accept a GET)."""
+    if request.method in _SAFE_METHODS:
+        back = request.get_full_path()
+    else:
+        back = _same_site_referer(request) or reverse("home")
+    query = {"next": back}
+    if organization is not None:
+        query["organization"] = organization.name
+    return HttpResponseRedirect(f"{reverse(url_name)}?{urlencode(query)}")
+
+
+def _same_site_referer(request: HttpRequest) -> str | None:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    referer = request.headers.get("Referer", "")
+    if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()}):
+        return referer
+    return None
