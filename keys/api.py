@@ -1,3 +1,324 @@
-"""The data-plane API (JSON over HTTP): /api/v1/environments/{environment_id}/records/..."""
+"""The data-plane API (JSON over HTTP), mounted at ``/api/v1/`` (DESIGN.md, "Data-plane API").
 
-urlpatterns: list = []
+::
+
+    PUT    environments/{environment_id}/records/{record_key}   {"body": <any JSON>}
+    GET    environments/{environment_id}/records/{record_key}
+    DELETE environments/{environment_id}/records/{record_key}
+    POST   environments/{environment_id}/records/batch          {"records": [{"record_key", "body"}, …]}
+    POST   environments/{environment_id}/records/find           {"record_keys": […]}
+
+Authentication: ``Authorization: Bearer byok_<prefix>_<secret>``; an API key serves its
+own environment only: another environment's id answers 404 as if unknown.
+
+Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavailable``):
+
+====  ======================  =====================================================
+400   ``invalid_json``        body is not JSON (or uses NaN / Infinity)
+400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find)
+400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or reserved
+400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
+400   ``duplicate_record_key`` a record key twice in one batch
+401   ``unauthenticated``     no ``Authorization: Bearer`` header
+401   ``invalid_api_key``     malformed, unknown or wrong API key
+401   ``api_key_revoked``     the API key was revoked
+404   ``not_found``           unknown environment (or another environment's), record, or path
+405   ``method_not_allowed``  with an ``Allow`` header
+413   ``body_too_large``      request over the limit (Content-Length or the bytes read)
+422   ``integrity_error``     the stored ciphertext fails its integrity check
+503   ``key_unavailable``     with ``reason``; ``Retry-After`` when transient
+500   ``internal_error``      a bug; nothing else is said
+====  ======================  =====================================================
+
+422 for integrity failures: the request is well-formed and the record exists, but what is
+stored cannot be processed; it is not a server bug (500) nor a state conflict the client
+could resolve (409). ``find`` reports such records under ``errors`` with the same codes.
+
+Limits: a PUT's request body is at most ``API_MAX_BODY_BYTES``; a batch or find request at
+most ``API_MAX_BATCH_BODY_BYTES`` (default ``16 × API_MAX_BODY_BYTES``) and each record body
+in a batch at most ``API_MAX_BODY_BYTES`` once re-encoded.
+
+Views are thin: parse, call one service in ``keys.records``, map its errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
+
+from . import apikeys, records
+from .apikeys import InvalidApiKey, RevokedApiKey
+from .records import (
+    DecryptedRecord,
+    DuplicateRecordKey,
+    IntegrityFailure,
+    InvalidRecordInput,
+    InvalidRecordKey,
+    KeyUnavailable,
+    RecordFailure,
+    RecordNotFound,
+    RecordTooLarge,
+    TooManyRecords,
+)
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, ``code``, safe ``message``, extra fields/headers."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def _json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    return _raw_json_response(json.dumps(payload, separators=(",", ":")), status, headers)
+
+
+def _raw_json_response(text: str, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(text, content_type=JSON, status=status, headers=headers)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_response(error: ApiError) -> HttpResponse:
+    return _json_response(
+        {"error": {"code": error.code, "message": error.message, **error.extra}}, error.status, error.headers
+    )
+
+
+# ---------------------------------------------------------------------------
+# Error mapping
+# ---------------------------------------------------------------------------
+
+
+_INPUT_ERRORS = (
+    (InvalidRecordKey, "invalid_record_key"),
+    (DuplicateRecordKey, "duplicate_record_key"),
+    (TooManyRecords, "too_many_records"),
+    (InvalidRecordInput, "invalid_request"),
+)
+
+
+def _api_error(e: Exception) -> ApiError:
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, KeyUnavailable):
+        headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else {}
+        return ApiError(503, "key_unavailable", str(e), headers=headers, reason=e.reason)
+    if isinstance(e, IntegrityFailure):
+        return ApiError(422, "integrity_error", str(e), record_key=e.record_key)
+    if isinstance(e, RecordNotFound):
+        return ApiError(404, "not_found", str(e))
+    if isinstance(e, RecordTooLarge):
+        return ApiError(413, "body_too_large", str(e))
+    for error_type, code in _INPUT_ERRORS:
+        if isinstance(e, error_type):
+            return ApiError(400, code, str(e))
+    raise e
+
+
+# ---------------------------------------------------------------------------
+# Request handling
+# ---------------------------------------------------------------------------
+
+
+def _authenticate(request: HttpRequest):
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401, "unauthenticated", "Send an API key: Authorization: Bearer byok_…",
+            headers={"WWW-Authenticate": 'Bearer realm="byok"'},
+        )
+    try:
+        return apikeys.api_key_authenticate(presented=presented.strip())
+    except RevokedApiKey as e:
+        raise ApiError(401, "api_key_revoked", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    except InvalidApiKey as e:
+        raise ApiError(401, "invalid_api_key", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _environment(request: HttpRequest, environment_id: str):
+    """The API key's environment if ``environment_id`` names it; any other id (unknown,
+    malformed, or another environment's) is the same 404."""
+    api_key = _authenticate(request)
+    try:
+        wanted = uuid.UUID(environment_id)
+    except ValueError:
+        wanted = None
+    if wanted is None or api_key.environment.public_id != wanted:
+        raise ApiError(404, "not_found", "No such environment.")
+    return api_key.environment
+
+
+def _read_json(request: HttpRequest, limit: int) -> Any:
+    """The request body parsed as JSON; 413 past ``limit`` bytes (declared or read)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_large = ApiError(413, "body_too_large", f"The request body may be at most {limit} bytes.")
+    if declared > limit:
+        raise too_large
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _batch_body_limit() -> int:
+    return getattr(settings, "API_MAX_BATCH_BODY_BYTES", settings.API_MAX_BODY_BYTES * 16)
+
+
+def api_view(*methods: str) -> Callable:
+    """Mark a data-plane view: CSRF-exempt (bearer auth, no cookies), JSON 405 for other
+    methods, domain errors mapped to JSON answers, unexpected ones to a bare 500."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise ApiError(
+                        405, "method_not_allowed", f"Use {', '.join(methods)}.", headers={"Allow": ", ".join(methods)}
+                    )
+                return view(request, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - every answer of the API is JSON
+                try:
+                    return _error_response(_api_error(e))
+                except Exception:
+                    log.exception("data-plane API error on %s %s", request.method, request.path)
+                    return _error_response(ApiError(500, "internal_error", "Internal error."))
+
+        return wrapper
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------
+# Serialising records
+# ---------------------------------------------------------------------------
+
+
+def _record_json(record: DecryptedRecord) -> str:
+    # body_json is the exact JSON text stored and authenticated: spliced in, not re-parsed.
+    return (
+        '{"record_key":' + json.dumps(record.record_key)
+        + ',"body":' + record.body_json
+        + ',"key_version":' + str(record.key_version)
+        + ',"updated_at":' + json.dumps(record.updated_at.isoformat())
+        + "}"
+    )
+
+
+def _failure_json(failure: RecordFailure) -> dict[str, Any]:
+    item: dict[str, Any] = {"record_key": failure.record_key, "code": failure.code, "message": failure.message}
+    if failure.reason is not None:
+        item["reason"] = failure.reason
+    if failure.retry_after is not None:
+        item["retry_after"] = failure.retry_after
+    return item
+
+
+# ---------------------------------------------------------------------------
+# Views
+# ---------------------------------------------------------------------------
+
+
+@api_view("GET", "PUT", "DELETE")
+def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
+    environment = _environment(request, environment_id)
+    if request.method == "GET":
+        value = records.record_get(environment=environment, record_key=record_key)
+        return _raw_json_response(_record_json(value))
+    if request.method == "DELETE":
+        records.record_delete(environment=environment, record_key=record_key)
+        return HttpResponse(status=204)
+    payload = _read_json(request, settings.API_MAX_BODY_BYTES)
+    if not isinstance(payload, dict) or "body" not in payload:
+        raise ApiError(400, "invalid_request", 'Send {"body": <any JSON>}.')
+    stored = records.record_put(environment=environment, record_key=record_key, body=payload["body"])
+    return _json_response(
+        {"record_key": stored.record_key, "key_version": stored.key_version, "updated_at": stored.updated_at.isoformat()}
+    )
+
+
+@api_view("POST")
+def records_batch(request: HttpRequest, environment_id: str) -> HttpResponse:
+    environment = _environment(request, environment_id)
+    payload = _read_json(request, _batch_body_limit())
+    items = payload.get("records") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(400, "invalid_request", 'Send {"records": [{"record_key": …, "body": …}, …]}.')
+    if len(items) > settings.API_MAX_BATCH_RECORDS:
+        raise ApiError(400, "too_many_records", f"At most {settings.API_MAX_BATCH_RECORDS} records per batch.")
+    pairs = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "record_key" not in item or "body" not in item:
+            raise ApiError(400, "invalid_request", f"records[{index}] must be {{\"record_key\": …, \"body\": …}}.")
+        pairs.append((item["record_key"], item["body"]))
+    stored = records.records_put_batch(environment=environment, records=pairs)
+    return _json_response(
+        {
+            "count": len(stored),
+            "key_version": stored[0].key_version,
+            "updated_at": stored[0].updated_at.isoformat(),
+        }
+    )
+
+
+@api_view("POST")
+def records_find(request: HttpRequest, environment_id: str) -> HttpResponse:
+    environment = _environment(request, environment_id)
+    payload = _read_json(request, _batch_body_limit())
+    keys = payload.get("record_keys") if isinstance(payload, dict) else None
+    if not isinstance(keys, list):
+        raise ApiError(400, "invalid_request", 'Send {"record_keys": ["…", …]}.')
+    if len(keys) > settings.API_MAX_BATCH_RECORDS:
+        raise ApiError(400, "too_many_records", f"At most {settings.API_MAX_BATCH_RECORDS} record keys per request.")
+    found, errors = records.records_find(environment=environment, record_keys=keys)
+    text = (
+        '{"records":[' + ",".join(_record_json(r) for r in found) + "],"
+        + '"errors":' + json.dumps([_failure_json(f) for f in errors], separators=(",", ":"))
+        + "}"
+    )
+    return _raw_json_response(text)
+
+
+@csrf_exempt
+def unknown_path(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Everything else under /api/v1/: a JSON 404, not the portal's HTML page."""
+    return _error_response(ApiError(404, "not_found", "No such API endpoint."))
+
+
+urlpatterns = [
+    path("environments/<str:environment_id>/records/batch", records_batch, name="api_records_batch"),
+    path("environments/<str:environment_id>/records/find", records_find, name="api_records_find"),
+    path("environments/<str:environment_id>/records/<path:record_key>", record, name="api_record"),
+    re_path(r"", unknown_path, name="api_unknown"),
+]

@@ -10,6 +10,17 @@ from environments.services import environment_create
 PASSWORD = "correct horse battery staple 9"
 
 
+@pytest.fixture(autouse=True)
+def fresh_data_key_cache():
+    """Each test starts with an empty per-process data-key cache: registration ids are
+    reused across tests, and a plaintext data key must not leak from one test to another."""
+    from keys import cache
+
+    cache.set_cache(None)
+    yield
+    cache.set_cache(None)
+
+
 @pytest.fixture
 def make_user(db):
     def make(username: str):

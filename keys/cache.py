@@ -1,0 +1,513 @@
+"""The data-key cache: plaintext data keys in this process's memory, for at most the TTL.
+
+What it holds
+    One entry per key registration (key version), keyed by the registration's database id:
+    the plaintext data key in a ``bytearray``, the registration's ``generation`` when the
+    key was loaded, and the expiry time (``clock() + settings.DATA_KEY_CACHE_TTL_SECONDS``).
+    Per process and in memory only: never Django's cache framework, Redis or the database
+    (DESIGN.md invariant 2). Each gunicorn worker, Celery worker and shell has its own.
+
+How a caller uses it
+    ::
+
+        with get_cache().data_key_for(registration) as data_key:   # read-only memoryview
+            envelope = crypto.encrypt_record(data_key=data_key, ...)
+
+    The view is released when the block ends, so a reference kept by mistake cannot read
+    the key afterwards. Entries are reference-counted: an entry evicted while a request is
+    still encrypting with it is wiped when that request's block ends, never under it.
+
+Loading (a miss)
+    ``managed`` versions unseal ``sealed_data_key`` with the sealing key; ``byok`` versions
+    call KMS ``Decrypt`` with the registration's sealed IAM credentials, its KMS key ARN,
+    encrypted data key and encryption context. The result must be 32 bytes. At most one
+    load per (registration, generation) is in flight however many threads miss at once
+    (single-flight): the first thread loads, the others wait on its ``threading.Event`` and
+    get the same data key or the same exception. A failed load is never cached: the next
+    request tries again.
+
+Expiry and wiping
+    An entry past its expiry is evicted by the lookup that finds it, by a sweep that runs at
+    most once a second on any lookup, and by a daemon reaper thread (the process-wide cache
+    only) that sweeps every second, so an unused plaintext does not outlive the TTL by more
+    than about a second. Evicted plaintext is overwritten with zeros (``crypto.wipe``).
+
+Cross-process eviction (why a state change takes effect on the very next request)
+    Plaintext never leaves the process, so there is nothing to broadcast; instead every
+    data-plane request already loads the ``KeyRegistration`` row it is about to use, with
+    the query that finds the key version (the environment's active version for a write;
+    ``select_related`` from the record for a read; the versions of the records found, for
+    ``find``). That row carries ``status`` and ``generation``: no extra query. ``keys.services.registration_transition`` bumps ``generation`` on every
+    status change, and ``registration_replace_credentials`` bumps it too, in the same
+    UPDATE. The cache then:
+
+    * refuses any version whose status is not ``active`` or ``decrypt_only``
+      (:class:`KeyVersionNotUsable`) and evicts its entry, and
+    * evicts an entry whose ``generation`` is older than the row's, and loads afresh.
+
+    So when any process — a web worker answering a KMS refusal, a Celery worker's periodic
+    re-validation, an admin action — changes a registration, every other process stops
+    using its cached plaintext on its own next request for that registration, not at TTL
+    expiry; a process that gets no such request drops it at TTL. An entry *newer* than the
+    row (the row was read just before another thread reloaded) is used: it was loaded under
+    a later, usable state.
+
+Counters for metrics: :meth:`DataKeyCache.stats` (hits, misses, waits, evictions, loads,
+load_failures, kms_decrypts) and ``keys.metrics`` (``data_key_cache{event=…}``,
+``kms_calls{operation="Decrypt", outcome=…}``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+from . import crypto, kms, metrics
+from .models import KeyRegistration
+from .services import CredentialsUnreadable, _unseal, registration_credentials
+
+Clock = Callable[[], float]
+Loader = Callable[[KeyRegistration], bytearray]
+
+DATA_KEY_SIZE = 32
+# How often expired entries are swept at the latest (seconds).
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class KeyVersionNotUsable(Exception):
+    """The key version's status does not let the data plane use it (not ``active`` or
+    ``decrypt_only``). ``status`` is the status; ``reason`` the inaccessible reason, or the
+    status when there is none."""
+
+    def __init__(self, registration: KeyRegistration) -> None:
+        self.status = registration.status
+        self.reason = registration.inaccessible_reason or registration.status
+        super().__init__(f"Key version {registration.version} is {registration.get_status_display().lower()}.")
+
+
+class DataKeyUnreadable(Exception):
+    """The data key could not be produced for a reason on the platform's side, not KMS's:
+    ``reason`` is ``credentials_unreadable`` (sealed IAM credentials cannot be unsealed),
+    ``sealing_key_unavailable`` (a managed data key sealed under a missing sealing key or
+    damaged) or ``invalid_data_key`` (the plaintext is not 32 bytes)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------------
+# Loading a data key
+# ---------------------------------------------------------------------------
+
+
+@sensitive_variables("data_key", "result", "credentials")
+def load_data_key(registration: KeyRegistration) -> bytearray:
+    """Produce the plaintext data key of ``registration`` (a 32-byte ``bytearray`` the
+    caller owns and must wipe).
+
+    Raises ``kms.KmsPermanentError`` / ``kms.KmsTransientError`` from KMS ``Decrypt``, and
+    :class:`DataKeyUnreadable` for sealing problems or a plaintext that is not 32 bytes.
+    """
+    if registration.is_byok:
+        try:
+            credentials = registration_credentials(registration=registration)
+        except CredentialsUnreadable as e:
+            raise DataKeyUnreadable("credentials_unreadable", str(e)) from e
+        result = _kms_decrypt(registration, credentials)
+        data_key = result.plaintext
+    else:
+        try:
+            data_key = _unseal(registration, "sealed_data_key")
+        except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
+            raise DataKeyUnreadable(
+                "sealing_key_unavailable",
+                "The platform-managed data key cannot be unsealed (sealing key missing or value damaged).",
+            ) from e
+    if len(data_key) != DATA_KEY_SIZE:
+        crypto.wipe(data_key)
+        raise DataKeyUnreadable(
+            "invalid_data_key", f"The data key of version {registration.version} is not {DATA_KEY_SIZE} bytes."
+        )
+    return data_key
+
+
+@sensitive_variables("credentials")
+def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
+    options = kms.KmsClientOptions(
+        connect_timeout=settings.KMS_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.KMS_READ_TIMEOUT_SECONDS
+    )
+    try:
+        result = kms.decrypt(
+            region=registration.region,
+            credentials=credentials,
+            kms_key_arn=registration.kms_key_arn,
+            ciphertext_blob=bytes(registration.encrypted_data_key or b""),
+            encryption_context=registration.encryption_context or None,
+            endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
+            options=options,
+        )
+    except kms.KmsError as e:
+        metrics.increment("kms_calls", operation="Decrypt", outcome="transient" if not e.permanent else "permanent")
+        raise
+    metrics.increment("kms_calls", operation="Decrypt", outcome="ok")
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The cache
+# ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Entry:
+    registration_id: int
+    generation: int
+    data_key: bytearray = field(repr=False)
+    expires_at: float
+    users: int = 0
+    evicted: bool = False
+
+
+class _Flight:
+    """One load in progress; waiters block on ``done`` and read ``entry`` or ``error``."""
+
+    __slots__ = ("done", "entry", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: _Entry | None = None
+        self.error: BaseException | None = None
+
+
+class Lease:
+    """One use of a cached data key. ``data_key`` is a read-only view, valid until
+    :meth:`release` (prefer :meth:`DataKeyCache.data_key_for`, which releases for you)."""
+
+    __slots__ = ("_cache", "_entry", "_view")
+
+    def __init__(self, cache: DataKeyCache, entry: _Entry) -> None:
+        self._cache = cache
+        self._entry = entry
+        self._view: memoryview | None = memoryview(entry.data_key).toreadonly()
+
+    @property
+    def data_key(self) -> memoryview:
+        if self._view is None:
+            raise ValueError("This data-key lease was released.")
+        return self._view
+
+    @property
+    def generation(self) -> int:
+        return self._entry.generation
+
+    def release(self) -> None:
+        if self._view is None:
+            return
+        self._view.release()
+        self._view = None
+        self._cache._release(self._entry)
+
+    def __enter__(self) -> memoryview:
+        return self.data_key
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class DataKeyCache:
+    """Plaintext data keys by registration id; see the module docstring.
+
+    ``ttl_seconds`` defaults to ``settings.DATA_KEY_CACHE_TTL_SECONDS``; ``clock`` returns
+    seconds (monotonic; tests inject a fake one); ``loader`` produces a data key for a
+    registration (defaults to :func:`load_data_key`); ``reaper`` starts a daemon thread
+    that sweeps expired entries every second (the process-wide cache does).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float | None = None,
+        clock: Clock = time.monotonic,
+        loader: Loader | None = None,
+        reaper: bool = False,
+    ) -> None:
+        self.ttl_seconds = float(settings.DATA_KEY_CACHE_TTL_SECONDS if ttl_seconds is None else ttl_seconds)
+        self._clock = clock
+        self._loader = loader or load_data_key
+        # One lock guards entries, flights, reference counts and counters; it is never
+        # held during a load (KMS calls take milliseconds to seconds).
+        self._lock = threading.Lock()
+        self._entries: dict[int, _Entry] = {}
+        self._flights: dict[tuple[int, int], _Flight] = {}
+        self._next_sweep = 0.0
+        self._stats = dict.fromkeys(
+            ("hits", "misses", "waits", "evictions", "loads", "load_failures", "kms_decrypts"), 0
+        )
+        self._reaper_wanted = reaper
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # --- using a data key ---------------------------------------------------
+
+    @contextmanager
+    def data_key_for(self, registration: KeyRegistration) -> Iterator[memoryview]:
+        """``with cache.data_key_for(registration) as data_key:`` — a read-only view of the
+        plaintext data key, released when the block ends.
+
+        Raises :class:`KeyVersionNotUsable` for a version that is not active/decrypt-only,
+        and whatever the loader raises on a miss (``kms.KmsPermanentError``,
+        ``kms.KmsTransientError``, :class:`DataKeyUnreadable`).
+        """
+        lease = self.lease(registration)
+        try:
+            yield lease.data_key
+        finally:
+            lease.release()
+
+    def lease(self, registration: KeyRegistration) -> Lease:
+        """Like :meth:`data_key_for`, for callers that need the lease object; call
+        ``release()`` when done."""
+        registration_id, generation = registration.pk, registration.generation
+        if not registration.can_decrypt:
+            self._evict_if_not_newer(registration_id, generation)
+            raise KeyVersionNotUsable(registration)
+        while True:
+            with self._lock:
+                now = self._clock()
+                if now >= self._next_sweep:
+                    self._sweep_locked(now)
+                entry = self._entries.get(registration_id)
+                if entry is not None and (entry.generation < generation or entry.expires_at <= now):
+                    self._evict_locked(entry)
+                    entry = None
+                if entry is not None:
+                    self._count("hits", "hit")
+                    return self._lease_locked(entry)
+                flight_key = (registration_id, generation)
+                flight = self._flights.get(flight_key)
+                if flight is None:
+                    flight = self._flights[flight_key] = _Flight()
+                    self._count("misses", "miss")
+                    leader = True
+                else:
+                    self._stats["waits"] += 1
+                    leader = False
+            if leader:
+                return self._load(registration, flight, flight_key)
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            with self._lock:
+                assert flight.entry is not None
+                if not flight.entry.evicted:
+                    return self._lease_locked(flight.entry)
+            # Evicted between the load and this thread waking up (a newer generation
+            # arrived, or it expired): look again.
+
+    def _load(self, registration: KeyRegistration, flight: _Flight, flight_key: tuple[int, int]) -> Lease:
+        if registration.is_byok:
+            with self._lock:
+                self._stats["kms_decrypts"] += 1
+        try:
+            data_key = self._loader(registration)
+        except BaseException as e:
+            # Never cached: the flight goes away and the next request loads again.
+            with self._lock:
+                self._flights.pop(flight_key, None)
+                self._count("load_failures", "load_failure")
+            flight.error = e
+            flight.done.set()
+            raise
+        with self._lock:
+            entry = _Entry(
+                registration_id=registration.pk,
+                generation=registration.generation,
+                data_key=data_key,
+                expires_at=self._clock() + self.ttl_seconds,
+            )
+            self._flights.pop(flight_key, None)
+            self._stats["loads"] += 1
+            current = self._entries.get(entry.registration_id)
+            if current is not None and current.generation > entry.generation:
+                # A newer generation was cached meanwhile: this one serves only its flight.
+                entry.evicted = True
+            else:
+                if current is not None:
+                    self._evict_locked(current)
+                self._entries[entry.registration_id] = entry
+            lease = self._lease_locked(entry)
+            flight.entry = entry
+        flight.done.set()
+        self._start_reaper()
+        return lease
+
+    def _lease_locked(self, entry: _Entry) -> Lease:
+        entry.users += 1
+        return Lease(self, entry)
+
+    def _release(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.evicted and entry.users == 0:
+                crypto.wipe(entry.data_key)
+
+    # --- eviction -------------------------------------------------------------
+
+    def evict(self, registration_id: int) -> bool:
+        """Drop (and wipe, once unused) the entry of ``registration_id``; True if there was one."""
+        with self._lock:
+            entry = self._entries.get(registration_id)
+            if entry is None:
+                return False
+            self._evict_locked(entry)
+            return True
+
+    def _evict_if_not_newer(self, registration_id: int, generation: int) -> None:
+        with self._lock:
+            entry = self._entries.get(registration_id)
+            if entry is not None and entry.generation <= generation:
+                self._evict_locked(entry)
+
+    def clear(self) -> None:
+        """Drop and wipe every entry."""
+        with self._lock:
+            for entry in list(self._entries.values()):
+                self._evict_locked(entry)
+
+    def sweep(self) -> int:
+        """Evict every expired entry now; returns how many."""
+        with self._lock:
+            return self._sweep_locked(self._clock())
+
+    def _sweep_locked(self, now: float) -> int:
+        self._next_sweep = now + min(SWEEP_INTERVAL_SECONDS, self.ttl_seconds)
+        expired = [e for e in self._entries.values() if e.expires_at <= now]
+        for entry in expired:
+            self._evict_locked(entry)
+        return len(expired)
+
+    def _evict_locked(self, entry: _Entry) -> None:
+        if self._entries.get(entry.registration_id) is entry:
+            del self._entries[entry.registration_id]
+        if entry.evicted:
+            return
+        entry.evicted = True
+        self._count("evictions", "eviction")
+        if entry.users == 0:
+            crypto.wipe(entry.data_key)
+
+    # --- the reaper -------------------------------------------------------------
+
+    def _start_reaper(self) -> None:
+        if not self._reaper_wanted or self._reaper is not None:
+            return
+        with self._lock:
+            if self._reaper is not None:
+                return
+            self._reaper = threading.Thread(target=self._reap, name="data-key-cache-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        interval = min(SWEEP_INTERVAL_SECONDS, self.ttl_seconds)
+        while not self._closed.wait(interval):
+            self.sweep()
+
+    def close(self) -> None:
+        """Stop the reaper and wipe everything (tests; process shutdown)."""
+        self._closed.set()
+        self.clear()
+
+    # --- introspection ----------------------------------------------------------
+
+    def _count(self, stat: str, event: str) -> None:
+        self._stats[stat] += 1
+        metrics.increment("data_key_cache", event=event)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since this cache was made: ``hits``, ``misses`` (lookups that started a
+        load), ``waits`` (lookups that joined a load in flight), ``evictions``, ``loads``
+        (successful), ``load_failures``, ``kms_decrypts`` (KMS Decrypt attempts), and
+        ``size`` (entries held now)."""
+        with self._lock:
+            return {**self._stats, "size": len(self._entries)}
+
+    def generation_of(self, registration_id: int) -> int | None:
+        """The generation of the cached entry, or None if there is none (tests, support)."""
+        with self._lock:
+            entry = self._entries.get(registration_id)
+            return entry.generation if entry is not None else None
+
+    def __contains__(self, registration_id: object) -> bool:
+        with self._lock:
+            return registration_id in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+# ---------------------------------------------------------------------------
+# The process-wide cache
+# ---------------------------------------------------------------------------
+
+_cache: DataKeyCache | None = None
+_cache_lock = threading.Lock()
+
+
+def get_cache() -> DataKeyCache:
+    """This process's data-key cache (made on first use, with a reaper thread)."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                _cache = DataKeyCache(reaper=True)
+    return _cache
+
+
+def set_cache(cache: DataKeyCache | None) -> DataKeyCache | None:
+    """Replace the process-wide cache (tests inject one with a fake clock); the old one is
+    closed (wiped). Returns the old one."""
+    global _cache
+    with _cache_lock:
+        old, _cache = _cache, cache
+    if old is not None and old is not cache:
+        old.close()
+    return old
+
+
+def evict(registration_id: int) -> bool:
+    """Evict one registration from this process's cache (see :meth:`DataKeyCache.evict`)."""
+    return get_cache().evict(registration_id)
+
+
+def clear() -> None:
+    """Wipe this process's cache."""
+    if _cache is not None:
+        _cache.clear()
+
+
+def stats() -> dict[str, int]:
+    """This process's cache counters (see :meth:`DataKeyCache.stats`)."""
+    return get_cache().stats()
+
+
+def _reset_after_fork() -> None:
+    # A forked child (gunicorn worker, Celery prefork child) starts with an empty cache of
+    # its own: the parent's reaper thread does not exist there and its lock may have been
+    # held at fork time. The inherited copies of the parent's plaintext are wiped.
+    global _cache, _cache_lock
+    old, _cache, _cache_lock = _cache, None, threading.Lock()
+    if old is not None:
+        for entry in old._entries.values():
+            crypto.wipe(entry.data_key)
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

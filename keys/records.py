@@ -1,0 +1,559 @@
+"""Data-plane services: encrypt and store records, read and decrypt them.
+
+Write path (DESIGN.md, the seed's five steps): the environment's active key version (one
+query, which also brings its ``status`` and ``generation`` for the data-key cache) → its
+plaintext data key from the cache (or KMS ``Decrypt`` / unsealing on a miss) →
+``crypto.encrypt_record`` with associated data environment public id + record key + key
+version → one upsert of ciphertext + registration + key version. Nothing is written when
+any step fails, so a failed write leaves the previous record intact.
+
+Read path: the record with its registration (``select_related``: one query) → that
+version's data key → ``crypto.decrypt_record``. A ciphertext that was altered or moved to
+another record or environment fails with :class:`IntegrityFailure`, never partial plaintext.
+
+Record bodies are JSON values, stored as their compact JSON encoding (UTF-8) inside the
+envelope. Record keys: 1 to 255 characters of ``A-Z a-z 0-9 . _ : -``, starting with a
+letter or digit (safe in a URL path segment without escaping; use ``:`` to build
+hierarchies, e.g. ``customer:42:profile``). ``batch`` and ``find`` are reserved (they name
+the bulk endpoints).
+
+Errors are typed (:class:`KeyUnavailable`, :class:`RecordNotFound`, :class:`IntegrityFailure`,
+:class:`InvalidRecordInput` and its subclasses, :class:`RecordTooLarge`); ``keys.api`` maps them to HTTP answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from environments.models import Environment
+
+from . import crypto, kms
+from .cache import DataKeyUnreadable, KeyVersionNotUsable, get_cache
+from .models import KeyRegistration, Record
+from .validation import registration_mark_inaccessible
+
+log = logging.getLogger(__name__)
+
+Status = KeyRegistration.Status
+
+RECORD_KEY_MAX_LENGTH = 255
+RECORD_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
+RESERVED_RECORD_KEYS = frozenset({"batch", "find"})
+# Seconds a client should wait after a transient KMS failure (throttling, outage).
+TRANSIENT_RETRY_AFTER_SECONDS = 5
+# KMS transient reasons the API reports as "unreachable": the client cannot tell them apart.
+_UNREACHABLE_REASONS = frozenset({kms.Reason.NETWORK, kms.Reason.TIMEOUT})
+ACTOR_LABEL = "data plane"
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class RecordError(Exception):
+    """Base of the data plane's domain errors. ``str()`` is safe to show to API clients."""
+
+
+class InvalidRecordInput(RecordError):
+    """Bad input: a record key outside the allowed set, a batch over the limit, a duplicate
+    record key in one batch, a body that is not JSON-encodable."""
+
+
+class InvalidRecordKey(InvalidRecordInput):
+    """A record key outside the allowed set, or reserved."""
+
+
+class DuplicateRecordKey(InvalidRecordInput):
+    """The same record key twice in one batch."""
+
+
+class TooManyRecords(InvalidRecordInput):
+    """A batch or find request with more than ``settings.API_MAX_BATCH_RECORDS`` items."""
+
+
+class RecordTooLarge(RecordError):
+    """A record body is larger than ``settings.API_MAX_BODY_BYTES`` once encoded."""
+
+
+class RecordNotFound(RecordError):
+    """No record with that key in that environment."""
+
+
+class IntegrityFailure(RecordError):
+    """A stored ciphertext failed its integrity check (tampered, moved from another record
+    or environment, or not made under its key version's data key)."""
+
+    def __init__(self, record_key: str, message: str | None = None) -> None:
+        self.record_key = record_key
+        super().__init__(message or f"Record {record_key!r} failed its integrity check; it cannot be decrypted.")
+
+
+class KeyUnavailable(RecordError):
+    """The data key needed is unavailable. ``reason``: a KMS reason (``disabled``,
+    ``pending_deletion``, ``access_denied``, ``throttled``, ``unreachable``, …), the reason a
+    version was made inaccessible, ``no_active_version``, or a platform reason
+    (``credentials_unreadable``, ``sealing_key_unavailable``, ``invalid_data_key``).
+    ``retry_after`` is seconds for transient failures, None when an admin must act.
+    ``key_version`` is the version concerned, when there is one."""
+
+    def __init__(self, reason: str, message: str, *, retry_after: int | None = None, key_version: int | None = None):
+        self.reason = reason
+        self.retry_after = retry_after
+        self.key_version = key_version
+        super().__init__(message)
+
+    @property
+    def transient(self) -> bool:
+        return self.retry_after is not None
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecryptedRecord:
+    """A record read back. ``body_json`` is the record's JSON text exactly as stored (and
+    authenticated); ``body`` parses it."""
+
+    record_key: str
+    body_json: str
+    key_version: int
+    updated_at: datetime
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.body_json)
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """One record ``records_find`` could not return: ``code`` is ``not_found``,
+    ``integrity_error`` or ``key_unavailable`` (then ``reason`` says why)."""
+
+    record_key: str
+    code: str
+    message: str
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+# ---------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------
+
+
+def validate_record_key(record_key: object) -> str:
+    """Return ``record_key`` if allowed (see the module docstring), else raise
+    :class:`InvalidRecordInput`."""
+    if not isinstance(record_key, str) or not RECORD_KEY_RE.fullmatch(record_key):
+        raise InvalidRecordKey(
+            "A record key is 1 to 255 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', "
+            "starting with a letter or digit."
+        )
+    if record_key in RESERVED_RECORD_KEYS:
+        raise InvalidRecordKey(f"The record key {record_key!r} is reserved.")
+    return record_key
+
+
+def encode_body(body: Any) -> bytes:
+    """The compact JSON encoding (UTF-8) of a record body. Raises :class:`InvalidRecordInput`
+    for a value that is not JSON (NaN, infinities, non-JSON types) and
+    :class:`RecordTooLarge` past ``settings.API_MAX_BODY_BYTES``."""
+    try:
+        encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise InvalidRecordInput("A record body must be a JSON value (no NaN or Infinity).") from e
+    if len(encoded) > settings.API_MAX_BODY_BYTES:
+        raise RecordTooLarge(f"A record body may be at most {settings.API_MAX_BODY_BYTES} bytes of JSON.")
+    return encoded
+
+
+def _check_count(items: Sequence[Any], what: str) -> None:
+    if not items:
+        raise InvalidRecordInput(f"Give at least one {what}.")
+    if len(items) > settings.API_MAX_BATCH_RECORDS:
+        raise TooManyRecords(f"At most {settings.API_MAX_BATCH_RECORDS} {what}s per request; got {len(items)}.")
+
+
+# ---------------------------------------------------------------------------
+# Key versions and data keys
+# ---------------------------------------------------------------------------
+
+
+def active_registration(*, environment: Environment) -> KeyRegistration:
+    """The environment's active key version, for writes.
+
+    One query finds the active version or the inaccessible one that was active (to say
+    why). Raises :class:`KeyUnavailable`: ``no_active_version``, or the reason the active
+    version became inaccessible. Never falls back to another version.
+    """
+    candidates = list(
+        KeyRegistration.objects.filter(environment=environment).filter(
+            Q(status=Status.ACTIVE) | Q(status=Status.INACCESSIBLE, restore_status=Status.ACTIVE)
+        )
+    )
+    active = [r for r in candidates if r.status == Status.ACTIVE]
+    if active:
+        return active[0]
+    if not candidates:
+        raise KeyUnavailable("no_active_version", "The environment has no active key version.")
+    # The version that was active until KMS refused it: say why.
+    newest = max(candidates, key=lambda r: r.version)
+    raise _not_usable(KeyVersionNotUsable(newest), newest)
+
+
+def _not_usable(error: KeyVersionNotUsable, registration: KeyRegistration) -> KeyUnavailable:
+    return KeyUnavailable(
+        error.reason,
+        f"Key version {registration.version} is {registration.get_status_display().lower()}"
+        + (f" ({registration.inaccessible_reason})" if registration.inaccessible_reason else "")
+        + ": the data plane cannot use it until access is restored.",
+        key_version=registration.version,
+    )
+
+
+@contextmanager
+def data_key_for(registration: KeyRegistration) -> Iterator[memoryview]:
+    """``with data_key_for(registration) as data_key:`` — the cached plaintext data key of a
+    key version (read-only view, released at the end of the block).
+
+    A permanent KMS refusal marks the version inaccessible (``actor_label="data plane"``;
+    the generation bump evicts it in every process) and raises :class:`KeyUnavailable`
+    without ``retry_after``; a transient KMS failure raises it with ``retry_after`` and
+    changes nothing.
+    """
+    try:
+        lease = get_cache().lease(registration)
+    except KeyVersionNotUsable as e:
+        raise _not_usable(e, registration) from e
+    except kms.KmsPermanentError as e:
+        _mark_inaccessible(registration, e)
+        raise KeyUnavailable(
+            e.reason,
+            f"KMS refused to decrypt the data key of version {registration.version}: {e.message}",
+            key_version=registration.version,
+        ) from e
+    except kms.KmsTransientError as e:
+        reason = "unreachable" if e.reason in _UNREACHABLE_REASONS else e.reason
+        raise KeyUnavailable(
+            reason,
+            f"KMS could not decrypt the data key of version {registration.version} right now ({reason}); retry later.",
+            retry_after=TRANSIENT_RETRY_AFTER_SECONDS,
+            key_version=registration.version,
+        ) from e
+    except DataKeyUnreadable as e:
+        log.error("data key of registration %s unreadable: %s", registration.pk, e.reason)
+        raise KeyUnavailable(e.reason, str(e), key_version=registration.version) from e
+    try:
+        yield lease.data_key
+    finally:
+        lease.release()
+
+
+def _mark_inaccessible(registration: KeyRegistration, error: kms.KmsPermanentError) -> None:
+    log.warning(
+        "KMS refused Decrypt for registration %s (%s); marking it inaccessible", registration.pk, error.reason
+    )
+    try:
+        registration_mark_inaccessible(registration=registration, reason=error.reason, actor_label=ACTOR_LABEL)
+    except Exception:  # the answer to the client is the same; the next request tries again
+        log.exception("could not mark registration %s inaccessible", registration.pk)
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _environment_id(environment: Environment) -> str:
+    return str(environment.public_id)
+
+
+@sensitive_variables("data_key", "plaintext", "body")
+def record_put(*, environment: Environment, record_key: str, body: Any) -> Record:
+    """Encrypt ``body`` (any JSON value) under the environment's active key version and
+    store it as ``record_key`` (create or replace). Returns the stored :class:`Record`.
+
+    Raises :class:`InvalidRecordInput`, :class:`RecordTooLarge`, :class:`KeyUnavailable`.
+    """
+    validate_record_key(record_key)
+    plaintext = encode_body(body)
+    registration = active_registration(environment=environment)
+    with data_key_for(registration) as data_key:
+        ciphertext = crypto.encrypt_record(
+            data_key=data_key,
+            plaintext=plaintext,
+            environment_id=_environment_id(environment),
+            record_key=record_key,
+            key_version=registration.version,
+        )
+    record = Record(
+        environment=environment,
+        record_key=record_key,
+        ciphertext=ciphertext,
+        registration=registration,
+        key_version=registration.version,
+    )
+    _upsert([record])
+    return record
+
+
+@sensitive_variables("data_key", "encoded", "records")
+def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, Any]]) -> list[Record]:
+    """Encrypt and store many records in one transaction: all or none.
+
+    ``records``: ``(record_key, body)`` pairs, at most ``settings.API_MAX_BATCH_RECORDS``,
+    each record key once. One data-key lookup and one ``INSERT … ON CONFLICT (environment,
+    record_key) DO UPDATE`` for the whole batch. Returns the stored records, in order.
+
+    Raises :class:`InvalidRecordInput` (naming the first bad item), :class:`RecordTooLarge`,
+    :class:`KeyUnavailable`.
+    """
+    _check_count(records, "record")
+    seen: set[str] = set()
+    encoded: list[tuple[str, bytes]] = []
+    for index, (record_key, body) in enumerate(records):
+        try:
+            validate_record_key(record_key)
+            if record_key in seen:
+                raise DuplicateRecordKey(f"The record key {record_key!r} appears twice.")
+            seen.add(record_key)
+            encoded.append((record_key, encode_body(body)))
+        except RecordError as e:
+            raise type(e)(f"records[{index}]: {e}") from e
+    registration = active_registration(environment=environment)
+    environment_id = _environment_id(environment)
+    version = registration.version
+    with data_key_for(registration) as data_key:
+        stored = [
+            Record(
+                environment=environment,
+                record_key=record_key,
+                ciphertext=crypto.encrypt_record(
+                    data_key=data_key,
+                    plaintext=plaintext,
+                    environment_id=environment_id,
+                    record_key=record_key,
+                    key_version=version,
+                ),
+                registration=registration,
+                key_version=version,
+            )
+            for record_key, plaintext in encoded
+        ]
+    _upsert(stored)
+    return stored
+
+
+def _upsert(records: list[Record]) -> None:
+    """Create or replace ``records`` (all of one environment and key version) in one
+    statement: ``INSERT … ON CONFLICT (environment, record_key) DO UPDATE``. A statement is
+    atomic, so a batch is stored whole or not at all and a failed write keeps old records.
+
+    PostgreSQL gets the rows as two arrays (record keys, ciphertexts) bound server-side,
+    bytea in binary: Django's ``bulk_create`` binds every value client-side (the ciphertexts
+    become a hex SQL literal the server must parse) and costs about 4x as much per record
+    (bench/bench_dataplane.py). Other databases (SQLite in development) use ``bulk_create``.
+    """
+    timestamp = timezone.now()
+    for record in records:
+        record.created_at = record.updated_at = timestamp
+    if connection.vendor != "postgresql":
+        Record.objects.bulk_create(
+            records,
+            update_conflicts=True,
+            unique_fields=["environment", "record_key"],
+            update_fields=["ciphertext", "registration", "key_version", "updated_at"],
+        )
+        return
+    first = records[0]
+    params = [
+        first.environment_id, first.registration_id, first.key_version, timestamp, timestamp,
+        [r.record_key for r in records], [bytes(r.ciphertext) for r in records],
+    ]
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_upsert_sql(), params)
+
+
+@functools.cache
+def _upsert_sql() -> str:
+    meta = Record._meta
+    column = {name: meta.get_field(name).column for name in (
+        "environment", "registration", "key_version", "created_at", "updated_at", "record_key", "ciphertext"
+    )}
+    q = connection.ops.quote_name
+    return (
+        f"INSERT INTO {q(meta.db_table)} ({', '.join(q(c) for c in column.values())}) "
+        "SELECT %s, %s, %s, %s, %s, t.record_key, t.ciphertext "
+        "FROM unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) "
+        f"ON CONFLICT ({q(column['environment'])}, {q(column['record_key'])}) DO UPDATE SET "
+        + ", ".join(f"{q(column[f])} = EXCLUDED.{q(column[f])}" for f in ("ciphertext", "registration", "key_version", "updated_at"))
+    )
+
+
+def record_delete(*, environment: Environment, record_key: str) -> None:
+    """Delete a record. Needs no data key, so it works while a key version is inaccessible.
+    Raises :class:`InvalidRecordInput`, :class:`RecordNotFound`."""
+    validate_record_key(record_key)
+    deleted, _ = Record.objects.filter(environment=environment, record_key=record_key).delete()
+    if not deleted:
+        raise RecordNotFound(f"No record {record_key!r} in this environment.")
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What decrypting a record needs from its row."""
+
+    record_key: str
+    ciphertext: bytes
+    registration_id: int
+    key_version: int
+    updated_at: datetime
+
+
+@sensitive_variables("data_key", "plaintext")
+def _decrypt(stored: _Stored, registration: KeyRegistration, environment: Environment, data_key: memoryview) -> DecryptedRecord:
+    if (
+        registration.pk != stored.registration_id
+        or registration.environment_id != environment.pk
+        or registration.version != stored.key_version
+    ):
+        raise IntegrityFailure(stored.record_key)
+    try:
+        plaintext = crypto.decrypt_record(
+            data_key=data_key,
+            envelope=stored.ciphertext,
+            environment_id=_environment_id(environment),
+            record_key=stored.record_key,
+            key_version=stored.key_version,
+        )
+        body_json = plaintext.decode("utf-8")
+    except (crypto.RecordIntegrityError, UnicodeDecodeError) as e:
+        log.warning("record %r of environment %s failed its integrity check", stored.record_key, environment.pk)
+        raise IntegrityFailure(stored.record_key) from e
+    return DecryptedRecord(stored.record_key, body_json, stored.key_version, stored.updated_at)
+
+
+def _stored(record: Record) -> _Stored:
+    return _Stored(record.record_key, bytes(record.ciphertext), record.registration_id, record.key_version, record.updated_at)
+
+
+def record_get(*, environment: Environment, record_key: str) -> DecryptedRecord:
+    """Read and decrypt one record: one query for the record and its key version.
+
+    Raises :class:`InvalidRecordInput`, :class:`RecordNotFound`, :class:`KeyUnavailable`
+    (its key version is unusable or KMS refuses), :class:`IntegrityFailure`.
+    """
+    validate_record_key(record_key)
+    try:
+        record = Record.objects.select_related("registration").get(environment=environment, record_key=record_key)
+    except Record.DoesNotExist:
+        raise RecordNotFound(f"No record {record_key!r} in this environment.") from None
+    with data_key_for(record.registration) as data_key:
+        return _decrypt(_stored(record), record.registration, environment, data_key)
+
+
+def record_stored(*, environment: Environment, record_key: str) -> Record:
+    """The stored row of a record, ciphertext and key version as they are (nothing is
+    decrypted), with its registration. Raises :class:`RecordNotFound`."""
+    record = (
+        Record.objects.select_related("registration")
+        .filter(environment=environment, record_key=validate_record_key(record_key))
+        .first()
+    )
+    if record is None:
+        raise RecordNotFound(f"No record {record_key!r} in this environment.")
+    return record
+
+
+def records_find(
+    *, environment: Environment, record_keys: Sequence[str]
+) -> tuple[list[DecryptedRecord], list[RecordFailure]]:
+    """Read and decrypt many records: ``(found, errors)``.
+
+    ``record_keys``: at most ``settings.API_MAX_BATCH_RECORDS`` (duplicates are read
+    once). ``found`` follows the order asked. Every key asked for and not returned is in
+    ``errors`` with a code: ``not_found``, ``integrity_error`` or ``key_unavailable``
+    (a version KMS refuses fails only its own records); nothing is dropped silently.
+
+    Raises :class:`InvalidRecordInput` for a bad list or key.
+    """
+    _check_count(record_keys, "record key")
+    wanted = list(dict.fromkeys(validate_record_key(k) for k in record_keys))
+    rows = [
+        _Stored(key, bytes(ciphertext), registration_id, version, updated_at)
+        for key, ciphertext, registration_id, version, updated_at in Record.objects.filter(
+            environment=environment, record_key__in=wanted
+        ).values_list("record_key", "ciphertext", "registration_id", "key_version", "updated_at")
+    ]
+    # The key versions, fresh from the database (status and generation for the cache);
+    # only this environment's: a record pointing elsewhere fails its integrity check.
+    registrations = {
+        r.pk: r
+        for r in KeyRegistration.objects.filter(environment=environment, pk__in={row.registration_id for row in rows})
+    }
+    by_version: dict[int, list[_Stored]] = {}
+    for row in rows:
+        by_version.setdefault(row.registration_id, []).append(row)
+    results: dict[str, DecryptedRecord | RecordFailure] = {}
+    for registration_id, version_rows in by_version.items():
+        results.update(_decrypt_many(version_rows, registrations.get(registration_id), environment))
+    found: list[DecryptedRecord] = []
+    errors: list[RecordFailure] = []
+    for record_key in wanted:
+        result = results.get(record_key)
+        if result is None:
+            errors.append(RecordFailure(record_key, "not_found", "No such record in this environment."))
+        elif isinstance(result, RecordFailure):
+            errors.append(result)
+        else:
+            found.append(result)
+    return found, errors
+
+
+def _decrypt_many(
+    rows: list[_Stored], registration: KeyRegistration | None, environment: Environment
+) -> list[tuple[str, DecryptedRecord | RecordFailure]]:
+    """Decrypt records of one key version with one data-key lookup."""
+    if registration is None:
+        return [(r.record_key, _integrity_failure(r.record_key)) for r in rows]
+    out: list[tuple[str, DecryptedRecord | RecordFailure]] = []
+    try:
+        with data_key_for(registration) as data_key:
+            for row in rows:
+                try:
+                    out.append((row.record_key, _decrypt(row, registration, environment, data_key)))
+                except IntegrityFailure:
+                    out.append((row.record_key, _integrity_failure(row.record_key)))
+    except KeyUnavailable as e:
+        failure = {"code": "key_unavailable", "message": str(e), "reason": e.reason, "retry_after": e.retry_after}
+        return [(r.record_key, RecordFailure(r.record_key, **failure)) for r in rows]
+    return out
+
+
+def _integrity_failure(record_key: str) -> RecordFailure:
+    return RecordFailure(record_key, "integrity_error", str(IntegrityFailure(record_key)))
