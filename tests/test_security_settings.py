@@ -27,7 +27,10 @@ PRODUCTION = {
 }
 # Variables a developer's shell or the test run may set that would change production defaults.
 UNSET = {"SECURE_COOKIES", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
-         "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER", "SESSION_EXPIRE_AT_BROWSER_CLOSE", "SESSION_COOKIE_AGE"}
+         "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER", "SESSION_EXPIRE_AT_BROWSER_CLOSE", "SESSION_COOKIE_AGE",
+         "CONN_MAX_AGE",
+         # Set by the browser fixtures for Playwright's event loop; never in a deployment.
+         "DJANGO_ALLOW_ASYNC_UNSAFE"}
 
 
 def _run(args: list[str], **overrides: str) -> subprocess.CompletedProcess:
