@@ -25,6 +25,7 @@ from moto.core import enable_iam_authentication
 from keys import diagnosis, kms
 from keys.diagnosis import CHECKS, Diagnosis
 from keys.kms import KmsCredentials
+from tests.aws import isolate_aws_environment
 
 REGION = "eu-west-1"
 ACCOUNT = "111122223333"
@@ -41,14 +42,7 @@ DECRYPT_DEPENDENTS = ["decrypt.plaintext_size", "decrypt.key_id", "decrypt.algor
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake, isolated AWS configuration: nothing from the developer's machine."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_environment(monkeypatch, REGION)
 
 
 @pytest.fixture(autouse=True)

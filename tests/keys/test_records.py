@@ -27,6 +27,7 @@ from keys import cache, crypto, kms, records, services
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record
 from keys.records import IntegrityFailure, KeyUnavailable, RecordNotFound
+from tests.aws import isolate_aws_environment
 
 Status = KeyRegistration.Status
 REGION = "eu-west-1"
@@ -53,14 +54,7 @@ def fresh_cache():
 def aws(monkeypatch: pytest.MonkeyPatch):
     """moto in-process, with fake, isolated AWS configuration; yields the customer's own
     KMS client (their admin side)."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_environment(monkeypatch, REGION)
     settings.AWS_KMS_ENDPOINT_URL = None
     with mock_aws():
         yield boto3.client("kms", region_name=REGION)

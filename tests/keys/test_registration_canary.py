@@ -30,6 +30,7 @@ from portal.debug import AlwaysSafeExceptionReporterFilter
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 
 from .test_registration_views import new_url
+from tests.aws import isolate_aws_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -58,14 +59,7 @@ def assert_absent(text: str, where: str, value: str = SECRET) -> None:
 @pytest.fixture
 def aws(monkeypatch):
     """moto in-process; the customer's own (admin) credentials come from the environment."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_environment(monkeypatch, REGION)
     kms.clear_clients()
     with mock_aws():
         yield boto3.client("kms", region_name=REGION)

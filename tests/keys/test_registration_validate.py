@@ -32,6 +32,7 @@ from keys.validation import (
     registration_validation_timed_out,
 )
 from tests.keys.moto_customer import OTHER_REGION, REGION, register, set_up_customer
+from tests.aws import isolate_aws_environment
 
 Status = KeyRegistration.Status
 Outcome = ValidationRun.Outcome
@@ -40,14 +41,7 @@ Outcome = ValidationRun.Outcome
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake, isolated AWS configuration: nothing from the developer's machine."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_environment(monkeypatch, REGION)
     kms.clear_clients()
     yield
     kms.clear_clients()
