@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.html import format_html_join
 
-from .models import ApiKey, AuditEvent, KeyRegistration, Record, ValidationRun
+from .models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
 from .services import sealed_state
 
 
@@ -124,4 +124,17 @@ class RecordAdmin(ReadOnlyAdmin):
     list_filter = ["key_version", "environment__organization"]
     search_fields = ["record_key", "environment__name"]
     fields = ["record_key", "environment", "key_version", "created_at", "updated_at"]
+    readonly_fields = fields
+
+
+@admin.register(ReencryptionJob)
+class ReencryptionJobAdmin(ReadOnlyAdmin):
+    list_display = ["environment", "target", "status", "records_moved", "records_total", "created_at", "finished_at"]
+    list_filter = ["status", "environment__organization"]
+    search_fields = ["environment__name", "environment__public_id", "public_id"]
+    fields = [
+        "public_id", "environment", "target", "status", "records_total", "records_moved", "records_failed",
+        "skipped_versions", "batches", "records_per_second", "last_error", "created_by", "created_at",
+        "started_at", "finished_at", "heartbeat_at",
+    ]
     readonly_fields = fields

@@ -271,3 +271,89 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ReencryptionJob(models.Model):
+    """Moving every record of an environment's older key versions to its active version
+    (``keys.reencryption``), in batches, resumably.
+
+    Allowed status transitions (enforced by ``keys.reencryption``)::
+
+        queued    -> running | paused | cancelled
+        running   -> queued     (end of a work slice: the job re-queues itself; or KMS was
+                                 unreachable, retried later)
+        running   -> done | failed | paused | cancelled
+        paused    -> queued | cancelled
+        failed    -> queued     ("Resume")
+
+    A ``running`` job whose ``heartbeat_at`` is older than
+    ``settings.REENCRYPTION_STALE_AFTER_SECONDS`` lost its worker (crash, SIGKILL): the
+    periodic "resume stale jobs" task queues it again and the next runner takes it over.
+    ``runner`` is the token of the task run that holds it: a batch commits only while the
+    job is ``running`` under that token.
+
+    Counters change in the same transaction as the records they count, so they stay exact
+    across crashes. How many records remain per version is not stored: it is counted from
+    ``Record`` (``keys.reencryption.job_progress``).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.PAUSED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    environment = models.ForeignKey(Environment, models.CASCADE, related_name="reencryption_jobs")
+    # The version records are moved to: the environment's active version (followed if
+    # another version is activated while the job runs).
+    target = models.ForeignKey(KeyRegistration, models.CASCADE, related_name="reencryption_jobs")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    runner = models.CharField(max_length=64, blank=True)
+
+    # Records under other versions than the target when the job was created.
+    records_total = models.PositiveIntegerField(default=0)
+    records_moved = models.PositiveIntegerField(default=0)
+    batches = models.PositiveIntegerField(default=0)
+    # Versions whose records were skipped: {"<version>": "<reason>"} (inaccessible, …).
+    skipped_versions = models.JSONField(default=dict, blank=True)
+    # Ids of records that fail their integrity check under their own version: left as
+    # they are, never selected again by this job.
+    failed_record_ids = models.JSONField(default=list, blank=True)
+    # Recent throughput (records per second, moving average), for the time-left estimate.
+    records_per_second = models.FloatField(default=0.0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Last sign of life: queued, claimed by a runner, or a batch committed.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=models.Q(status__in=["queued", "running", "paused"]),
+                name="one_unfinished_reencryption_job_per_environment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Re-encryption of {self.environment} to v{self.target.version if self.target_id else '?'} ({self.status})"
+
+    @property
+    def is_unfinished(self) -> bool:
+        return self.status in self.UNFINISHED
+
+    @property
+    def records_failed(self) -> int:
+        return len(self.failed_record_ids)

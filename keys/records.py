@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -296,24 +296,29 @@ def record_put(*, environment: Environment, record_key: str, body: Any) -> Recor
     """
     validate_record_key(record_key)
     plaintext = encode_body(body)
-    registration = active_registration(environment=environment)
-    with data_key_for(registration) as data_key:
-        ciphertext = crypto.encrypt_record(
-            data_key=data_key,
-            plaintext=plaintext,
-            environment_id=_environment_id(environment),
+    for _ in range(WRITE_ATTEMPTS):
+        registration = active_registration(environment=environment)
+        with data_key_for(registration) as data_key:
+            ciphertext = crypto.encrypt_record(
+                data_key=data_key,
+                plaintext=plaintext,
+                environment_id=_environment_id(environment),
+                record_key=record_key,
+                key_version=registration.version,
+            )
+        record = Record(
+            environment=environment,
             record_key=record_key,
+            ciphertext=ciphertext,
+            registration=registration,
             key_version=registration.version,
         )
-    record = Record(
-        environment=environment,
-        record_key=record_key,
-        ciphertext=ciphertext,
-        registration=registration,
-        key_version=registration.version,
-    )
-    _upsert([record])
-    return record
+        try:
+            _upsert([record])
+        except _VersionChanged:
+            continue  # another version became active meanwhile: encrypt again under it
+        return record
+    raise _still_rotating()
 
 
 @sensitive_variables("data_key", "encoded", "records")
@@ -339,28 +344,62 @@ def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, 
             encoded.append((record_key, encode_body(body)))
         except RecordError as e:
             raise type(e)(f"records[{index}]: {e}") from e
-    registration = active_registration(environment=environment)
     environment_id = _environment_id(environment)
-    version = registration.version
-    with data_key_for(registration) as data_key:
-        stored = [
-            Record(
-                environment=environment,
-                record_key=record_key,
-                ciphertext=crypto.encrypt_record(
-                    data_key=data_key,
-                    plaintext=plaintext,
-                    environment_id=environment_id,
+    for _ in range(WRITE_ATTEMPTS):
+        registration = active_registration(environment=environment)
+        version = registration.version
+        with data_key_for(registration) as data_key:
+            stored = [
+                Record(
+                    environment=environment,
                     record_key=record_key,
+                    ciphertext=crypto.encrypt_record(
+                        data_key=data_key,
+                        plaintext=plaintext,
+                        environment_id=environment_id,
+                        record_key=record_key,
+                        key_version=version,
+                    ),
+                    registration=registration,
                     key_version=version,
-                ),
-                registration=registration,
-                key_version=version,
-            )
-            for record_key, plaintext in encoded
-        ]
-    _upsert(stored)
-    return stored
+                )
+                for record_key, plaintext in encoded
+            ]
+        try:
+            _upsert(stored)
+        except _VersionChanged:
+            continue  # another version became active meanwhile: encrypt again under it
+        return stored
+    raise _still_rotating()
+
+
+# A write re-encrypts under the new active version at most this many times when versions
+# are activated while it runs, then answers a transient key_unavailable.
+WRITE_ATTEMPTS = 3
+
+
+class _VersionChanged(Exception):
+    """The version a write encrypted under is no longer active at store time."""
+
+
+def _still_rotating() -> KeyUnavailable:
+    return KeyUnavailable(
+        "rotating", "Key versions changed while the write ran; try again.", retry_after=1
+    )
+
+
+def _lock_active_version(registration_id: int) -> bool:
+    """Hold a share lock on the key version's row until the write commits, if it is still
+    active. Activation (its status UPDATE) and retirement (SELECT … FOR UPDATE, then a
+    count of its records) wait for that lock, so no write can commit a record under a
+    version after it stopped being active — Django's deferred foreign keys would not see
+    such a record until commit. PostgreSQL ``FOR SHARE``: PUTs do not block each other."""
+    if connection.vendor != "postgresql":
+        return KeyRegistration.objects.filter(pk=registration_id, status=Status.ACTIVE).exists()
+    table = connection.ops.quote_name(KeyRegistration._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND status = %s FOR SHARE", [registration_id, Status.ACTIVE])
+        return cursor.fetchone() is not None
 
 
 def _upsert(records: list[Record]) -> None:
@@ -373,6 +412,13 @@ def _upsert(records: list[Record]) -> None:
     become a hex SQL literal the server must parse) and costs about 4x as much per record
     (bench/bench_dataplane.py). Other databases (SQLite in development) use ``bulk_create``.
     """
+    with transaction.atomic():
+        if not _lock_active_version(records[0].registration_id):
+            raise _VersionChanged()
+        _store(records)
+
+
+def _store(records: list[Record]) -> None:
     timestamp = timezone.now()
     for record in records:
         record.created_at = record.updated_at = timestamp

@@ -7,6 +7,13 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from .reencryption import (
+    RETRY_LATER_SECONDS,
+    SLICE_SECONDS,
+    Outcome,
+    reencryption_jobs_to_resume,
+    reencryption_run,
+)
 from .validation import (
     TransientValidationError,
     registration_validate,
@@ -105,3 +112,55 @@ def enqueue_validation(registration_id: int, trigger: str) -> None:
         validate_registration.delay(registration_id, trigger)
     except OperationalError:
         log.error("could not queue validation of registration %s (%s): broker unreachable", registration_id, trigger)
+
+
+# Re-encryption
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=SLICE_SECONDS + 120,
+    time_limit=SLICE_SECONDS + 180,
+)
+def reencrypt_environment(self, job_id: int) -> None:
+    """Move records of older key versions to the active one for one slice of time
+    (``keys.reencryption.reencryption_run``), then queue itself again until none remain.
+
+    ``acks_late``: a worker that dies mid-slice leaves its message unacknowledged; the
+    batch in progress rolls back, and the job is taken over by the next runner (the
+    broker's redelivery, or ``resume_stale_reencryption_jobs`` once its heartbeat is
+    stale). Running twice is harmless: a second runner finds the job taken and returns.
+    Eager mode (no broker) runs the whole job inline.
+    """
+    if self.request.is_eager or self.request.called_directly:
+        reencryption_run(job_id=job_id, slice_seconds=None)
+        return
+    outcome = reencryption_run(job_id=job_id)
+    if outcome == Outcome.CONTINUE:
+        enqueue_reencryption(job_id)
+    elif outcome == Outcome.LATER:
+        enqueue_reencryption(job_id, countdown=RETRY_LATER_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def resume_stale_reencryption_jobs() -> int:
+    """Celery beat: queue again every re-encryption job whose worker died (no batch
+    committed for ``REENCRYPTION_STALE_AFTER_SECONDS``). Returns how many."""
+    ids = reencryption_jobs_to_resume()
+    for job_id in ids:
+        reencrypt_environment.apply_async((job_id,), expires=settings.REENCRYPTION_RESUME_INTERVAL_SECONDS)
+    return len(ids)
+
+
+def enqueue_reencryption(job_id: int, *, countdown: float | None = None) -> None:
+    """Queue ``reencrypt_environment`` (from ``transaction.on_commit``). A broker that
+    cannot be reached is logged; the job stays queued and ``resume_stale_reencryption_jobs``
+    (or the page's "Resume") queues it again."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        reencrypt_environment.apply_async((job_id,), countdown=countdown)
+    except OperationalError:
+        log.error("could not queue re-encryption job %s: broker unreachable", job_id)

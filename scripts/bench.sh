@@ -3,6 +3,7 @@
 #   ./scripts/bench.sh                 all benchmarks
 #   ./scripts/bench.sh --quick         shorter data-plane runs
 #   BENCH=dataplane ./scripts/bench.sh only the data-plane benchmark (BENCH=crypto: only crypto)
+#   The re-encryption job benchmark runs with BENCH=all (the default) or BENCH=reencryption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +25,8 @@ fi
 if [ "$BENCH" != crypto ]; then
   echo "==> Data plane: gunicorn + PostgreSQL + moto KMS (bench/bench_dataplane.py)"
   .venv/bin/python -m bench.bench_dataplane "$@"
+fi
+if [ "$BENCH" = all ] || [ "$BENCH" = reencryption ]; then
+  echo "==> Re-encryption job: 10,000 and 100,000 records, PostgreSQL (bench/bench_reencryption.py)"
+  .venv/bin/python -m bench.bench_reencryption
 fi

@@ -1,0 +1,325 @@
+"""Key lifecycle services besides re-encryption (``keys.reencryption``): a new
+platform-managed key version, retirement, the published revocation bound and the
+revocation drill (DESIGN.md, "Rotation" and "Revocation").
+
+Like ``keys.services``: keyword-only arguments, compare-and-set transitions through
+``registration_transition``, an audit event for every change. Role checks (owner or admin,
+owner only) are the views' business.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+
+from environments.models import Environment
+
+from . import cache, crypto
+from .clock import now
+from .models import AuditEvent, KeyRegistration, Record
+from .records import KeyUnavailable, active_registration, data_key_for
+from .services import audit, managed_registration_create, registration_transition, sealed_state
+from .validation import ValidationRequestRefused, registration_request_validation
+
+log = logging.getLogger(__name__)
+
+Status = KeyRegistration.Status
+
+
+class LifecycleRefused(Exception):
+    """The change cannot be made now; ``str()`` says why, in words for the page."""
+
+
+# ---------------------------------------------------------------------------
+# Rotation back to a platform-managed key
+# ---------------------------------------------------------------------------
+
+
+def managed_version_create(*, environment: Environment, actor) -> KeyRegistration:
+    """"New platform-managed key version": a fresh platform-managed data key as the
+    environment's next version, ``valid`` (activating it is a separate step, as for a BYOK
+    version). The environment row is locked so two requests get two version numbers."""
+    with transaction.atomic():
+        Environment.objects.select_for_update().filter(pk=environment.pk).first()
+        return managed_registration_create(environment=environment, actor=actor, status=Status.VALID)
+
+
+# ---------------------------------------------------------------------------
+# Retirement
+# ---------------------------------------------------------------------------
+
+# What retirement overwrites: every form of key material and IAM credential the row holds.
+DESTROYED_FIELDS = {
+    "sealed_access_key_id": "",
+    "sealed_secret_access_key": "",
+    "sealed_data_key": "",
+    "encrypted_data_key": b"",
+}
+
+
+def registration_retire(*, registration: KeyRegistration, actor) -> KeyRegistration:
+    """Retire a decrypt-only version that no record uses any more: overwrite its sealed
+    IAM credentials, sealed data key and encrypted data key with empty values and move it
+    to ``retired`` in the same UPDATE (generation bumped: every process drops its cached
+    plaintext on its next lookup, this one at once), with a ``material_destroyed`` audit
+    event. Irreversible.
+
+    The registration row is locked (``FOR UPDATE``) before the records are counted, so two
+    retirements, or a retirement and any status change (activation, a KMS refusal),
+    serialise; a re-encryption batch still moving its last records is counted (its rows
+    are under this version until it commits), so retirement refuses. One write is not
+    covered: Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED`` on PostgreSQL, so
+    a data-plane write that read this version while it was still active and commits after
+    the retirement is invisible to the count; ``keys.records`` must make its upsert
+    conditional on the version being active (see tests/keys/test_retirement.py).
+
+    Raises :class:`LifecycleRefused` for another status, or while any record remains.
+    Note: PostgreSQL keeps the overwritten row version on disk until VACUUM reclaims it.
+    """
+    with transaction.atomic():
+        locked = KeyRegistration.objects.select_for_update().filter(pk=registration.pk).first()
+        if locked is None:
+            raise LifecycleRefused("This key version no longer exists.")
+        if locked.status != Status.DECRYPT_ONLY:
+            raise LifecycleRefused(
+                f"Only a decrypt-only key version can be retired; version {locked.version} is "
+                f"{locked.get_status_display().lower()}."
+            )
+        remaining = Record.objects.filter(registration=locked).count()
+        if remaining:
+            raise LifecycleRefused(
+                f"Version {locked.version} still encrypts {remaining} record(s): re-encrypt them to the "
+                "active version first."
+            )
+        before = _material_summary(locked)
+        retired = registration_transition(
+            registration=locked, to=Status.RETIRED, actor=actor,
+            message=f"Version {locked.version} retired.",
+            updates={**DESTROYED_FIELDS, "retired_at": now()},
+        )
+        audit(
+            action=AuditEvent.Action.MATERIAL_DESTROYED, registration=retired, actor=actor,
+            before=before, after={field: "destroyed" for field in before},
+            message=f"Key material of version {retired.version} destroyed: "
+            + ", ".join(field.replace("_", " ") for field in before) + ".",
+        )
+    cache.evict(registration.pk)
+    return retired
+
+
+def _material_summary(registration: KeyRegistration) -> dict[str, str]:
+    """What is about to be destroyed, as safe summaries (never the values)."""
+    summary: dict[str, str] = {}
+    for field in ("sealed_access_key_id", "sealed_secret_access_key", "sealed_data_key"):
+        if getattr(registration, field):
+            summary[field] = sealed_state(registration=registration, field=field)
+    blob = bytes(registration.encrypted_data_key or b"")
+    if blob:
+        summary["encrypted_data_key"] = f"{len(blob)} bytes, fingerprint {crypto.fingerprint(blob)}"
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# The published revocation bound
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevocationBound:
+    """How long after a customer revokes access this platform may still decrypt their data.
+
+    ``seconds`` = ``DATA_KEY_CACHE_TTL_SECONDS`` + ``REVALIDATION_INTERVAL_SECONDS``:
+
+    * a process uses a cached plaintext data key for at most the TTL; its next lookup after
+      that asks KMS, which refuses, and the version is marked inaccessible at once (and
+      evicted in every process, through the generation bump);
+    * a revocation AWS has not applied yet when that lookup happens (IAM and key-state
+      changes are eventually consistent) is caught by the next periodic re-validation, at
+      most one interval later, which marks the version inaccessible the same way;
+    * a lookup that misses the cache after the revocation (new process, expired entry,
+      credentials replaced) stops at once, without waiting for either.
+    """
+
+    cache_ttl_seconds: int
+    revalidation_interval_seconds: int
+
+    @property
+    def seconds(self) -> int:
+        return self.cache_ttl_seconds + self.revalidation_interval_seconds
+
+    @property
+    def text(self) -> str:
+        return (
+            f"After you revoke access, this platform stops decrypting your data within "
+            f"{self.seconds} seconds ({_minutes(self.seconds)})."
+        )
+
+
+def revocation_bound() -> RevocationBound:
+    """The bound from the current settings."""
+    return RevocationBound(int(settings.DATA_KEY_CACHE_TTL_SECONDS), int(settings.REVALIDATION_INTERVAL_SECONDS))
+
+
+def _minutes(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
+
+
+# ---------------------------------------------------------------------------
+# The revocation drill
+# ---------------------------------------------------------------------------
+#
+# Its state lives in audit events of the environment (``validation_run`` events whose
+# ``after`` has a "drill" key): "started" when the owner starts watching, "stopped" with
+# the measured time when the platform stopped serving the environment.
+
+DRILL_STARTED = "started"
+DRILL_STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One look at whether the platform serves the environment now."""
+
+    serving: bool
+    version: int | None
+    reason: str = ""
+    message: str = ""
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class Drill:
+    """The latest drill of an environment: started at ``started_at``; ``stopped_at`` and
+    ``measured_seconds`` once the platform stopped serving it."""
+
+    started_at: datetime
+    version: int | None
+    stopped_at: datetime | None = None
+    measured_seconds: float | None = None
+    reason: str = ""
+
+    @property
+    def watching(self) -> bool:
+        return self.stopped_at is None
+
+
+def drill_probe(*, environment: Environment) -> Probe:
+    """Use the environment's active data key through the data plane's own path
+    (``keys.records.active_registration`` + ``data_key_for``: the cache, the generation
+    check, KMS on a miss, a KMS refusal marking the version inaccessible). Bypasses
+    nothing, so a cached data key keeps serving until its TTL or until a validation
+    notices the revocation, exactly as for the customer's applications."""
+    try:
+        registration = active_registration(environment=environment)
+        with data_key_for(registration):
+            pass
+    except KeyUnavailable as e:
+        return Probe(False, e.key_version, e.reason, str(e), e.transient)
+    return Probe(True, registration.version)
+
+
+def drill_current(*, environment: Environment) -> Drill | None:
+    """The environment's latest drill, from its audit events; None if there was none."""
+    events = AuditEvent.objects.filter(
+        environment=environment, action=AuditEvent.Action.VALIDATION_RUN, after__drill__isnull=False
+    ).order_by("-created_at", "-id")
+    latest = events.first()
+    if latest is None:
+        return None
+    if latest.after.get("drill") == DRILL_STARTED:
+        return Drill(latest.created_at, latest.after.get("version"))
+    started = events.filter(after__drill=DRILL_STARTED, created_at__lte=latest.created_at).first()
+    return Drill(
+        started.created_at if started else latest.created_at,
+        latest.after.get("version"),
+        stopped_at=latest.created_at,
+        measured_seconds=latest.after.get("measured_seconds"),
+        reason=latest.after.get("reason", ""),
+    )
+
+
+def drill_start(*, environment: Environment, actor) -> Drill:
+    """Start watching: record the start time (an audit event). Raises
+    :class:`LifecycleRefused` unless the active version is BYOK and served right now."""
+    registration = environment.key_registrations.filter(status=Status.ACTIVE).first()
+    if registration is None or not registration.is_byok:
+        raise LifecycleRefused(
+            "The active key version is not a BYOK key: there is nothing to revoke in AWS. "
+            "Register and activate a BYOK key first."
+        )
+    probe = drill_probe(environment=environment)
+    if not probe.serving:
+        raise LifecycleRefused(f"The platform does not serve this environment now ({probe.reason}): restore access first.")
+    audit(
+        action=AuditEvent.Action.VALIDATION_RUN, environment=environment, registration=registration, actor=actor,
+        after={"drill": DRILL_STARTED, "version": registration.version, "bound_seconds": revocation_bound().seconds},
+        message=f"Revocation drill started: watching version {registration.version}.",
+    )
+    drill = drill_current(environment=environment)
+    assert drill is not None
+    return drill
+
+
+def drill_poll(*, environment: Environment, actor) -> tuple[Drill | None, Probe]:
+    """Probe the environment; if a drill is watching and the platform stopped serving
+    (a permanent refusal, not a KMS outage), record the measured time as an audit event,
+    once. The stop time is that of the version's move to inaccessible when there is one
+    after the start (it is exact), else now (the probe found it)."""
+    probe = drill_probe(environment=environment)
+    drill = drill_current(environment=environment)
+    if drill is None or not drill.watching or probe.serving or probe.transient:
+        return drill, probe
+    with transaction.atomic():
+        # Two polls at once record one result: the second sees the first's event.
+        Environment.objects.select_for_update().filter(pk=environment.pk).first()
+        drill = drill_current(environment=environment)
+        if drill is None or not drill.watching:
+            return drill, probe
+        stopped_at = _inaccessible_since(environment, drill.started_at) or now()
+        measured = round(max(0.0, (stopped_at - drill.started_at).total_seconds()), 1)
+        bound = revocation_bound().seconds
+        audit(
+            action=AuditEvent.Action.VALIDATION_RUN, environment=environment, actor=actor,
+            after={"drill": DRILL_STOPPED, "version": drill.version, "measured_seconds": measured,
+                   "bound_seconds": bound, "reason": probe.reason},
+            message=f"Revocation drill: the platform stopped serving this environment {measured} s after "
+            f"watching started ({probe.reason}); the published bound is {bound} s.",
+        )
+    return drill_current(environment=environment), probe
+
+
+def _inaccessible_since(environment: Environment, since: datetime) -> datetime | None:
+    event = (
+        AuditEvent.objects.filter(
+            environment=environment, action=AuditEvent.Action.STATUS_CHANGED, after__status=Status.INACCESSIBLE,
+            created_at__gte=since,
+        )
+        .order_by("created_at")
+        .first()
+    )
+    return event.created_at if event else None
+
+
+def drill_check_now(*, environment: Environment, actor) -> None:
+    """"Check now": queue a validation (trigger manual) of the BYOK version that serves,
+    or served, the environment's writes, so that a revocation is noticed without waiting
+    for the cache TTL or the periodic re-validation. Raises :class:`LifecycleRefused`."""
+    registration = (
+        environment.key_registrations.filter(kind=KeyRegistration.Kind.BYOK, status=Status.ACTIVE).first()
+        or environment.key_registrations.filter(
+            kind=KeyRegistration.Kind.BYOK, status=Status.INACCESSIBLE, restore_status=Status.ACTIVE
+        ).order_by("-version").first()
+    )
+    if registration is None:
+        raise LifecycleRefused("The active key version is platform-managed: there is nothing to validate against KMS.")
+    try:
+        registration_request_validation(registration=registration, actor=actor)
+    except ValidationRequestRefused as e:
+        raise LifecycleRefused(str(e)) from e

@@ -1,0 +1,361 @@
+"""Key lifecycle pages and actions: new platform-managed version, replace credentials,
+re-encryption (start, pause, resume, cancel, live progress), retirement, revocation drill.
+
+Thin: resolve access (``_get_environment_for_user`` / ``_get_registration_for_user``,
+404 outside the user's organizations), check the role (owner or admin; retirement and the
+drill: owner only; 403 otherwise), call one service, redirect. The environment page's
+lifecycle card is rendered by the same partial the progress endpoint returns, so what the
+page polls is what it first showed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from environments.models import Environment, Membership
+from environments.selectors import get_environment_for_user
+
+from . import lifecycle, reencryption
+from .clock import now
+from .forms import ReplaceCredentialsForm
+from .models import KeyRegistration, ReencryptionJob
+from .services import DuplicateAccessKey, TransitionError, registration_replace_credentials
+from .validation_views import _get_registration_for_user
+
+Status = KeyRegistration.Status
+JobStatus = ReencryptionJob.Status
+
+
+def _forbidden(request: HttpRequest) -> HttpResponse:
+    return render(request, "403.html", status=403)
+
+
+def _back(environment: Environment, anchor: str = "key-lifecycle") -> HttpResponse:
+    return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#{anchor}")
+
+
+# ---------------------------------------------------------------------------
+# What the lifecycle card shows
+# ---------------------------------------------------------------------------
+
+
+def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:
+    """Context of ``keys/partials/lifecycle_body.html``: the revocation bound, each
+    version's records and actions, the re-encryption job and what may be done with it."""
+    progress = reencryption.job_progress(environment=environment)
+    job = progress.job
+    can_change, is_owner = membership.can_change, membership.is_owner
+    unfinished = job is not None and job.is_unfinished
+    stale = unfinished and job.status != JobStatus.PAUSED and reencryption.is_stale(job)
+    rows = [
+        {
+            "progress": v,
+            "registration": v.registration,
+            "can_activate": can_change and v.registration.status == Status.VALID and not v.registration.is_byok,
+            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.status != Status.RETIRED,
+            "can_retire": is_owner and v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
+            "drained": v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
+        }
+        for v in progress.versions
+    ]
+    return {
+        "environment": environment,
+        "progress": progress,
+        "job": job,
+        "rows": rows,
+        "bound": lifecycle.revocation_bound(),
+        "can_change": can_change,
+        "is_owner": is_owner,
+        "can_start": can_change and not unfinished and progress.remaining > 0 and progress.active is not None,
+        "can_pause": can_change and unfinished and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
+        "can_resume": can_change and job is not None and (job.status in (JobStatus.PAUSED, JobStatus.FAILED) or stale),
+        "can_cancel": can_change and unfinished,
+        "stale": stale,
+        "progress_url": reverse("reencryption_progress", args=[environment.public_id]),
+    }
+
+
+@login_required
+@require_GET
+@never_cache
+def reencryption_progress(request: HttpRequest, environment_id) -> JsonResponse:
+    """JSON for the live card: ``{"job", "versions", "remaining", "percent", "eta_seconds",
+    "eta_text", "running", "html"}``; ``html`` is the card's body, rendered by the same
+    partial as the environment page."""
+    environment, membership = get_environment_for_user(request.user, environment_id)
+    context = lifecycle_context(environment, membership)
+    payload = context["progress"].as_json()
+    payload["html"] = render_to_string("keys/partials/lifecycle_body.html", {"lc": context, "environment": environment}, request=request)
+    return JsonResponse(payload)
+
+
+# ---------------------------------------------------------------------------
+# Rotation: a new platform-managed version
+# ---------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def managed_version_new(request: HttpRequest, environment_id) -> HttpResponse:
+    environment, membership = get_environment_for_user(request.user, environment_id)
+    if not membership.can_change:
+        return _forbidden(request)
+    registration = lifecycle.managed_version_create(environment=environment, actor=request.user)
+    messages.success(
+        request,
+        f"Platform-managed key version {registration.version} created. Activate it to use it for new records.",
+    )
+    return _back(environment)
+
+
+# ---------------------------------------------------------------------------
+# Replace credentials
+# ---------------------------------------------------------------------------
+
+
+@login_required
+@sensitive_post_parameters("secret_access_key", "access_key_id")
+@require_http_methods(["GET", "HEAD", "POST"])
+@sensitive_variables()
+def registration_credentials(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    """New IAM credentials for a BYOK version: the same key version, nothing re-encrypted;
+    a validation with the new credentials runs after saving."""
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.can_change:
+        return _forbidden(request)
+    environment = registration.environment
+    usable = registration.is_byok and registration.status != Status.RETIRED
+    form = ReplaceCredentialsForm(
+        request.POST if request.method == "POST" and usable else None, environment=environment, registration=registration
+    )
+    if request.method == "POST" and usable and form.is_valid():
+        try:
+            registration_replace_credentials(
+                registration=registration, actor=request.user,
+                access_key_id=form.cleaned_data["access_key_id"],
+                secret_access_key=form.cleaned_data["secret_access_key"],
+            )
+        except DuplicateAccessKey as e:
+            form.add_error_after_clean("access_key_id", str(e))
+        except TransitionError as e:
+            messages.error(request, str(e))
+            return _back(environment)
+        else:
+            messages.success(
+                request,
+                f"IAM credentials of key version {registration.version} replaced; validation with the new "
+                "credentials has started. Nothing was re-encrypted.",
+            )
+            return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
+    return render(
+        request,
+        "keys/registration_credentials.html",
+        {"environment": environment, "membership": membership, "registration": registration, "form": form, "usable": usable},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Re-encryption
+# ---------------------------------------------------------------------------
+
+
+def _changer(request: HttpRequest, environment_id) -> tuple[Environment, HttpResponse | None]:
+    environment, membership = get_environment_for_user(request.user, environment_id)
+    return environment, (None if membership.can_change else _forbidden(request))
+
+
+def _latest_job(environment: Environment) -> ReencryptionJob | None:
+    return ReencryptionJob.objects.filter(environment=environment).select_related("target", "environment").first()
+
+
+@login_required
+@require_POST
+def reencryption_start_view(request: HttpRequest, environment_id) -> HttpResponse:
+    environment, refused = _changer(request, environment_id)
+    if refused:
+        return refused
+    try:
+        job = reencryption.reencryption_start(environment=environment, actor=request.user)
+    except reencryption.ReencryptionRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"Re-encryption to version {job.target.version} started.")
+    return _back(environment)
+
+
+def _job_action(request: HttpRequest, environment_id, service, done: str) -> HttpResponse:
+    environment, refused = _changer(request, environment_id)
+    if refused:
+        return refused
+    job = _latest_job(environment)
+    if job is None:
+        messages.error(request, "There is no re-encryption to change.")
+        return _back(environment)
+    try:
+        service(job=job, actor=request.user)
+    except reencryption.ReencryptionRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, done)
+    return _back(environment)
+
+
+@login_required
+@require_POST
+def reencryption_pause_view(request: HttpRequest, environment_id) -> HttpResponse:
+    return _job_action(request, environment_id, reencryption.reencryption_pause, "Re-encryption paused after the batch in progress.")
+
+
+@login_required
+@require_POST
+def reencryption_resume_view(request: HttpRequest, environment_id) -> HttpResponse:
+    return _job_action(request, environment_id, reencryption.reencryption_resume, "Re-encryption resumed.")
+
+
+@login_required
+@require_POST
+def reencryption_cancel_view(request: HttpRequest, environment_id) -> HttpResponse:
+    return _job_action(
+        request, environment_id, reencryption.reencryption_cancel,
+        "Re-encryption cancelled. Records already moved stay under the active version; the others stay readable.",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Retirement (owners only)
+# ---------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def registration_retire_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.is_owner:
+        return _forbidden(request)
+    try:
+        lifecycle.registration_retire(registration=registration, actor=request.user)
+    except lifecycle.LifecycleRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(
+            request, f"Key version {registration.version} retired: its credentials and data key were destroyed."
+        )
+    return _back(registration.environment)
+
+
+# ---------------------------------------------------------------------------
+# Revocation drill (owners only)
+# ---------------------------------------------------------------------------
+
+
+def _owner(request: HttpRequest, environment_id) -> tuple[Environment, Membership, HttpResponse | None]:
+    environment, membership = get_environment_for_user(request.user, environment_id)
+    return environment, membership, (None if membership.is_owner else _forbidden(request))
+
+
+def _drill_json(drill: lifecycle.Drill | None, probe: lifecycle.Probe) -> dict[str, Any]:
+    return {
+        "serving": probe.serving,
+        "version": probe.version,
+        "reason": probe.reason,
+        "message": probe.message,
+        "transient": probe.transient,
+        "watching": bool(drill and drill.watching),
+        "started_at": drill.started_at.isoformat() if drill else None,
+        "elapsed_seconds": round((now() - drill.started_at).total_seconds(), 1) if drill and drill.watching else None,
+        "measured_seconds": drill.measured_seconds if drill else None,
+        "bound_seconds": lifecycle.revocation_bound().seconds,
+    }
+
+
+@login_required
+@require_GET
+def revocation_drill(request: HttpRequest, environment_id) -> HttpResponse:
+    environment, membership, refused = _owner(request, environment_id)
+    if refused:
+        return refused
+    active = environment.key_registrations.filter(status=Status.ACTIVE).first()
+    watched = active if active is not None else environment.key_registrations.filter(
+        status=Status.INACCESSIBLE, restore_status=Status.ACTIVE
+    ).order_by("-version").first()
+    return render(request, "keys/revocation_drill.html", {
+        "environment": environment,
+        "membership": membership,
+        "registration": watched,
+        "bound": lifecycle.revocation_bound(),
+        "drill": lifecycle.drill_current(environment=environment),
+        "status_url": reverse("revocation_drill_status", args=[environment.public_id]),
+    })
+
+
+@login_required
+@require_POST
+def revocation_drill_start(request: HttpRequest, environment_id) -> HttpResponse:
+    environment, _, refused = _owner(request, environment_id)
+    if refused:
+        return refused
+    try:
+        lifecycle.drill_start(environment=environment, actor=request.user)
+    except lifecycle.LifecycleRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Watching started. Revoke access in AWS now; the page shows when this platform stops serving.")
+    return redirect("revocation_drill", environment_id=environment.public_id)
+
+
+@login_required
+@require_POST
+def revocation_drill_check(request: HttpRequest, environment_id) -> HttpResponse:
+    environment, _, refused = _owner(request, environment_id)
+    if refused:
+        return refused
+    try:
+        lifecycle.drill_check_now(environment=environment, actor=request.user)
+    except lifecycle.LifecycleRefused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Validation against KMS queued: a revocation is noticed as soon as it runs.")
+    return redirect("revocation_drill", environment_id=environment.public_id)
+
+
+@login_required
+@require_GET
+@never_cache
+def revocation_drill_status(request: HttpRequest, environment_id) -> JsonResponse | HttpResponse:
+    """JSON for the drill page: ``{"serving", "version", "reason", "message", "transient",
+    "watching", "started_at", "elapsed_seconds", "measured_seconds", "bound_seconds"}``.
+    Probes the environment through the data plane's path; records the result once."""
+    environment, _, refused = _owner(request, environment_id)
+    if refused:
+        return refused
+    drill, probe = lifecycle.drill_poll(environment=environment, actor=request.user)
+    return JsonResponse(_drill_json(drill, probe))
+
+
+_ENV = "environments/<uuid:environment_id>"
+_VERSION = f"{_ENV}/keys/<uuid:registration_id>"
+
+urlpatterns = [
+    path(f"{_ENV}/keys/managed/new/", managed_version_new, name="managed_version_new"),
+    path(f"{_VERSION}/credentials/", registration_credentials, name="registration_credentials"),
+    path(f"{_VERSION}/retire/", registration_retire_view, name="registration_retire"),
+    path(f"{_ENV}/reencryption/start/", reencryption_start_view, name="reencryption_start"),
+    path(f"{_ENV}/reencryption/pause/", reencryption_pause_view, name="reencryption_pause"),
+    path(f"{_ENV}/reencryption/resume/", reencryption_resume_view, name="reencryption_resume"),
+    path(f"{_ENV}/reencryption/cancel/", reencryption_cancel_view, name="reencryption_cancel"),
+    path(f"{_ENV}/reencryption/progress/", reencryption_progress, name="reencryption_progress"),
+    path(f"{_ENV}/revocation-drill/", revocation_drill, name="revocation_drill"),
+    path(f"{_ENV}/revocation-drill/start/", revocation_drill_start, name="revocation_drill_start"),
+    path(f"{_ENV}/revocation-drill/check/", revocation_drill_check, name="revocation_drill_check"),
+    path(f"{_ENV}/revocation-drill/status/", revocation_drill_status, name="revocation_drill_status"),
+]

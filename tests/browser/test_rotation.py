@@ -1,0 +1,138 @@
+"""The owner re-encrypts an environment after a rotation and watches it live, in headless
+Chromium: the progress bar reaches 100% without a reload, then "Retire" appears for the
+drained version.
+
+The job queued by "Start re-encryption" runs in a background thread of the test (as a
+worker would), released once the page is open, with a throttle so that its progress can
+be seen between batches."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from playwright.sync_api import expect
+
+from keys import reencryption, tasks
+from keys.models import KeyRegistration, ReencryptionJob
+from tests.keys.test_records import aws  # noqa: F401  (moto in-process: patches every thread)
+from tests.keys.test_reencryption import counts, keys, new_managed_version, put_records
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+RECORDS = 300
+BATCH = 25
+THROTTLE_SECONDS = 0.3  # 12 batches: about 4 s, several polls of the page
+
+
+@pytest.fixture
+def worker(monkeypatch):
+    """``enqueue_reencryption`` starts the job in a thread that waits for ``release``."""
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def run(job_id: int) -> None:
+        try:
+            release.wait(30)
+            reencryption.reencryption_run(
+                job_id=job_id, slice_seconds=None, batch_size=BATCH, throttle_seconds=THROTTLE_SECONDS
+            )
+        finally:
+            connection.close()
+
+    def enqueue(job_id: int, **kwargs) -> None:
+        thread = threading.Thread(target=run, args=(job_id,), daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    monkeypatch.setattr(tasks, "enqueue_reencryption", enqueue)
+    yield release
+    release.set()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
+    page, live_server, sign_in, shot, alice, environment, worker, violations
+):
+    """GIVEN 300 records under platform-managed v1 and a new platform-managed v2 active
+    WHEN alice starts the re-encryption on the environment page
+    THEN the progress bar moves and reaches 100% without a reload, the job says Done, and a
+    "Retire version 1" button appears; retiring destroys v1's material."""
+    put_records(environment, keys(RECORDS))
+    new_managed_version(environment, alice)
+    sign_in(alice)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/")
+    card = page.locator("#key-lifecycle")
+    expect(card.locator('[data-records-version="1"] [data-count]')).to_have_text(str(RECORDS))
+    expect(card.get_by_role("button", name="Retire version 1")).to_have_count(0)
+
+    card.get_by_role("button", name="Start re-encryption").click()
+    expect(page.get_by_text("Re-encryption to version 2 started")).to_be_visible()
+    page.evaluate("window.__sameDocument = 'yes'")
+    shot("1-queued")
+    worker.set()
+
+    page.wait_for_function(
+        "() => { const t = document.querySelector('[data-progress-text]');"
+        " const p = t ? parseInt(t.textContent, 10) : 0; return p > 0 && p < 100; }",
+        timeout=15_000,
+    )
+    shot("2-running")
+    expect(card.locator("[data-progress-text]")).to_have_text("100%", timeout=30_000)
+    expect(card.locator("[data-progress-bar]")).to_have_attribute("value", "100")
+    expect(card.locator("[data-job-status]")).to_have_attribute("data-job-status", "done")
+    expect(card.locator('[data-records-version="1"] [data-count]')).to_have_text("0")
+    retire = card.get_by_role("button", name="Retire version 1")
+    expect(retire).to_be_visible()
+    shot("3-done")
+    assert page.evaluate("window.__sameDocument") == "yes"  # no reload
+    assert counts(environment) == {2: RECORDS}
+    assert ReencryptionJob.objects.get().records_moved == RECORDS
+
+    retire.click()
+    expect(page.get_by_text("Key version 1 retired")).to_be_visible()
+    shot("4-retired")
+    v1 = KeyRegistration.objects.get(environment=environment, version=1)
+    assert (v1.status, v1.sealed_data_key) == (KeyRegistration.Status.RETIRED, "")
+    assert not violations, violations
+
+
+@pytest.fixture
+def violations(page):
+    """Every Content Security Policy violation Chromium reports on the page's console."""
+    seen: list[str] = []
+    page.on("console", lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None)
+    return seen
+
+
+def test_it_runs_a_revocation_drill_and_shows_when_the_platform_stopped(
+    page, live_server, sign_in, shot, alice, environment, aws, monkeypatch, violations  # noqa: F811
+):
+    """GIVEN an environment served by an active BYOK key (moto in-process)
+    WHEN the owner starts watching on the drill page, the key is disabled, and she presses
+    "Check now"
+    THEN the page (polling, no reload) says it still serves, then that the platform stopped
+    serving and after how long; no Content Security Policy violation on the way."""
+    from keys import cache, kms
+    from tests.keys.test_records import make_byok, refuse
+
+    make_byok(environment, aws)
+    cache.set_cache(None)
+    sign_in(alice)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/revocation-drill/")
+    expect(page.get_by_text("aws kms disable-key --key-id")).to_be_visible()
+
+    page.get_by_role("button", name="Start watching").click()
+    state = page.locator("[data-drill-state]")
+    expect(state).to_contain_text("still serving (version 2)", timeout=10_000)
+    shot("1-watching")
+
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
+    page.get_by_role("button", name="Check now").click()
+    expect(state).to_contain_text("Stopped serving", timeout=15_000)
+    expect(state).to_contain_text("(disabled)")
+    shot("2-stopped")
+    assert KeyRegistration.objects.get(environment=environment, version=2).status == KeyRegistration.Status.INACCESSIBLE
+    assert not violations, violations

@@ -1,0 +1,374 @@
+"""Lifecycle pages and actions (keys/lifecycle_views.py): each is tried by the owner
+(alice), an admin (carol), a viewer (bob, 403), an outsider (charlie, 404) and with the
+wrong HTTP method (405); then what each does and shows."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from keys import reencryption, tasks
+from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
+from keys.services import registration_create
+from tests.keys.test_reencryption import counts, keys, new_managed_version, put_records, run
+from tests.keys.test_validation_views import ARN, SECRET
+
+Status = KeyRegistration.Status
+JobStatus = ReencryptionJob.Status
+NEW_ACCESS_KEY_ID = "AKIAIOSFODNN7NEWKEY1"
+NEW_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYNEWSECRET1"
+
+
+@pytest.fixture(autouse=True)
+def no_jobs(monkeypatch) -> dict[str, list]:
+    """Record the jobs queued instead of running them (the views are tested here)."""
+    queued: dict[str, list] = {"validation": [], "reencryption": []}
+    monkeypatch.setattr(tasks.validate_registration, "delay", lambda *args: queued["validation"].append(args))
+    monkeypatch.setattr(tasks, "enqueue_reencryption", lambda job_id, **kw: queued["reencryption"].append(job_id))
+    return queued
+
+
+@pytest.fixture
+def byok_registration(environment, alice) -> KeyRegistration:
+    registration = registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=b"\x01\x02\x03\x00" + b"blob" * 40, encryption_context={},
+        access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key=SECRET,
+    )
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=Status.DECRYPT_ONLY)
+    registration.refresh_from_db()
+    return registration
+
+
+@pytest.fixture
+def rotated(environment, alice):
+    """GIVEN 12 records under v1 and v2 active."""
+    put_records(environment, keys(12))
+    return new_managed_version(environment, alice)
+
+
+def _env_url(name: str, environment) -> str:
+    return reverse(name, args=[environment.public_id])
+
+
+def _version_url(name: str, registration: KeyRegistration) -> str:
+    return reverse(name, args=[registration.environment.public_id, registration.public_id])
+
+
+# ---------------------------------------------------------------------------
+# The role matrix of every new URL
+# ---------------------------------------------------------------------------
+
+# (url name, per environment or per version, method that works, who may: "change" = owner
+# and admin, "owner" = owners only, "look" = every member)
+ACTIONS = [
+    ("managed_version_new", "env", "post", "change"),
+    ("registration_credentials", "version", "get", "change"),
+    ("registration_credentials", "version", "post", "change"),
+    ("registration_retire", "version", "post", "owner"),
+    ("reencryption_start", "env", "post", "change"),
+    ("reencryption_pause", "env", "post", "change"),
+    ("reencryption_resume", "env", "post", "change"),
+    ("reencryption_cancel", "env", "post", "change"),
+    ("reencryption_progress", "env", "get", "look"),
+    ("revocation_drill", "env", "get", "owner"),
+    ("revocation_drill_start", "env", "post", "owner"),
+    ("revocation_drill_check", "env", "post", "owner"),
+    ("revocation_drill_status", "env", "get", "owner"),
+]
+ALLOWED = {"change": {"alice", "carol"}, "owner": {"alice"}, "look": {"alice", "carol", "bob"}}
+
+
+def _url(name: str, scope: str, environment, registration) -> str:
+    return _env_url(name, environment) if scope == "env" else _version_url(name, registration)
+
+
+@pytest.mark.parametrize(("name", "scope", "method", "who"), ACTIONS, ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("role", ["alice", "carol", "bob", "charlie"])
+def test_it_answers_each_role(name, scope, method, who, role, request, client_for, environment, byok_registration):
+    user = request.getfixturevalue(role)
+    url = _url(name, scope, environment, byok_registration)
+    before = (KeyRegistration.objects.count(), ReencryptionJob.objects.count(), AuditEvent.objects.count())
+
+    response = getattr(client_for(user), method)(url)
+
+    if role == "charlie":
+        assert response.status_code == 404
+    elif role in ALLOWED[who]:
+        assert response.status_code in (200, 302)
+    else:
+        assert response.status_code == 403
+    if role not in ALLOWED[who]:
+        assert (KeyRegistration.objects.count(), ReencryptionJob.objects.count(), AuditEvent.objects.count()) == before
+
+
+@pytest.mark.parametrize(("name", "scope", "method", "who"), ACTIONS, ids=lambda v: v if isinstance(v, str) else "")
+def test_it_answers_405_to_the_wrong_method(name, scope, method, who, client_for, alice, environment, byok_registration):
+    url = _url(name, scope, environment, byok_registration)
+    client = client_for(alice)
+
+    if name == "registration_credentials":
+        assert client.put(url).status_code == 405
+    else:
+        wrong = client.get if method == "post" else client.post
+        assert wrong(url).status_code == 405
+
+
+def test_it_sends_anonymous_users_to_sign_in(client, environment, byok_registration):
+    for name, scope, method, _ in ACTIONS:
+        response = getattr(client, method)(_url(name, scope, environment, byok_registration))
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login")), name
+
+
+def test_it_answers_404_for_a_version_of_another_environment(client_for, charlie, environment_b, byok_registration):
+    url = reverse("registration_retire", args=[environment_b.public_id, byok_registration.public_id])
+    assert client_for(charlie).post(url).status_code == 404
+
+
+# ---------------------------------------------------------------------------
+# The lifecycle card on the environment page
+# ---------------------------------------------------------------------------
+
+
+def _page(client, environment) -> str:
+    response = client.get(_env_url("environment_detail", environment))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_it_shows_owners_and_admins_the_actions_and_viewers_none(client_for, alice, carol, bob, environment, rotated):
+    owner, admin, viewer = (_page(client_for(u), environment) for u in (alice, carol, bob))
+
+    for html in (owner, admin):
+        assert "New platform-managed key version" in html and "Start re-encryption" in html
+    assert "Revocation drill" in owner and "Revocation drill" not in admin
+    assert "New platform-managed key version" not in viewer and "Start re-encryption" not in viewer
+    assert 'id="key-lifecycle"' in viewer and 'data-records-version="1"' in viewer
+    assert "js/progress.js" in viewer and "<script>" not in viewer
+
+
+def test_it_shows_the_retire_button_to_owners_for_a_drained_decrypt_only_version(client_for, alice, carol, environment, rotated):
+    assert "Retire version 1" not in _page(client_for(alice), environment)  # 12 records left
+    run(reencryption.reencryption_start(environment=environment, actor=alice))
+
+    owner, admin = _page(client_for(alice), environment), _page(client_for(carol), environment)
+
+    assert 'data-retire="1"' in owner
+    assert 'data-retire="1"' not in admin and "an owner can retire it" in admin
+    assert "Retire version 2" not in owner  # the active version
+
+
+def test_it_links_byok_versions_to_replace_credentials(client_for, carol, environment, byok_registration):
+    html = _page(client_for(carol), environment)
+
+    assert _version_url("registration_credentials", byok_registration) in html
+
+
+# ---------------------------------------------------------------------------
+# New platform-managed key version
+# ---------------------------------------------------------------------------
+
+
+def test_it_creates_a_valid_platform_managed_version_to_activate(client_for, carol, environment):
+    response = client_for(carol).post(_env_url("managed_version_new", environment), follow=True)
+
+    v2 = environment.key_registrations.get(version=2)
+    assert (v2.kind, v2.status, v2.created_by) == ("managed", Status.VALID, carol)
+    assert "Activate it to use it for new records" in response.content.decode()
+    assert f'action="{_version_url("registration_activate", v2)}"' in response.content.decode()
+    assert environment.key_registrations.get(version=1).status == Status.ACTIVE
+
+
+# ---------------------------------------------------------------------------
+# Replace credentials
+# ---------------------------------------------------------------------------
+
+
+def test_it_replaces_credentials_in_place_and_queues_a_validation(
+    client_for, carol, environment, byok_registration, no_jobs, django_capture_on_commit_callbacks
+):
+    versions = environment.key_registrations.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(carol).post(
+            _version_url("registration_credentials", byok_registration),
+            {"access_key_id": NEW_ACCESS_KEY_ID, "secret_access_key": NEW_SECRET},
+        )
+
+    assert response.status_code == 302
+    byok_registration.refresh_from_db()
+    assert byok_registration.access_key_id_last4 == NEW_ACCESS_KEY_ID[-4:]
+    assert byok_registration.credentials_version == 2 and byok_registration.status == Status.DECRYPT_ONLY
+    assert environment.key_registrations.count() == versions
+    assert no_jobs["validation"] == [(byok_registration.pk, "credentials")]
+
+
+def test_it_shows_form_errors_and_never_echoes_the_secret(client_for, carol, environment, byok_registration):
+    response = client_for(carol).post(
+        _version_url("registration_credentials", byok_registration),
+        {"access_key_id": "not-an-access-key", "secret_access_key": NEW_SECRET},
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert NEW_SECRET not in html
+    assert "enter the secret access key again" in html
+    byok_registration.refresh_from_db()
+    assert byok_registration.credentials_version == 1
+
+
+def test_it_refuses_the_same_access_key_as_another_version(client_for, carol, environment, byok_registration, alice):
+    other = registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=b"\x01\x02\x03\x00" + b"blob" * 40, encryption_context={},
+        access_key_id=NEW_ACCESS_KEY_ID, secret_access_key=SECRET,
+    )
+
+    response = client_for(carol).post(
+        _version_url("registration_credentials", byok_registration),
+        {"access_key_id": NEW_ACCESS_KEY_ID, "secret_access_key": NEW_SECRET},
+    )
+
+    assert response.status_code == 200 and "already registered" in response.content.decode()
+    assert other.pk != byok_registration.pk
+
+
+def test_it_has_no_credentials_to_replace_for_a_platform_managed_version(client_for, carol, environment):
+    v1 = environment.key_registrations.get(version=1)
+
+    response = client_for(carol).post(
+        _version_url("registration_credentials", v1), {"access_key_id": NEW_ACCESS_KEY_ID, "secret_access_key": NEW_SECRET}
+    )
+
+    assert response.status_code == 200 and "no IAM credentials to replace" in response.content.decode()
+    v1.refresh_from_db()
+    assert v1.access_key_id_last4 == ""
+
+
+# ---------------------------------------------------------------------------
+# Re-encryption actions and progress
+# ---------------------------------------------------------------------------
+
+
+def test_it_starts_pauses_resumes_and_cancels_from_the_page(client_for, carol, environment, rotated, no_jobs, django_capture_on_commit_callbacks):
+    client = client_for(carol)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(_env_url("reencryption_start", environment))
+    job = ReencryptionJob.objects.get()
+    assert (job.status, job.records_total, job.created_by) == (JobStatus.QUEUED, 12, carol)
+    assert no_jobs["reencryption"] == [job.pk]
+    assert "Pause" in _page(client, environment)
+
+    client.post(_env_url("reencryption_pause", environment))
+    job.refresh_from_db()
+    assert job.status == JobStatus.PAUSED
+    assert "Resume" in _page(client, environment)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(_env_url("reencryption_resume", environment))
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and no_jobs["reencryption"] == [job.pk, job.pk]
+
+    client.post(_env_url("reencryption_cancel", environment))
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert counts(environment) == {1: 12}
+    actors = set(AuditEvent.objects.filter(action="reencryption").values_list("actor__username", flat=True))
+    assert actors == {"carol"}
+
+
+def test_it_says_why_nothing_can_be_started(client_for, carol, environment):
+    response = client_for(carol).post(_env_url("reencryption_start", environment), follow=True)
+
+    assert "already under the active version v1" in response.content.decode()
+    assert not ReencryptionJob.objects.exists()
+
+
+def test_it_says_there_is_no_job_to_pause(client_for, carol, environment):
+    response = client_for(carol).post(_env_url("reencryption_pause", environment), follow=True)
+
+    assert "no re-encryption to change" in response.content.decode()
+
+
+def test_it_answers_the_live_progress_as_json_with_the_cards_html(client_for, alice, bob, environment, rotated):
+    job = reencryption.reencryption_start(environment=environment, actor=alice)
+    client = client_for(bob)
+    answers: list[dict] = []
+
+    run(job, batch_size=5, between_batches=lambda: answers.append(client.get(_env_url("reencryption_progress", environment)).json()))
+
+    data = answers[0]
+    assert data["job"]["status"] == "running" and data["running"] is True
+    assert (data["job"]["records_moved"], data["remaining"], data["percent"]) == (5, 7, 41)
+    assert {v["version"]: v["records"] for v in data["versions"]} == {2: 5, 1: 7}
+    assert 'data-progress-bar max="100" value="41"' in data["html"]
+    assert "Pause" not in data["html"]  # bob is a viewer
+    assert answers[-1]["percent"] == 100 and answers[-1]["remaining"] == 0
+
+
+def test_it_offers_resume_for_a_job_whose_worker_stopped(
+    client_for, carol, environment, rotated, no_jobs, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from keys.clock import now
+
+    job = reencryption.reencryption_start(environment=environment, actor=carol)
+    ReencryptionJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, runner="dead", heartbeat_at=now() - timedelta(hours=1))
+    client = client_for(carol)
+    assert "its worker may have stopped" in _page(client, environment)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(_env_url("reencryption_resume", environment))
+
+    assert no_jobs["reencryption"] == [job.pk]
+    assert reencryption.reencryption_run(job_id=job.pk, slice_seconds=None, throttle_seconds=0) == "finished"
+    assert counts(environment) == {2: 12}
+
+
+# ---------------------------------------------------------------------------
+# Retirement
+# ---------------------------------------------------------------------------
+
+
+def test_it_retires_a_drained_version_for_the_owner(client_for, alice, environment, rotated):
+    run(reencryption.reencryption_start(environment=environment, actor=alice))
+    v1 = environment.key_registrations.get(version=1)
+
+    response = client_for(alice).post(_version_url("registration_retire", v1), follow=True)
+
+    v1.refresh_from_db()
+    assert v1.status == Status.RETIRED and v1.sealed_data_key == ""
+    assert "credentials and data key were destroyed" in response.content.decode()
+
+
+def test_it_refuses_retirement_with_records_left_and_says_why(client_for, alice, environment, rotated):
+    v1 = environment.key_registrations.get(version=1)
+
+    response = client_for(alice).post(_version_url("registration_retire", v1), follow=True)
+
+    assert "still encrypts 12 record(s)" in response.content.decode()
+    assert KeyRegistration.objects.get(pk=v1.pk).status == Status.DECRYPT_ONLY
+    assert Record.objects.filter(registration=v1).count() == 12
+
+
+# ---------------------------------------------------------------------------
+# Django admin
+# ---------------------------------------------------------------------------
+
+
+def test_it_shows_reencryption_jobs_read_only_in_the_admin(client, admin_user, environment, alice, rotated):
+    job = reencryption.reencryption_start(environment=environment, actor=alice)
+    run(job)
+    client.force_login(admin_user)
+
+    listing = client.get(reverse("admin:keys_reencryptionjob_changelist"))
+    page = client.get(reverse("admin:keys_reencryptionjob_change", args=[job.pk]))
+
+    assert listing.status_code == 200 and page.status_code == 200
+    html = page.content.decode()
+    assert str(job.public_id) in html and 'name="_save"' not in html
+    assert client.get(reverse("admin:keys_reencryptionjob_add")).status_code == 403
+    assert client.post(reverse("admin:keys_reencryptionjob_delete", args=[job.pk]), {"post": "yes"}).status_code == 403
+    assert ReencryptionJob.objects.filter(pk=job.pk).exists()

@@ -1,0 +1,232 @@
+"""Revocation: the platform stops serving a revoked BYOK key within the published bound
+(DATA_KEY_CACHE_TTL_SECONDS + REVALIDATION_INTERVAL_SECONDS), says why, serves again once
+access returns; and the owner's revocation drill, which measures it.
+
+moto in-process does not refuse Decrypt for a disabled key, so the revocation is played by
+patching ``keys.kms.decrypt`` with the adapter's own ``KmsPermanentError`` (as
+test_records.py does); time is moved with the data-key cache's injectable clock.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from keys import cache, kms, lifecycle
+from keys.models import AuditEvent, KeyRegistration, Record
+from keys.validation import registration_validate
+from tests.keys.test_api import api, api_key, error_of  # noqa: F401
+from tests.keys.test_records import aws, byok, fresh_cache, refuse  # noqa: F401
+
+Status = KeyRegistration.Status
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock(settings) -> FakeClock:
+    """The process-wide data-key cache, on a clock the test moves."""
+    fake = FakeClock()
+    cache.set_cache(cache.DataKeyCache(clock=fake))
+    return fake
+
+
+# ---------------------------------------------------------------------------
+# The published bound
+# ---------------------------------------------------------------------------
+
+
+def test_it_computes_the_bound_from_the_cache_ttl_and_the_revalidation_interval(settings):
+    settings.DATA_KEY_CACHE_TTL_SECONDS = 300
+    settings.REVALIDATION_INTERVAL_SECONDS = 900
+
+    bound = lifecycle.revocation_bound()
+
+    assert bound.seconds == 1200
+    assert bound.text == "After you revoke access, this platform stops decrypting your data within 1200 seconds (20 min)."
+
+
+def test_it_states_the_bound_in_plain_words_on_the_environment_page(client_for, bob, environment, settings):
+    settings.DATA_KEY_CACHE_TTL_SECONDS = 60
+    settings.REVALIDATION_INTERVAL_SECONDS = 240
+
+    html = client_for(bob).get(reverse("environment_detail", args=[environment.public_id])).content.decode()
+
+    assert "this platform stops decrypting your data within 300 seconds (5 min)" in html
+    assert re.search(r"for at most 60 s.*every 240 s", html, re.S)
+
+
+# ---------------------------------------------------------------------------
+# Stopping within the bound, and serving again
+# ---------------------------------------------------------------------------
+
+
+def test_it_answers_503_with_the_reason_once_the_cached_key_expires_after_a_revocation(
+    api, environment, byok, clock, monkeypatch, settings  # noqa: F811
+):
+    """GIVEN an active BYOK version whose data key is cached
+    WHEN the customer disables the KMS key
+    THEN reads keep working while the cached key lives (at most the TTL), and the first read
+    after it answers 503 key_unavailable "disabled" and marks the version inaccessible:
+    within the published bound."""
+    assert api.put("r1", {"body": {"n": 1}}).status_code == 200
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
+
+    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS - 1
+    assert api.get("r1").status_code == 200  # the cached key still serves
+
+    clock.t += 1
+    response = api.get("r1")
+
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "key_unavailable" and error_of(response)["reason"] == "disabled"
+    assert "Retry-After" not in response
+    assert settings.DATA_KEY_CACHE_TTL_SECONDS <= lifecycle.revocation_bound().seconds
+    byok.registration.refresh_from_db()
+    assert (byok.registration.status, byok.registration.inaccessible_reason) == (Status.INACCESSIBLE, "disabled")
+
+
+def test_it_stops_at_once_when_a_validation_notices_the_revocation(api, environment, byok, clock, monkeypatch):  # noqa: F811
+    """A validation (periodic or "Check now") that finds the key disabled bumps the
+    generation: every process drops its cached key on its next request, before the TTL."""
+    api.put("r1", {"body": 1})
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
+
+    registration_validate(registration_id=byok.registration.pk, trigger="periodic")
+
+    response = api.get("r1")
+    assert response.status_code == 503 and error_of(response)["reason"] == "disabled"
+
+
+def test_it_refuses_writes_to_an_environment_whose_active_version_is_inaccessible(
+    api, environment, byok, clock, monkeypatch  # noqa: F811
+):
+    api.put("r1", {"body": 1})
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.ACCESS_DENIED))
+    registration_validate(registration_id=byok.registration.pk, trigger="periodic")
+
+    response = api.put("r2", {"body": 2})
+    batch = api.post("batch", {"records": [{"record_key": "r3", "body": 3}]})
+
+    assert response.status_code == 503 and error_of(response)["reason"] == "access_denied"
+    assert batch.status_code == 503
+    # Never written under another key: the platform-managed v1 (decrypt-only) is not used.
+    assert list(Record.objects.values_list("record_key", "key_version")) == [("r1", 2)]
+
+
+def test_it_serves_again_as_soon_as_a_validation_finds_access_restored(
+    api, environment, byok, clock, monkeypatch, settings  # noqa: F811
+):
+    api.put("r1", {"body": {"n": 1}})
+    with monkeypatch.context() as revoked:
+        revoked.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
+        clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+        assert api.get("r1").status_code == 503
+        registration_validate(registration_id=byok.registration.pk, trigger="periodic")  # still refused
+        assert api.get("r1").status_code == 503
+
+    registration_validate(registration_id=byok.registration.pk, trigger="periodic")
+
+    byok.registration.refresh_from_db()
+    assert byok.registration.status == Status.ACTIVE
+    assert api.get("r1").json()["body"] == {"n": 1}
+    assert api.put("r2", {"body": 2}).status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# The revocation drill
+# ---------------------------------------------------------------------------
+
+
+def _drill(name: str, environment) -> str:
+    return reverse(name, args=[environment.public_id])
+
+
+def test_it_shows_the_owner_how_to_revoke_and_the_bound(client_for, alice, environment, byok):  # noqa: F811
+    html = client_for(alice).get(_drill("revocation_drill", environment)).content.decode()
+
+    assert f"aws kms disable-key --key-id {byok.kms_key_arn}" in html
+    assert "aws iam delete-access-key" in html and "aws iam detach-user-policy" in html
+    assert lifecycle.revocation_bound().text in html
+    assert "Start watching" in html and "Check now" in html
+
+
+def test_it_measures_how_long_the_platform_took_to_stop_and_records_it(
+    client_for, alice, environment, byok, clock, monkeypatch, django_capture_on_commit_callbacks  # noqa: F811
+):
+    """GIVEN the owner started watching an environment served by a BYOK key
+    WHEN the customer disables the key and the owner presses "Check now"
+    THEN the status endpoint, probing through the data plane, reports serving until the
+    validation notices, then "stopped" with the measured time; the result is an audit event,
+    recorded once."""
+    client = client_for(alice)
+    client.post(_drill("revocation_drill_start", environment))
+    status = client.get(_drill("revocation_drill_status", environment)).json()
+    assert (status["serving"], status["watching"], status["version"]) == (True, True, 2)
+
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
+    assert client.get(_drill("revocation_drill_status", environment)).json()["serving"] is True  # cached key
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(_drill("revocation_drill_check", environment)).status_code == 302
+    status = client.get(_drill("revocation_drill_status", environment)).json()
+
+    assert (status["serving"], status["watching"], status["reason"]) == (False, False, "disabled")
+    assert 0 <= status["measured_seconds"] <= status["bound_seconds"]
+    result = AuditEvent.objects.get(environment=environment, after__drill="stopped")
+    assert result.after["measured_seconds"] == status["measured_seconds"]
+    assert result.after["reason"] == "disabled" and "stopped serving" in result.message
+    client.get(_drill("revocation_drill_status", environment))
+    assert AuditEvent.objects.filter(environment=environment, after__drill="stopped").count() == 1
+    html = client.get(_drill("revocation_drill", environment)).content.decode()
+    assert f"stopped serving {status['measured_seconds']} s after watching started" in html
+
+
+def test_it_measures_the_stop_found_by_the_data_plane_after_the_cache_ttl(
+    client_for, alice, environment, byok, clock, monkeypatch, settings  # noqa: F811
+):
+    client = client_for(alice)
+    client.post(_drill("revocation_drill_start", environment))
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.ACCESS_DENIED))
+
+    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+    status = client.get(_drill("revocation_drill_status", environment)).json()
+
+    assert (status["serving"], status["reason"]) == (False, "access_denied")
+    byok.registration.refresh_from_db()
+    assert byok.registration.status == Status.INACCESSIBLE
+    event = AuditEvent.objects.get(environment=environment, after__drill="stopped")
+    assert event.after["bound_seconds"] == lifecycle.revocation_bound().seconds
+
+
+def test_it_does_not_count_a_kms_outage_as_a_revocation(client_for, alice, environment, byok, clock, monkeypatch, settings):  # noqa: F811
+    from tests.keys.test_records import throttle
+
+    client = client_for(alice)
+    client.post(_drill("revocation_drill_start", environment))
+    monkeypatch.setattr(kms, "decrypt", throttle)
+    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+
+    status = client.get(_drill("revocation_drill_status", environment)).json()
+
+    assert (status["serving"], status["transient"], status["watching"]) == (False, True, True)
+    assert not AuditEvent.objects.filter(after__drill="stopped").exists()
+
+
+def test_it_refuses_a_drill_for_a_platform_managed_key(client_for, alice, environment):
+    client = client_for(alice)
+
+    response = client.post(_drill("revocation_drill_start", environment), follow=True)
+
+    assert "nothing to revoke in AWS" in response.content.decode()
+    assert not AuditEvent.objects.filter(after__drill__isnull=False).exists()
+    response = client.post(_drill("revocation_drill_check", environment), follow=True)
+    assert "platform-managed" in response.content.decode()
