@@ -14,7 +14,7 @@ own environment only: another environment's id answers 404 as if unknown.
 Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavailable``):
 
 ====  ======================  =====================================================
-400   ``invalid_json``        body is not JSON (or uses NaN / Infinity)
+400   ``invalid_json``        body is not JSON (or uses NaN / Infinity, or nests too deeply)
 400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find)
 400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or reserved
 400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
@@ -26,6 +26,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 405   ``method_not_allowed``  with an ``Allow`` header
 413   ``body_too_large``      request over the limit (Content-Length or the bytes read)
 422   ``integrity_error``     the stored ciphertext fails its integrity check
+429   ``rate_limited``        over ``API_RATE_LIMIT_PER_MINUTE`` for this API key; ``Retry-After``
 503   ``key_unavailable``     with ``reason``; ``Retry-After`` when transient
 500   ``internal_error``      a bug; nothing else is said
 ====  ======================  =====================================================
@@ -36,7 +37,12 @@ could resolve (409). ``find`` reports such records under ``errors`` with the sam
 
 Limits: a PUT's request body is at most ``API_MAX_BODY_BYTES``; a batch or find request at
 most ``API_MAX_BATCH_BODY_BYTES`` (default ``16 × API_MAX_BODY_BYTES``) and each record body
-in a batch at most ``API_MAX_BODY_BYTES`` once re-encoded.
+in a batch at most ``API_MAX_BODY_BYTES`` once re-encoded. Each API key may make
+``API_RATE_LIMIT_PER_MINUTE`` requests a minute (``keys.ratelimit``: a token bucket in Redis,
+failing open when Redis is down); over it, 429 with ``Retry-After`` in seconds.
+
+``GET openapi.json`` (public) describes all of this as OpenAPI 3.1 (``keys.openapi``).
+Every answer is counted and timed in ``keys.metrics`` by method, URL name and status class.
 
 Views are thin: parse, call one service in ``keys.records``, map its errors.
 """
@@ -46,6 +52,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +62,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import apikeys, records
+from . import apikeys, metrics, openapi, ratelimit, records
 from .apikeys import InvalidApiKey, RevokedApiKey
 from .records import (
     DecryptedRecord,
@@ -148,11 +155,23 @@ def _authenticate(request: HttpRequest):
             headers={"WWW-Authenticate": 'Bearer realm="byok"'},
         )
     try:
-        return apikeys.api_key_authenticate(presented=presented.strip())
+        api_key = apikeys.api_key_authenticate(presented=presented.strip())
     except RevokedApiKey as e:
         raise ApiError(401, "api_key_revoked", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     except InvalidApiKey as e:
         raise ApiError(401, "invalid_api_key", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    _check_rate_limit(api_key)
+    return api_key
+
+
+def _check_rate_limit(api_key) -> None:
+    decision = ratelimit.api_key_hit(api_key.prefix)
+    if decision is not None and not decision.allowed:
+        raise ApiError(
+            429, "rate_limited",
+            f"This API key may make {decision.limit} requests a minute; retry after {decision.retry_after} s.",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
 
 
 def _environment(request: HttpRequest, environment_id: str):
@@ -184,6 +203,9 @@ def _read_json(request: HttpRequest, limit: int) -> Any:
         return json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
+    except RecursionError:
+        # json.loads recurses once per nesting level: "[" * 5000 exhausts the stack.
+        raise ApiError(400, "invalid_json", "The request body is nested too deeply.")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -201,6 +223,7 @@ def api_view(*methods: str) -> Callable:
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @csrf_exempt
         @functools.wraps(view)
+        @_observed
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 if request.method not in methods:
@@ -215,9 +238,29 @@ def api_view(*methods: str) -> Callable:
                     log.exception("data-plane API error on %s %s", request.method, request.path)
                     return _error_response(ApiError(500, "internal_error", "Internal error."))
 
+        wrapper.api_methods = methods  # read by tests/keys/test_openapi.py
         return wrapper
 
     return decorate
+
+
+def _observed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Count and time every answer (``keys.metrics``) by method, URL name ("api_record" →
+    "record") and status class: never the path, which holds record keys and ids."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        started = time.perf_counter()
+        response = view(request, *args, **kwargs)
+        match = request.resolver_match
+        route = (match.url_name or "unknown") if match is not None else "unknown"
+        metrics.api_request_observed(
+            method=request.method or "", route=route.removeprefix("api_"), status=response.status_code,
+            seconds=time.perf_counter() - started,
+        )
+        return response
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------
@@ -310,13 +353,21 @@ def records_find(request: HttpRequest, environment_id: str) -> HttpResponse:
     return _raw_json_response(text)
 
 
+@api_view("GET")
+def openapi_json(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI description of this API (``keys.openapi``); public, no API key."""
+    return _json_response(openapi.document())
+
+
 @csrf_exempt
+@_observed
 def unknown_path(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """Everything else under /api/v1/: a JSON 404, not the portal's HTML page."""
     return _error_response(ApiError(404, "not_found", "No such API endpoint."))
 
 
 urlpatterns = [
+    path("openapi.json", openapi_json, name="api_openapi"),
     path("environments/<str:environment_id>/records/batch", records_batch, name="api_records_batch"),
     path("environments/<str:environment_id>/records/find", records_find, name="api_records_find"),
     path("environments/<str:environment_id>/records/<path:record_key>", record, name="api_record"),

@@ -53,8 +53,8 @@ Cross-process eviction (why a state change takes effect on the very next request
     a later, usable state.
 
 Counters for metrics: :meth:`DataKeyCache.stats` (hits, misses, waits, evictions, loads,
-load_failures, kms_decrypts) and ``keys.metrics`` (``data_key_cache{event=…}``,
-``kms_calls{operation="Decrypt", outcome=…}``).
+load_failures, kms_decrypts) and ``keys.metrics`` (``data_key_cache{event=…}``; KMS calls
+are counted by ``keys.kms`` itself).
 """
 
 from __future__ import annotations
@@ -144,21 +144,16 @@ def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials)
     options = kms.KmsClientOptions(
         connect_timeout=settings.KMS_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.KMS_READ_TIMEOUT_SECONDS
     )
-    try:
-        result = kms.decrypt(
-            region=registration.region,
-            credentials=credentials,
-            kms_key_arn=registration.kms_key_arn,
-            ciphertext_blob=bytes(registration.encrypted_data_key or b""),
-            encryption_context=registration.encryption_context or None,
-            endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
-            options=options,
-        )
-    except kms.KmsError as e:
-        metrics.increment("kms_calls", operation="Decrypt", outcome="transient" if not e.permanent else "permanent")
-        raise
-    metrics.increment("kms_calls", operation="Decrypt", outcome="ok")
-    return result
+    # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
+    return kms.decrypt(
+        region=registration.region,
+        credentials=credentials,
+        kms_key_arn=registration.kms_key_arn,
+        ciphertext_blob=bytes(registration.encrypted_data_key or b""),
+        encryption_context=registration.encryption_context or None,
+        endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
+        options=options,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import hmac
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +49,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 from django.views.decorators.debug import sensitive_variables
+
+from . import metrics
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
@@ -571,10 +574,25 @@ def _call(
 ) -> dict[str, Any]:
     kms_client = client(region=region, credentials=credentials, endpoint_url=endpoint_url, options=options)
     method = getattr(kms_client, _snake_case(operation))
+    # Timed here, the one place every KMS call passes: latency and outcome per operation
+    # (keys.metrics), botocore's retries included.
+    started = time.perf_counter()
     try:
-        return method(**params)
+        response = method(**params)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-        raise _redacted(classify(e, operation=operation), credentials) from e
+        error = _redacted(classify(e, operation=operation), credentials)
+        _observe(operation, error, started)
+        raise error from e
+    _observe(operation, None, started)
+    return response
+
+
+def _observe(operation: str, error: KmsError | None, started: float) -> None:
+    if error is None or error.code == "DryRunOperationException":  # DryRun: "would have succeeded"
+        outcome = "ok"
+    else:
+        outcome = "permanent" if error.permanent else "transient"
+    metrics.kms_call_observed(operation=operation, outcome=outcome, seconds=time.perf_counter() - started)
 
 
 def _snake_case(operation: str) -> str:

@@ -13,6 +13,16 @@ Which run does what, by the registration's status when the job starts::
         permanent failure -> inaccessible (generation bumped, owners and admins emailed)
         success           -> back to active / decrypt-only if it was inaccessible
         transient failure -> no status change; ``kms_unreachable_since`` is set
+
+New IAM credentials (trigger ``credentials``, queued by ``registration_replace_credentials``)
+take the same paths, by status: a version not yet in service is validated afresh; a version
+in service is re-validated with the new credentials and, on success, keeps its serving status
+(an active version stays active, a decrypt-only one decrypt-only, an inaccessible one returns
+to its ``restore_status``): no new key version, nothing re-encrypted. On a permanent failure
+an active or decrypt-only version becomes inaccessible with the reason: the old credentials
+were overwritten, so the new ones are the only ones the data plane has, and it would be
+refused anyway. A transient failure flips nothing (the data plane uses the new credentials
+and answers for itself).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from django.db import transaction
 from environments.models import Membership
 
 from . import diagnosis as diag
+from . import metrics
 from .clock import now
 from .models import AuditEvent, KeyRegistration, ValidationRun
 from .services import (
@@ -152,6 +163,7 @@ def _finish_run(run: ValidationRun, registration: KeyRegistration, result: diag.
     run.checks = _checks(result)
     run.finished_at = now()
     run.save(update_fields=["outcome", "failure_reason", "checks", "finished_at"])
+    metrics.validation_run_finished(outcome=run.outcome, trigger=run.trigger)
     audit(
         action=AuditEvent.Action.VALIDATION_RUN,
         registration=registration,
@@ -232,6 +244,7 @@ def registration_validation_timed_out(*, registration_id: int) -> None:
     for run in running:
         run.outcome, run.failure_reason, run.finished_at = Outcome.UNVERIFIED, "timeout", now()
         run.save(update_fields=["outcome", "failure_reason", "finished_at"])
+        metrics.validation_run_finished(outcome=run.outcome, trigger=run.trigger)
     if registration.status == Status.VALIDATING:
         try:
             registration_transition(

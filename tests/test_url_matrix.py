@@ -120,6 +120,7 @@ def _new_password(world: World) -> dict:
 EXPECTED: dict[str, Rule] = {
     # Project level
     "healthz": Rule(get=everyone(200), post=everyone(405), doc="public health probe"),
+    "metrics": Rule(get=everyone(404), post=everyone(404), doc="404 while METRICS_TOKEN is unset; then its Bearer token only"),
     "login": Rule(
         get=roles(HOME, anonymous=200),
         post=roles(HOME, anonymous=200),
@@ -132,6 +133,7 @@ EXPECTED: dict[str, Rule] = {
     "api_records_find": Rule(get=API_WRONG_METHOD, post=API_NO_KEY),
     "api_record": Rule(get=API_NO_KEY, post=API_WRONG_METHOD),
     "api_unknown": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for any other /api/v1/ path"),
+    "api_openapi": Rule(get=everyone(200), post=everyone(405), doc="public OpenAPI document of the data plane"),
     # Environments and organizations
     "home": Rule(get=roles(200), post=roles(405)),
     "environment_new": Rule(
@@ -153,6 +155,25 @@ EXPECTED: dict[str, Rule] = {
     "registration_status": _look(),
     "registration_validate": _action(),
     "registration_activate": _action(),
+    # Keys: lifecycle (rotation, credentials, re-encryption, retirement, revocation drill)
+    "managed_version_new": _action(),
+    "registration_credentials": _change_form(
+        SUCCESS,
+        lambda world: {"access_key_id": "AKIAIOSFODNN7MATRIX2", "secret_access_key": "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"},
+        doc="new IAM credentials for the same key version",
+    ),
+    "registration_retire": Rule(
+        get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only; refused with a message unless drained"
+    ),
+    "reencryption_start": _action(),
+    "reencryption_pause": _action(),
+    "reencryption_resume": _action(),
+    "reencryption_cancel": _action(),
+    "reencryption_progress": _look(),
+    "revocation_drill": Rule(get=roles(200, admin=403, outsider=404), post=roles(405), doc="owners only"),
+    "revocation_drill_start": Rule(get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only"),
+    "revocation_drill_check": Rule(get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only"),
+    "revocation_drill_status": Rule(get=roles(200, admin=403, outsider=404), post=roles(405), doc="owners only"),
     # Keys: API keys and "Try it"
     "api_key_new": _change_form(200, lambda world: {"name": "matrix"}, doc="the new key is shown once, not redirected"),
     "api_key_revoke": _action(),
