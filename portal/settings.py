@@ -65,6 +65,8 @@ MIDDLEWARE = [
     # First: every later log line of the request carries its id.
     "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files under gunicorn (no web server needed in front).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -104,6 +106,9 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+# Keep database connections open between requests (seconds); 0 = one per request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Auth
@@ -282,7 +287,23 @@ DATA_KEY_CACHE_TTL_SECONDS = env.int("DATA_KEY_CACHE_TTL_SECONDS", default=300)
 
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 API_MAX_BATCH_RECORDS = env.int("API_MAX_BATCH_RECORDS", default=1000)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES * 16, 2_621_440)
+API_MAX_BATCH_BODY_BYTES = env.int("API_MAX_BATCH_BODY_BYTES", default=API_MAX_BODY_BYTES * 16)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BATCH_BODY_BYTES, 2_621_440)
+
+# Data-plane rate limit
+
+# Requests a minute per API key (token bucket, keys/ratelimit.py): in Redis when REDIS_URL
+# is set (shared by every process; fails open if Redis is down), else per process. 0 = off.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
+
+# Metrics (Prometheus, /metrics)
+
+# Bearer token Prometheus sends to /metrics; unset = /metrics answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A directory shared by the gunicorn workers (emptied before start) for prometheus-client's
+# multiprocess mode; unset = each process has its own registry. prometheus-client reads it
+# from the environment itself, at import (keys/metrics.py); it is read here to be listed.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
 # Logging
 
@@ -322,15 +343,34 @@ LOGGING = {
     },
 }
 
+# Re-encryption
+
+# Records moved to the active key version per batch (one transaction each).
+REENCRYPTION_BATCH_SIZE = env.int("REENCRYPTION_BATCH_SIZE", default=500)
+# Pause between batches (seconds), so the data plane stays responsive; 0 = full speed.
+REENCRYPTION_THROTTLE_SECONDS = env.float("REENCRYPTION_THROTTLE_SECONDS", default=0.05)
+# A running job without a committed batch for this long lost its worker and is resumed.
+REENCRYPTION_STALE_AFTER_SECONDS = env.int("REENCRYPTION_STALE_AFTER_SECONDS", default=120)
+# How often Celery beat looks for such stale (or lost queued) jobs.
+REENCRYPTION_RESUME_INTERVAL_SECONDS = env.int("REENCRYPTION_RESUME_INTERVAL_SECONDS", default=60)
+
 # Celery beat
 
 # Every REVALIDATION_INTERVAL_SECONDS, re-validate each active and decrypt-only (and
 # inaccessible) BYOK key version against KMS. A tick not picked up within one interval
 # expires: the next one replaces it.
+# Every REENCRYPTION_RESUME_INTERVAL_SECONDS, queue again the re-encryption jobs whose
+# worker died (SIGKILL, lost host): acks_late alone would wait for the broker's visibility
+# timeout (an hour) before redelivering their task.
 CELERY_BEAT_SCHEDULE = {
     "revalidate-active-registrations": {
         "task": "keys.tasks.revalidate_active_registrations",
         "schedule": float(REVALIDATION_INTERVAL_SECONDS),
         "options": {"expires": float(REVALIDATION_INTERVAL_SECONDS)},
+    },
+    "resume-stale-reencryption-jobs": {
+        "task": "keys.tasks.resume_stale_reencryption_jobs",
+        "schedule": float(REENCRYPTION_RESUME_INTERVAL_SECONDS),
+        "options": {"expires": float(REENCRYPTION_RESUME_INTERVAL_SECONDS)},
     },
 }

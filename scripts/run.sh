@@ -1,43 +1,157 @@
 #!/usr/bin/env bash
-# `make run`: set up and run the portal on embedded defaults: SQLite, Celery tasks run
-# eagerly, and a local KMS emulator (moto in server mode) on loopback instead of AWS.
+# `make run`: set up and run the whole product on embedded defaults:
+#   * the portal (Django runserver, SQLite db.sqlite3, DEBUG on),
+#   * a local KMS emulator (moto in server mode on 127.0.0.1:$KMS_PORT) instead of AWS,
+#   * Celery tasks run eagerly in the web process, or, with WITH_WORKER=1 and Redis
+#     answering on 127.0.0.1:6379, a Celery worker with beat (logs in .local/worker.log).
+# Then it plays the customer's AWS side against the emulator (manage.py customer_demo) and
+# prints the portal's URL, a login and the five items to paste into "Register a BYOK key".
+#
+#   PORT=8001 KMS_PORT=4567 make run     other ports
+#   WITH_WORKER=1 make run               real worker + beat (REDIS_DB picks the broker's database, default 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 
 ./scripts/bootstrap.sh dev
 
 export DEBUG="${DEBUG:-true}"
 PORT="${PORT:-8000}"
 KMS_PORT="${KMS_PORT:-4566}"
-export AWS_KMS_ENDPOINT_URL="${AWS_KMS_ENDPOINT_URL:-http://127.0.0.1:${KMS_PORT}}"
+LOCAL_EMULATOR="http://127.0.0.1:${KMS_PORT}"
+export AWS_KMS_ENDPOINT_URL="${AWS_KMS_ENDPOINT_URL:-$LOCAL_EMULATOR}"
+# Nothing of this run may reach real AWS with someone's own credentials.
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+export PYTHONUNBUFFERED=1
 mkdir -p .local
+ITEMS=.local/customer-demo.json
 
-if [ "$AWS_KMS_ENDPOINT_URL" = "http://127.0.0.1:${KMS_PORT}" ]; then
-  echo "==> Starting the local KMS emulator (moto) on 127.0.0.1:${KMS_PORT}"
-  .venv/bin/moto_server -H 127.0.0.1 -p "$KMS_PORT" >.local/kms-emulator.log 2>&1 &
-  emulator=$!
-  trap 'kill $emulator 2>/dev/null || true' EXIT
-  for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${KMS_PORT}") 2>/dev/null && break
-    sleep 0.2
+# Each process runs in a session of its own (setsid: its id is its process group's id), so
+# that stopping it stops its children too (runserver's autoreloader, the worker's beat).
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
   done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() {
+  .venv/bin/python - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
+require_port() {  # require_port PORT VARIABLE WHAT
+  if ! port_free "$1"; then
+    echo "" >&2
+    echo "Port $1 on 127.0.0.1 is already in use, so $3 cannot start there." >&2
+    echo "Stop whatever uses it (another \`make run\`? see: ss -ltnp 'sport = :$1'), or pick another port:" >&2
+    echo "    $2=$(( $1 + 1 )) make run" >&2
+    exit 1
+  fi
+}
+wait_http() {  # wait_http URL SECONDS PID: 0 once URL answers 200, 1 on timeout or if PID exits
+  .venv/bin/python - "$1" "$2" "$3" <<'PY'
+import os, sys, time, urllib.request
+url, seconds, pid = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+require_port "$PORT" PORT "the portal"
+if [ "$AWS_KMS_ENDPOINT_URL" = "$LOCAL_EMULATOR" ]; then
+  require_port "$KMS_PORT" KMS_PORT "the local KMS emulator"
+  # The emulator does not enforce IAM policies, so every DryRun succeeds there and the
+  # validation's excess-privilege check would warn about every key: it proves nothing here.
+  export VALIDATION_CHECK_EXCESS_PRIVILEGE="${VALIDATION_CHECK_EXCESS_PRIVILEGE:-false}"
+  echo "==> Starting the local KMS emulator (moto) on 127.0.0.1:${KMS_PORT} (log: .local/kms-emulator.log)"
+  setsid .venv/bin/moto_server -H 127.0.0.1 -p "$KMS_PORT" >.local/kms-emulator.log 2>&1 &
+  pids+=($!)
+  if ! wait_http "${LOCAL_EMULATOR}/moto-api/" 30 "${pids[-1]}"; then
+    echo "The KMS emulator did not start; its log (.local/kms-emulator.log) ends with:" >&2
+    tail -n 20 .local/kms-emulator.log >&2
+    exit 1
+  fi
 fi
 
 echo "==> Preparing the database (SQLite: db.sqlite3)"
 .venv/bin/python manage.py migrate --no-input -v0
 .venv/bin/python manage.py seed_demo
 
-if .venv/bin/python manage.py help customer_demo >/dev/null 2>&1; then
-  echo "==> Playing the customer's side in AWS against the emulator"
-  .venv/bin/python manage.py customer_demo
+echo "==> Playing the customer's side in AWS against the emulator (manage.py customer_demo)"
+rm -f "$ITEMS"
+.venv/bin/python manage.py customer_demo --json-file "$ITEMS"
+
+worker_note="Celery tasks run eagerly in the web process (WITH_WORKER=1 starts a worker and beat)."
+if [ "${WITH_WORKER:-0}" = 1 ]; then
+  broker="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/${REDIS_DB:-0}}"
+  if .venv/bin/python -c "import redis,sys; sys.exit(0 if redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping() else 1)" \
+      "$broker" 2>/dev/null; then
+    export CELERY_BROKER_URL="$broker"
+    echo "==> Starting a Celery worker with beat on ${broker} (log: .local/worker.log)"
+    # --pool solo: one task at a time, which suits SQLite's single writer.
+    setsid .venv/bin/celery -A portal worker --beat --pool solo -l info --without-mingle --without-gossip \
+      --schedule .local/celerybeat-schedule >.local/worker.log 2>&1 &
+    pids+=($!)
+    worker_note="Celery worker + beat on ${broker} (log: .local/worker.log)."
+  else
+    echo "==> Redis does not answer at ${broker}: tasks run eagerly in the web process instead." >&2
+    worker_note="Celery tasks run eagerly: Redis did not answer at ${broker}."
+  fi
 fi
 
-cat <<MSG
+echo "==> Starting the portal on http://127.0.0.1:${PORT}/"
+setsid .venv/bin/python manage.py runserver "127.0.0.1:${PORT}" &
+pids+=($!)
+if ! wait_http "http://127.0.0.1:${PORT}/healthz" 60 "${pids[-1]}"; then
+  echo "The portal did not answer http://127.0.0.1:${PORT}/healthz within 60 s (see the output above)." >&2
+  exit 1
+fi
 
-  BYOK Portal is starting on http://127.0.0.1:${PORT}/
-  Sign in as demo / demo-password-1
-  KMS emulator: ${AWS_KMS_ENDPOINT_URL}
-  Stop with Ctrl-C.
-
-MSG
-.venv/bin/python manage.py runserver "127.0.0.1:${PORT}"
+{
+  echo ""
+  echo "  BYOK Portal is ready on http://127.0.0.1:${PORT}/   (ready $(( $(date +%s) - started )) s after make run started)"
+  echo "  Sign in as demo / demo-password-1"
+  echo "  KMS emulator: ${AWS_KMS_ENDPOINT_URL}"
+  echo "  ${worker_note}"
+  echo ""
+  echo "  Then: New environment › open it › Register a BYOK key, and paste these five items"
+  echo "  (also in ${ITEMS}):"
+  echo ""
+  .venv/bin/python - "$ITEMS" <<'PY'
+import json, sys
+items = json.load(open(sys.argv[1]))
+width = max(map(len, items))
+for label, value in items.items():
+    print(f"    {label.ljust(width)}  {value}")
+PY
+  echo ""
+  echo "  Stop with Ctrl-C."
+  echo ""
+} 2>&1
+wait "${pids[-1]}"

@@ -2,19 +2,48 @@
 
 This command stands in for the customer: it creates their KMS key, encrypted data key, IAM
 policy, IAM user and access key, exactly as the seed document's steps do with the AWS CLI,
-and prints the five items the portal's registration form asks for. It is the one place
-besides ``keys/kms.py`` that uses boto3, because it plays the customer, not the platform.
+and prints the five items the portal's registration form asks for, in the form's words. It
+is the one place besides ``keys/kms.py`` that uses boto3, because it plays the customer,
+not the platform.
+
+It refuses to create anything in real AWS (no endpoint, or an ``amazonaws.com`` /
+``api.aws`` endpoint) unless ``--real-aws`` is passed: a demo must not leave a KMS key
+(billed monthly until deleted) and an IAM user in someone's account by accident.
 """
+
+from __future__ import annotations
 
 import base64
 import json as jsonlib
 import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from keys.parsers import iam_policy_json
+
+# Host names of real AWS endpoints (commercial, China, dual-stack): never written to
+# without --real-aws.
+AWS_DOMAINS = ("amazonaws.com", "amazonaws.com.cn", "api.aws")
+# The five items, in the words of the registration form (keys/forms.py RegistrationForm).
+ENCRYPTED_DATA_KEY = "Encrypted Data Key"
+ACCESS_KEY = "Access Key"
+SECRET_ACCESS_KEY = "Secret Access Key"
+KMS_KEY_ARN = "KMS Key ARN"
+REGION_CODE = "Region code"
+ENCRYPTION_CONTEXT = "Encryption context"
+
+
+def is_real_aws(endpoint_url: str | None) -> bool:
+    """True when ``endpoint_url`` is missing (boto3 would then use AWS itself) or names an
+    AWS host, e.g. ``https://kms.eu-west-1.amazonaws.com``."""
+    if not endpoint_url:
+        return True
+    host = (urlsplit(endpoint_url).hostname or "").lower().rstrip(".")
+    return any(host == domain or host.endswith("." + domain) for domain in AWS_DOMAINS)
 
 
 class Command(BaseCommand):
@@ -32,61 +61,32 @@ class Command(BaseCommand):
             help="Allow running against real AWS with the default credential chain (creates real resources).",
         )
         parser.add_argument("--json", action="store_true", help="Print the five items as one JSON object only.")
+        parser.add_argument(
+            "--json-file", default=None, metavar="PATH",
+            help="Also write the five items as one JSON object to PATH (make run prints them from there).",
+        )
 
-    def handle(self, *args, region, endpoint_url, encryption_context, real_aws, **options):
+    def handle(self, *args, region, endpoint_url, encryption_context, real_aws, json_file, **options):
         endpoint_url = endpoint_url or settings.AWS_KMS_ENDPOINT_URL
-        if not endpoint_url and not real_aws:
+        if is_real_aws(endpoint_url) and not real_aws:
+            where = f"{endpoint_url} is AWS itself" if endpoint_url else "No emulator endpoint is set"
             raise CommandError(
-                "No emulator endpoint: set AWS_KMS_ENDPOINT_URL (make run does) or pass --endpoint-url. "
-                "To create real resources in your AWS account, pass --real-aws."
+                f"{where}: this demo creates a KMS key, an IAM policy, an IAM user and an access key, so it "
+                "refuses to run against real AWS. Point it at the local emulator (set AWS_KMS_ENDPOINT_URL, as "
+                "make run does, or pass --endpoint-url http://127.0.0.1:4566), or pass --real-aws to create "
+                "those resources in your AWS account with your default credentials."
             )
         context = _context(encryption_context)
-        session = boto3.session.Session(
-            aws_access_key_id=None if real_aws else "customer-demo",
-            aws_secret_access_key=None if real_aws else "customer-demo-secret",
-            region_name=region,
-        )
-        kms = session.client("kms", endpoint_url=endpoint_url)
-        iam = session.client("iam", endpoint_url=endpoint_url)
         quiet = options["json"]
         say = (lambda *_: None) if quiet else self.stdout.write
-        suffix = secrets.token_hex(3)
-
-        say(f"1. Creating a symmetric KMS key in {region} (aws kms create-key) …")
-        key = kms.create_key(
-            Description="BYOK Portal demo key", KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT"
-        )["KeyMetadata"]
-        arn = key["Arn"]
-        kms.create_alias(AliasName=f"alias/byok-demo-{suffix}", TargetKeyId=key["KeyId"])
-        say(f"   key ARN {arn} (alias/byok-demo-{suffix})")
-
-        say("2. Generating an encrypted data key (aws kms generate-data-key-without-plaintext --key-spec AES_256) …")
-        kwargs = {"KeyId": arn, "KeySpec": "AES_256"}
-        if context:
-            kwargs["EncryptionContext"] = context
-        blob = kms.generate_data_key_without_plaintext(**kwargs)["CiphertextBlob"]
-        say(f"   {len(blob)}-byte ciphertext blob")
-
-        say("3. Creating the IAM policy allowing kms:Decrypt and kms:DescribeKey on that key …")
-        policy_arn = iam.create_policy(
-            PolicyName=f"byok-portal-decrypt-{suffix}", PolicyDocument=iam_policy_json(kms_key_arn=arn)
-        )["Policy"]["Arn"]
-
-        say("4. Creating the IAM user with the policy attached, and an access key …")
-        user = f"byok-portal-{suffix}"
-        iam.create_user(UserName=user)
-        iam.attach_user_policy(UserName=user, PolicyArn=policy_arn)
-        access_key = iam.create_access_key(UserName=user)["AccessKey"]
-
-        items = {
-            "Encrypted Data Key": base64.b64encode(blob).decode("ascii"),
-            "Access Key": access_key["AccessKeyId"],
-            "Secret Access Key": access_key["SecretAccessKey"],
-            "KMS Key ARN": arn,
-            "Region code": region,
-        }
-        if context:
-            items["Encryption context"] = _dumps(context)
+        items = self._play_customer(say, region=region, endpoint_url=endpoint_url, context=context, real_aws=real_aws)
+        if json_file:
+            path = Path(json_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The secret access key is in there: readable by its owner only.
+            path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)
+            path.write_text(_dumps(items) + "\n")
         if quiet:
             self.stdout.write(_dumps(items))
             return
@@ -95,6 +95,62 @@ class Command(BaseCommand):
         for label, value in items.items():
             say(f"  {label.ljust(width)}  {value}")
         say("")
+
+    def _play_customer(self, say, *, region: str, endpoint_url: str | None, context: dict[str, str], real_aws: bool) -> dict[str, str]:
+        session = boto3.session.Session(
+            aws_access_key_id=None if real_aws else "customer-demo",
+            aws_secret_access_key=None if real_aws else "customer-demo-secret",
+            region_name=region,
+        )
+        kms = session.client("kms", endpoint_url=endpoint_url)
+        iam = session.client("iam", endpoint_url=endpoint_url)
+        suffix = secrets.token_hex(3)
+        say(f"Playing the customer's side in AWS against {endpoint_url or 'AWS'} (region {region}):")
+
+        alias = f"alias/byok-demo-{suffix}"
+        say(f"1. Creating a symmetric KMS key (aws kms create-key --key-spec SYMMETRIC_DEFAULT "
+            f"--key-usage ENCRYPT_DECRYPT) with the alias {alias} …")
+        key = kms.create_key(
+            Description="BYOK Portal demo key", KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT"
+        )["KeyMetadata"]
+        arn = key["Arn"]
+        kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+        say(f"   key ARN {arn}")
+
+        say("2. Generating an encrypted data key (aws kms generate-data-key-without-plaintext --key-spec AES_256) …")
+        kwargs = {"KeyId": arn, "KeySpec": "AES_256"}
+        if context:
+            kwargs["EncryptionContext"] = context
+        blob = kms.generate_data_key_without_plaintext(**kwargs)["CiphertextBlob"]
+        say(f"   {len(blob)}-byte ciphertext blob; the plaintext data key never left KMS")
+
+        policy_name = f"byok-portal-decrypt-{suffix}"
+        say(f"3. Creating the IAM policy {policy_name}: kms:Decrypt and kms:DescribeKey on that key ARN only "
+            "(aws iam create-policy) …")
+        policy_arn = iam.create_policy(
+            PolicyName=policy_name, PolicyDocument=iam_policy_json(kms_key_arn=arn),
+            Description="BYOK Portal: decrypt the encrypted data key, describe the KMS key",
+        )["Policy"]["Arn"]
+        say(f"   policy ARN {policy_arn}")
+
+        user = f"byok-portal-{suffix}"
+        say(f"4. Creating the IAM user {user}, attaching the policy and creating an access key "
+            "(aws iam create-user, attach-user-policy, create-access-key) …")
+        iam.create_user(UserName=user)
+        iam.attach_user_policy(UserName=user, PolicyArn=policy_arn)
+        access_key = iam.create_access_key(UserName=user)["AccessKey"]
+        say(f"   access key {access_key['AccessKeyId']}")
+
+        items = {
+            ENCRYPTED_DATA_KEY: base64.b64encode(blob).decode("ascii"),
+            ACCESS_KEY: access_key["AccessKeyId"],
+            SECRET_ACCESS_KEY: access_key["SecretAccessKey"],
+            KMS_KEY_ARN: arn,
+            REGION_CODE: region,
+        }
+        if context:
+            items[ENCRYPTION_CONTEXT] = _dumps(context)
+        return items
 
 
 def _context(text: str) -> dict[str, str]:
