@@ -30,7 +30,7 @@ from .clock import now
 from .forms import ReplaceCredentialsForm
 from .models import KeyRegistration, ReencryptionJob
 from .services import DuplicateAccessKey, TransitionError, registration_replace_credentials
-from .validation_views import _get_registration_for_user
+from .validation_views import _get_registration_for_user, run_action
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status
@@ -184,12 +184,11 @@ def reencryption_start_view(request: HttpRequest, environment_id) -> HttpRespons
     environment, refused = _changer(request, environment_id)
     if refused:
         return refused
-    try:
-        job = reencryption.reencryption_start(environment=environment, actor=request.user)
-    except reencryption.ReencryptionRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, f"Re-encryption to version {job.target.version} started.")
+    run_action(
+        request, lambda: reencryption.reencryption_start(environment=environment, actor=request.user),
+        refused=reencryption.ReencryptionRefused,
+        success=lambda job: f"Re-encryption to version {job.target.version} started.",
+    )
     return _back(environment)
 
 
@@ -201,12 +200,11 @@ def _job_action(request: HttpRequest, environment_id, service, done: str) -> Htt
     if job is None:
         messages.error(request, "There is no re-encryption to change.")
         return _back(environment)
-    try:
-        service(job=job, actor=request.user)
-    except reencryption.ReencryptionRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, done)
+    run_action(
+        request, lambda: service(job=job, actor=request.user),
+        refused=reencryption.ReencryptionRefused,
+        success=done,
+    )
     return _back(environment)
 
 
@@ -242,14 +240,11 @@ def registration_retire_view(request: HttpRequest, environment_id, registration_
     registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
     if not membership.is_owner:
         return _forbidden(request)
-    try:
-        lifecycle.registration_retire(registration=registration, actor=request.user)
-    except lifecycle.LifecycleRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(
-            request, f"Key version {registration.version} retired: its credentials and data key were destroyed."
-        )
+    run_action(
+        request, lambda: lifecycle.registration_retire(registration=registration, actor=request.user),
+        refused=lifecycle.LifecycleRefused,
+        success=f"Key version {registration.version} retired: its credentials and data key were destroyed.",
+    )
     return _back(registration.environment)
 
 
@@ -304,12 +299,11 @@ def revocation_drill_start(request: HttpRequest, environment_id) -> HttpResponse
     environment, _, refused = _owner(request, environment_id)
     if refused:
         return refused
-    try:
-        lifecycle.drill_start(environment=environment, actor=request.user)
-    except lifecycle.LifecycleRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, "Watching started. Revoke access in AWS now; the page shows when this platform stops serving.")
+    run_action(
+        request, lambda: lifecycle.drill_start(environment=environment, actor=request.user),
+        refused=lifecycle.LifecycleRefused,
+        success="Watching started. Revoke access in AWS now; the page shows when this platform stops serving.",
+    )
     return redirect("revocation_drill", environment_id=environment.public_id)
 
 
@@ -319,12 +313,11 @@ def revocation_drill_check(request: HttpRequest, environment_id) -> HttpResponse
     environment, _, refused = _owner(request, environment_id)
     if refused:
         return refused
-    try:
-        lifecycle.drill_check_now(environment=environment, actor=request.user)
-    except lifecycle.LifecycleRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, "Validation against KMS queued: a revocation is noticed as soon as it runs.")
+    run_action(
+        request, lambda: lifecycle.drill_check_now(environment=environment, actor=request.user),
+        refused=lifecycle.LifecycleRefused,
+        success="Validation against KMS queued: a revocation is noticed as soon as it runs.",
+    )
     return redirect("revocation_drill", environment_id=environment.public_id)
 
 

@@ -7,6 +7,7 @@ partials the status endpoint returns, so what the page polls is what it first sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -50,6 +51,18 @@ def _get_registration_for_user(user, environment_id, registration_id) -> tuple[K
     if registration is None:
         raise Http404("No such key version.")
     return registration, membership
+
+
+def run_action(request: HttpRequest, action: Callable[[], Any], *, refused: type[Exception], success: str | Callable[[Any], str]) -> None:
+    """Run one service call of a POST action and tell the user how it went with Django
+    messages: the refusal's own text (``refused`` is the service's exception class) as an
+    error, else ``success`` (a text, or a function of the service's result)."""
+    try:
+        result = action()
+    except refused as e:
+        messages.error(request, str(e))
+        return
+    messages.success(request, success(result) if callable(success) else success)
 
 
 def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
@@ -104,12 +117,11 @@ def registration_validate_again(request: HttpRequest, environment_id, registrati
     registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
     if not membership.can_change:
         return render(request, "403.html", status=403)
-    try:
-        registration_request_validation(registration=registration, actor=request.user)
-    except ValidationRequestRefused as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, f"Validation of key version {registration.version} against KMS has started.")
+    run_action(
+        request, lambda: registration_request_validation(registration=registration, actor=request.user),
+        refused=ValidationRequestRefused,
+        success=f"Validation of key version {registration.version} against KMS has started.",
+    )
     return _back(registration)
 
 
@@ -119,12 +131,11 @@ def registration_activate_view(request: HttpRequest, environment_id, registratio
     registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
     if not membership.can_change:
         return render(request, "403.html", status=403)
-    try:
-        registration_activate(registration=registration, actor=request.user)
-    except ActivationError as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, f"Key version {registration.version} is now active: new records use it.")
+    run_action(
+        request, lambda: registration_activate(registration=registration, actor=request.user),
+        refused=ActivationError,
+        success=f"Key version {registration.version} is now active: new records use it.",
+    )
     return _back(registration)
 
 
