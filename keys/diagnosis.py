@@ -527,7 +527,7 @@ def _check_algorithm(algorithm: str | None) -> CheckResult:
     name = "decrypt.algorithm"
     if algorithm is None:
         return _result(
-            name, PASS, "KMS did not report the algorithm (some KMS emulators do not); nothing to check."
+            name, SKIP, "KMS did not report the algorithm (some KMS emulators do not); nothing to check."
         )
     if algorithm == "SYMMETRIC_DEFAULT":
         return _result(name, PASS, "KMS used symmetric encryption (SYMMETRIC_DEFAULT).")

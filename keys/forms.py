@@ -136,7 +136,16 @@ class RegistrationForm(CredentialsFields):
     )
 
     def clean_encrypted_data_key(self) -> bytes:
-        return _parsed(parsers.parse_encrypted_data_key, self.cleaned_data["encrypted_data_key"])
+        value = self.cleaned_data["encrypted_data_key"]
+        try:
+            return _parsed(parsers.parse_encrypted_data_key, value)
+        except forms.ValidationError:
+            if "plaintext" in value.lower():
+                # What was pasted holds a plaintext data key (generate-data-key output):
+                # never render it back into the page.
+                self.data = self.data.copy()
+                self.data[self.add_prefix("encrypted_data_key")] = ""
+            raise
 
     def clean_kms_key_arn(self) -> parsers.KmsKeyArn:
         return _parsed(parsers.parse_kms_key_arn, self.cleaned_data["kms_key_arn"])

@@ -7,6 +7,7 @@ Development defaults are safe and local (SQLite, eager Celery, a generated seali
 
 from datetime import timedelta
 from email.utils import parseaddr
+import warnings
 from pathlib import Path
 
 import environ
@@ -106,6 +107,12 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves concurrent requests too: take the write lock at BEGIN
+    # and wait for it instead of failing with "database is locked"; WAL lets reads go on.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 # Keep database connections open between requests (seconds); 0 = one per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -169,6 +176,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# WhiteNoise serves STATIC_ROOT (after collectstatic) and, without it, the app folders.
+WHITENOISE_USE_FINDERS = True
+# Before collectstatic has run (development, tests) STATIC_ROOT does not exist yet.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 # Security (production)
 

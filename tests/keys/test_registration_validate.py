@@ -99,7 +99,10 @@ def test_it_turns_a_pending_registration_valid_when_every_check_passes(pending, 
     assert pending.status == Status.VALID
     assert run.outcome == Outcome.PASSED and run.trigger == "registration"
     assert run.finished_at is not None and pending.last_verified_at is not None
-    assert {c["status"] for c in run.checks} == {"pass"}, run.checks
+    # moto never reports the encryption algorithm: that one check has nothing to look at.
+    statuses = {c["name"]: c["status"] for c in run.checks}
+    assert statuses.pop("decrypt.algorithm") == "skip"
+    assert set(statuses.values()) == {"pass"}, run.checks
     assert _statuses(pending) == [("pending_validation", "validating"), ("validating", "valid")]
     assert AuditEvent.objects.filter(registration=pending, action="validation_run", after__outcome="passed").exists()
 

@@ -582,3 +582,17 @@ def test_it_refuses_wrong_http_methods(client_for, alice, environment):
     assert client.put(new_url(environment)).status_code == 405
     assert client.delete(new_url(environment)).status_code == 405
     assert client.post(guide_url(environment)).status_code == 405
+
+
+def test_it_never_renders_back_a_pasted_plaintext_data_key(client_for, alice, environment, registered_counts):
+    """GIVEN the output of `aws kms generate-data-key` (it holds the plaintext data key)
+    WHEN it is pasted as the Encrypted Data Key
+    THEN the page refuses it and the plaintext appears nowhere in the re-rendered page."""
+    plaintext = "UExBSU5URVhULURBVEEtS0VZLUNBTkFSWS0wMDAwMDA="
+    pasted = '{"CiphertextBlob": "%s", "Plaintext": "%s", "KeyId": "x"}' % (VALID["encrypted_data_key"], plaintext)
+    response = client_for(alice).post(new_url(environment), {**VALID, "encrypted_data_key": pasted})
+
+    assert response.status_code == 200
+    assert "exposes the plaintext data key" in unescape(response.content.decode())
+    assert plaintext not in response.content.decode()
+    assert (KeyRegistration.objects.count(), AuditEvent.objects.count()) == registered_counts
