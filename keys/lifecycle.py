@@ -153,9 +153,10 @@ class RevocationBound:
 
     @property
     def text(self) -> str:
+        spelled = f" ({_minutes(self.seconds)})" if self.seconds >= 120 else ""
         return (
             f"After you revoke access, this platform stops decrypting your data within "
-            f"{self.seconds} seconds ({_minutes(self.seconds)})."
+            f"{self.seconds} seconds{spelled}."
         )
 
 
