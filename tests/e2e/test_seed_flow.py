@@ -149,7 +149,9 @@ def watch_validation_pass(page: Page, version: int, shot, label: str) -> None:
     panel = page.locator(f"tbody[data-version='{version}'] [data-validation-panel]")
     expect(panel.locator("[data-run-outcome]").first).to_have_text("Passed")
     results = panel.locator("table.checks tbody tr td:nth-child(2)").all_inner_texts()
-    assert results and {r.strip().lower() for r in results} == {"pass"}, results
+    statuses = [r.strip().lower() for r in results]
+    # moto's Decrypt does not report the encryption algorithm: that one check is skipped.
+    assert statuses.count("skip") == 1 and set(statuses) == {"pass", "skip"}, results
     assert page.evaluate("window.__sameDocument") == "yes" and navigations == [], navigations
     shot(f"{label}-validation-passed")
 

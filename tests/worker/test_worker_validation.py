@@ -288,7 +288,10 @@ def test_it_validates_a_registration_in_the_worker_after_the_web_request_commits
     _wait_status(registration.pk, Status.VALID, worker)
     run = registration.validation_runs.get()
     assert (run.trigger, run.outcome) == ("registration", ValidationRun.Outcome.PASSED)
-    assert {c["status"] for c in run.checks} == {"pass"}, run.checks
+    statuses = {c["name"]: c["status"] for c in run.checks}
+    # moto's Decrypt does not report the encryption algorithm: nothing to check there.
+    assert statuses.pop("decrypt.algorithm") == "skip"
+    assert set(statuses.values()) == {"pass"}, run.checks
     assert AuditEvent.objects.filter(registration=registration, actor_label="job: validation").count() >= 3
     assert published == [("keys.tasks.validate_registration", (registration.pk, "registration"))]
     assert customer.secret_access_key not in worker.output()
