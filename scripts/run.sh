@@ -16,6 +16,12 @@ started=$(date +%s)
 ./scripts/bootstrap.sh dev
 
 export DEBUG="${DEBUG:-true}"
+# This checkout is a development one from now on: later `manage.py` commands (migrate,
+# createsuperuser, makemigrations) read DEBUG=true from .env instead of refusing to start
+# without production secrets. .env is git-ignored; exported variables still win.
+if [ ! -f .env ]; then
+  printf '# Written by make run: this checkout runs on development defaults.\nDEBUG=true\n' > .env
+fi
 PORT="${PORT:-8000}"
 KMS_PORT="${KMS_PORT:-4566}"
 LOCAL_EMULATOR="http://127.0.0.1:${KMS_PORT}"
