@@ -311,15 +311,24 @@ def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpRe
     )
 
 
+def _bounded_list(payload: object, field: str, shape: str, what: str) -> list:
+    """``payload[field]``, a list of at most ``API_MAX_BATCH_RECORDS`` items.
+
+    Raises ``ApiError`` 400 ``invalid_request`` (saying to send ``shape``) or
+    ``too_many_records`` (naming the limit and ``what`` it counts)."""
+    items = payload.get(field) if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(400, "invalid_request", f"Send {shape}.")
+    if len(items) > settings.API_MAX_BATCH_RECORDS:
+        raise ApiError(400, "too_many_records", f"At most {settings.API_MAX_BATCH_RECORDS} {what}.")
+    return items
+
+
 @api_view("POST")
 def records_batch(request: HttpRequest, environment_id: str) -> HttpResponse:
     environment = _environment(request, environment_id)
     payload = _read_json(request, _batch_body_limit())
-    items = payload.get("records") if isinstance(payload, dict) else None
-    if not isinstance(items, list):
-        raise ApiError(400, "invalid_request", 'Send {"records": [{"record_key": …, "body": …}, …]}.')
-    if len(items) > settings.API_MAX_BATCH_RECORDS:
-        raise ApiError(400, "too_many_records", f"At most {settings.API_MAX_BATCH_RECORDS} records per batch.")
+    items = _bounded_list(payload, "records", '{"records": [{"record_key": …, "body": …}, …]}', "records per batch")
     pairs = []
     for index, item in enumerate(items):
         if not isinstance(item, dict) or "record_key" not in item or "body" not in item:
@@ -339,11 +348,7 @@ def records_batch(request: HttpRequest, environment_id: str) -> HttpResponse:
 def records_find(request: HttpRequest, environment_id: str) -> HttpResponse:
     environment = _environment(request, environment_id)
     payload = _read_json(request, _batch_body_limit())
-    keys = payload.get("record_keys") if isinstance(payload, dict) else None
-    if not isinstance(keys, list):
-        raise ApiError(400, "invalid_request", 'Send {"record_keys": ["…", …]}.')
-    if len(keys) > settings.API_MAX_BATCH_RECORDS:
-        raise ApiError(400, "too_many_records", f"At most {settings.API_MAX_BATCH_RECORDS} record keys per request.")
+    keys = _bounded_list(payload, "record_keys", '{"record_keys": ["…", …]}', "record keys per request")
     found, errors = records.records_find(environment=environment, record_keys=keys)
     text = (
         '{"records":[' + ",".join(_record_json(r) for r in found) + "],"
