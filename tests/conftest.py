@@ -9,6 +9,19 @@ from environments.services import environment_create
 
 PASSWORD = "correct horse battery staple 9"
 
+# Django's default PBKDF2 hasher costs ~2 s a password on this machine; tests hash with MD5
+# (healthchecks and HackSoft's example do the same). PBKDF2 stays listed so a hash made
+# by a server subprocess with the production hashers still verifies.
+FAST_PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = FAST_PASSWORD_HASHERS
+
 
 @pytest.fixture(autouse=True)
 def fresh_data_key_cache():

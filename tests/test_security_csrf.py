@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import resolve, reverse
 
 from tests.test_url_matrix import ROUTES, client_as, rule_for, snapshot
-from tests.test_url_matrix import fast_passwords, no_validation_jobs, world  # noqa: F401  (fixtures)
+from tests.test_url_matrix import no_validation_jobs, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 

@@ -25,11 +25,6 @@ from tests.test_url_matrix import ROUTES, world  # noqa: F401  (world is a fixtu
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def sign_in(client: Client, username: str, password: str = PASSWORD, **extra):
     return client.post(reverse("login"), {"username": username, "password": password}, **extra)
 

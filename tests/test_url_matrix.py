@@ -284,11 +284,6 @@ class World:
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def no_validation_jobs(monkeypatch):
     """Registrations queue a KMS validation job: recorded, never run."""
     monkeypatch.setattr(tasks.validate_registration, "delay", lambda *args: None)

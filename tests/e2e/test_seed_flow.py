@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from playwright.sync_api import Page, expect
 
 from environments.models import Membership, Organization
@@ -266,7 +267,10 @@ def seconds_until_served(api: Api, record_key: str, *, started: float) -> float:
 
 @pytest.fixture
 def ada(transactional_db):
-    user = get_user_model().objects.create_user(USERNAME, "ada@example.org", PASSWORD)
+    # The runserver subprocess has the production hashers only: hash with PBKDF2 here.
+    user = get_user_model().objects.create_user(USERNAME, "ada@example.org")
+    user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    user.save(update_fields=["password"])
     organization = Organization.objects.create(name="Acme Health")
     Membership.objects.create(user=user, organization=organization, role=Membership.Role.OWNER)
     return user
