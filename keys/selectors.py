@@ -3,9 +3,14 @@
 from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import Prefetch
+
 from environments.models import Environment
 
-from .models import AuditEvent, KeyRegistration
+from .models import AuditEvent, KeyRegistration, ValidationRun
+
+# How many validation runs a key version's history panel shows.
+VALIDATION_HISTORY_LENGTH = 10
 
 
 def active_versions_by_environment(environments: Iterable[Environment]) -> dict[int, KeyRegistration]:
@@ -15,9 +20,29 @@ def active_versions_by_environment(environments: Iterable[Environment]) -> dict[
     return {r.environment_id: r for r in qs}
 
 
+def recent_validation_runs(registration: KeyRegistration) -> list[ValidationRun]:
+    """The key version's newest validation runs (newest first, at most
+    ``VALIDATION_HISTORY_LENGTH``): the prefetched list when
+    :func:`environment_overview` loaded it, else one query."""
+    prefetched = getattr(registration, "recent_validation_runs", None)
+    if prefetched is not None:
+        return prefetched
+    return list(registration.validation_runs.all()[:VALIDATION_HISTORY_LENGTH])
+
+
 def environment_overview(*, environment: Environment) -> dict[str, Any]:
     """What the environment page shows: key versions (newest first) and recent audit events."""
-    registrations = list(environment.key_registrations.select_related("created_by").order_by("-version"))
+    # One query for every version's recent validation runs (a sliced prefetch, run with a
+    # window function), not one per version: the page's query count must not grow with
+    # the number of key versions.
+    recent_runs = Prefetch(
+        "validation_runs",
+        queryset=ValidationRun.objects.order_by("-started_at", "-id")[:VALIDATION_HISTORY_LENGTH],
+        to_attr="recent_validation_runs",  # Django applies a sliced prefetch only with to_attr
+    )
+    registrations = list(
+        environment.key_registrations.select_related("created_by").prefetch_related(recent_runs).order_by("-version")
+    )
     audit_events = list(
         AuditEvent.objects.filter(environment=environment).select_related("actor", "registration")[:50]
     )

@@ -23,6 +23,7 @@ from environments.models import Membership
 from environments.selectors import get_environment_for_user
 
 from .models import KeyRegistration
+from .selectors import recent_validation_runs
 from .validation import (
     REQUESTABLE_STATUSES,
     ActivationError,
@@ -35,7 +36,6 @@ from .validation import (
 
 Status = KeyRegistration.Status
 # Runs shown in a version's history.
-HISTORY_LENGTH = 10
 
 
 def _get_registration_for_user(user, environment_id, registration_id) -> tuple[KeyRegistration, Membership]:
@@ -67,7 +67,7 @@ def run_action(request: HttpRequest, action: Callable[[], Any], *, refused: type
 
 def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
     """What the status cell and validation panel of one key version show."""
-    runs = list(registration.validation_runs.all()[:HISTORY_LENGTH]) if registration.is_byok else []
+    runs = recent_validation_runs(registration) if registration.is_byok else []
     latest = runs[0] if runs else None
     # The newest run with checks: a running run shows its last attempt's, else the previous run's.
     checked = next((r for r in runs if r.checks), None)
