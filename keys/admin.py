@@ -1,11 +1,11 @@
 """Django admin for support staff: look at registrations, runs, audit events; never a secret."""
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.utils.html import format_html_join
 
 from .models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
 from .services import sealed_state
+from .validation import ValidationRequestRefused, registration_request_validation
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -68,13 +68,19 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Re-run validation against KMS")
     def run_validation(self, request, queryset):
-        from .tasks import enqueue_validation
-
-        ids = list(queryset.filter(kind=KeyRegistration.Kind.BYOK).values_list("pk", flat=True))
-        for pk in ids:
-            # "manual" validates any status; an active/decrypt-only/inaccessible version is re-validated.
-            transaction.on_commit(lambda pk=pk: enqueue_validation(pk, "manual"))
-        self.message_user(request, f"Validation queued for {len(ids)} BYOK key version(s).", messages.SUCCESS)
+        """Each selected BYOK version through the validation service: a validation run
+        row, an audit event naming the support user, failed → pending validation."""
+        queued, refused = 0, []
+        for registration in queryset.filter(kind=KeyRegistration.Kind.BYOK).select_related("environment"):
+            try:
+                registration_request_validation(registration=registration, actor=request.user)
+            except ValidationRequestRefused as e:
+                refused.append(str(e))
+            else:
+                queued += 1
+        self.message_user(request, f"Validation queued for {queued} BYOK key version(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
 
     def get_actions(self, request):
         # A change permission is not needed: the action goes through the validation service.

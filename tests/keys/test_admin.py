@@ -197,3 +197,42 @@ def test_it_gives_support_no_permission_beyond_viewing(support):
     assert perms
     assert all(p.split(".")[1].startswith("view_") for p in perms)
     assert not Permission.objects.filter(group__name="support").exclude(codename__startswith="view_").exists()
+
+
+def test_it_runs_the_admin_validation_action_through_the_validation_service(
+    client, support, registration, django_capture_on_commit_callbacks
+):
+    """GIVEN a failed BYOK version WHEN support re-runs validation from the admin THEN the
+    version is back to pending validation, a queued validation run exists and an audit
+    event names the support user, exactly as "Validate again" on the portal page."""
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=KeyRegistration.Status.FAILED)
+    runs_before = registration.validation_runs.count()
+    client.force_login(support)
+    with mock.patch("keys.tasks.validate_registration.delay"):
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(
+                reverse("admin:keys_keyregistration_changelist"),
+                {"action": "run_validation", "_selected_action": [registration.pk]},
+            )
+    registration.refresh_from_db()
+    assert registration.status == KeyRegistration.Status.PENDING_VALIDATION
+    assert registration.validation_runs.count() == runs_before + 1
+    assert registration.validation_runs.first().trigger == "manual"
+    actions = list(AuditEvent.objects.filter(registration=registration, actor=support).values_list("action", flat=True))
+    assert AuditEvent.Action.VALIDATION_RUN in actions
+    assert len(actions) == 2  # failed → pending validation, and the validation request
+
+
+def test_it_reports_a_version_the_admin_action_cannot_validate(client, support, registration):
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=KeyRegistration.Status.VALIDATING)
+    client.force_login(support)
+    with mock.patch("keys.tasks.validate_registration.delay") as delay:
+        response = client.post(
+            reverse("admin:keys_keyregistration_changelist"),
+            {"action": "run_validation", "_selected_action": [registration.pk]},
+            follow=True,
+        )
+    html = response.content.decode()
+    assert "Validation queued for 0 BYOK key version(s)." in html
+    assert "cannot be validated now" in html
+    delay.assert_not_called()
