@@ -40,6 +40,20 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR")
 
 
+# django-axes stores the username of each failed sign-in in a 255-character column
+# (axes.models.AccessAttempt.username); Django's AuthenticationForm does not enforce the
+# User model's 150, so a longer name reached the INSERT and answered 500.
+AXES_USERNAME_MAX_LENGTH = 255
+
+
+def client_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The username axes counts failures for: as posted, cut to the column's length (no
+    account has a name that long, so the cut never merges two real users)."""
+    source = credentials if credentials else getattr(request, "data", request.POST)
+    username = source.get("username") if source else None
+    return username[:AXES_USERNAME_MAX_LENGTH] if isinstance(username, str) else username
+
+
 class RequestIdMiddleware:
     """Gives every request an id: the incoming ``X-Request-ID`` when sane, else a new
     UUID4 (hex). It is ``request.request_id``, the ``request_id`` of every log line

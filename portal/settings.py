@@ -153,6 +153,8 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 # appended to X-Forwarded-For (otherwise every client would share the proxy's address).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_ip"
+# The posted username, cut to axes' 255-character column (a longer one answered 500).
+AXES_USERNAME_CALLABLE = "portal.middleware.client_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429

@@ -399,3 +399,24 @@ def test_it_leaves_the_data_plane_api_to_its_api_keys(client_for, carol, environ
         content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_key}",
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("length", [256, 300, 5000])
+def test_it_answers_a_sign_in_with_an_over_long_username_as_a_wrong_password_not_a_500(client, alice, length):
+    client.raise_request_exception = True
+    response = sign_in(client, "a" * length, "wrong")
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    assert AccessAttempt.objects.get().username == "a" * 255
+
+
+def test_it_locks_out_an_over_long_username_like_any_other(client, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, "b" * 400, "wrong")
+    assert sign_in(client, "b" * 400, "wrong").status_code == 429
+
+
+def test_the_admin_sign_in_refuses_an_over_long_username_without_a_500(client):
+    client.raise_request_exception = True
+    response = client.post(reverse("admin:login"), {"username": "c" * 1000, "password": "x"})
+    assert response.status_code == 200
