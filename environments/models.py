@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class Organization(models.Model):
@@ -80,7 +81,9 @@ class Environment(models.Model):
     class Meta:
         ordering = ["organization__name", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "name"], name="env_name_unique_in_org"),
+            # Case-insensitive: "Production" and "production" are one name. An index on
+            # lower(name), so that simultaneous creations cannot both pass the check.
+            models.UniqueConstraint("organization", Lower("name"), name="env_name_ci_unique_in_org"),
         ]
 
     def __str__(self) -> str:

@@ -185,6 +185,9 @@ class AuditEvent(models.Model):
         API_KEY_REVOKED = "api_key_revoked", "API key revoked"
         ENVIRONMENT_CREATED = "environment_created", "Environment created"
         REENCRYPTION = "reencryption", "Re-encryption"
+        ORGANIZATION_CREATED = "organization_created", "Organization created"
+        RECOVERY_CODES_GENERATED = "recovery_codes_generated", "Recovery codes generated"
+        RECOVERY_CODE_USED = "recovery_code_used", "Recovery code used"
 
     environment = models.ForeignKey(
         Environment, models.CASCADE, null=True, blank=True, related_name="audit_events"
