@@ -25,6 +25,24 @@ class EnvironmentForm(forms.Form):
         return name
 
 
+class OrganizationForm(forms.Form):
+    """Create an organization (its creator becomes its first owner)."""
+
+    name = forms.CharField(
+        label="Organization name",
+        max_length=200,
+        help_text="Your company or team, for example Example Corp. You become its owner.",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Enter a name.")
+        if any(not ch.isprintable() for ch in name):
+            raise forms.ValidationError("The name contains a control character; use letters, digits, spaces and - _ .")
+        return name
+
+
 class OrganizationSettingsForm(forms.Form):
     """An organization's security settings (owners only)."""
 

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("environments/new/", views.environment_new, name="environment_new"),
     path("environments/<uuid:environment_id>/", views.environment_detail, name="environment_detail"),
+    path("organizations/new/", views.organization_new, name="organization_new"),
     path("organizations/<int:organization_id>/settings/", views.organization_settings, name="organization_settings"),
     path("accounts/two-factor/", account_views.two_factor_page, name="two_factor"),
     path("accounts/two-factor/verify/", account_views.two_factor_verify, name="two_factor_verify"),

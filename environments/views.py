@@ -7,8 +7,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from . import selectors, two_factor
-from .forms import EnvironmentForm, OrganizationSettingsForm
-from .services import EnvironmentNameTaken, environment_create
+from .forms import EnvironmentForm, OrganizationForm, OrganizationSettingsForm
+from .services import EnvironmentNameTaken, OrganizationNameTaken, environment_create, organization_create
 
 
 @login_required
@@ -33,6 +33,9 @@ def home(request: HttpRequest) -> HttpResponse:
 def environment_new(request: HttpRequest) -> HttpResponse:
     organizations = selectors.organizations_for_user(request.user, can_change=True)
     if not organizations.exists():
+        if not selectors.memberships_for_user(request.user).exists():
+            # Not in any organization yet: an environment needs one first.
+            return redirect("organization_new")
         # Viewers may look but not change: same answer as for any forbidden change.
         return render(request, "403.html", status=403)
     form = EnvironmentForm(request.POST or None, organizations=organizations)
@@ -49,6 +52,28 @@ def environment_new(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Environment “{environment.name}” created with a platform-managed key.")
             return redirect("environment_detail", environment_id=environment.public_id)
     return render(request, "environments/environment_new.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def organization_new(request: HttpRequest) -> HttpResponse:
+    """A signed-in user who belongs to no organization creates one and becomes its owner.
+
+    Members of an organization are sent home: they are added to more by an owner (or
+    by ``manage.py create_owner``), so one account cannot spawn organizations at will.
+    """
+    if selectors.memberships_for_user(request.user).exists():
+        return redirect("home")
+    form = OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            organization = organization_create(name=form.cleaned_data["name"], owner=request.user)
+        except OrganizationNameTaken as e:
+            form.add_error("name", str(e))
+        else:
+            messages.success(request, f"Organization “{organization.name}” created; you are its owner.")
+            return redirect("home")
+    return render(request, "environments/organization_new.html", {"form": form})
 
 
 @login_required

@@ -1,9 +1,11 @@
-"""Project-level endpoints: health."""
+"""Project-level endpoints: health, favicon."""
+
+from functools import cache
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET, require_safe
 
 
 def _database_ok() -> tuple[bool, str]:
@@ -39,3 +41,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "broker": {"ok": broker_ok, "detail": broker_detail},
     }
     return JsonResponse(body, status=200 if db_ok and broker_ok else 503)
+
+
+@cache
+def _favicon() -> bytes:
+    return (settings.BASE_DIR / "static" / "favicon.ico").read_bytes()
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``: browsers ask for it on every page (Django admin's included), so it
+    is served here rather than answering 404 each time; cached for a day."""
+    response = HttpResponse(_favicon(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

@@ -120,6 +120,7 @@ def _new_password(world: World) -> dict:
 EXPECTED: dict[str, Rule] = {
     # Project level
     "healthz": Rule(get=everyone(200), post=everyone(405), doc="public health probe"),
+    "favicon": Rule(get=everyone(200), post=everyone(405), doc="public icon, so no page logs a 404 for it"),
     "metrics": Rule(get=everyone(404), post=everyone(404), doc="404 while METRICS_TOKEN is unset; then its Bearer token only"),
     "login": Rule(
         get=roles(HOME, anonymous=200),
@@ -144,6 +145,10 @@ EXPECTED: dict[str, Rule] = {
         post_data=lambda world: {"organization": world.org_a.pk, "name": "matrix-new"},
     ),
     "environment_detail": _look(),
+    "organization_new": Rule(
+        get=roles(HOME), post=roles(HOME), post_data=lambda world: {"name": "Matrix Org"},
+        doc="only for a user in no organization yet; members are sent home",
+    ),
     "organization_settings": Rule(
         get=roles(200, admin=403, viewer=403, outsider=404),
         post=roles(SUCCESS, admin=403, viewer=403, outsider=404),
