@@ -679,7 +679,7 @@ def _decode_ciphertext_blob(text: str) -> bytes:
             "Paste only the CiphertextBlob value, or run the command with --output json."
         )
     compact = "".join(tokens)
-    _check_base64_text(compact)
+    _check_base64_text(compact, typed=text)
     blob = base64.b64decode(compact, validate=True)
     if _looks_base64_encoded(blob):
         raise InputError(
@@ -702,8 +702,12 @@ def _decode_ciphertext_blob(text: str) -> bytes:
     return blob
 
 
-def _check_base64_text(text: str) -> None:
-    """Explain the usual ways a pasted value is not strict, standard, padded base64."""
+def _check_base64_text(text: str, *, typed: str) -> None:
+    """Explain the usual ways a pasted value is not strict, standard, padded base64.
+
+    ``text`` is the value without its inner whitespace; ``typed`` the same value as pasted,
+    line breaks and spaces included, so that a position names the character as typed.
+    """
     if _HEX_TEXT.fullmatch(text) and len(text) >= 32:
         raise InputError(
             "This looks like hexadecimal, not base64. Paste CiphertextBlob as the AWS CLI prints "
@@ -715,7 +719,7 @@ def _check_base64_text(text: str) -> None:
                 "This uses the URL-safe base64 alphabet (- and _), but CiphertextBlob is standard "
                 "base64 (+ and /). Paste CiphertextBlob exactly as the AWS CLI prints it."
             )
-        raise InputError(_bad_base64_character_message(text))
+        raise InputError(_bad_base64_character_message(text, typed=typed))
     if len(text) % 4:
         raise InputError(
             "The base64 text is missing its = padding or is cut short (its length must be a "
@@ -723,20 +727,32 @@ def _check_base64_text(text: str) -> None:
         )
 
 
-def _bad_base64_character_message(text: str) -> str:
-    """Name the first character that breaks base64 (a ciphertext is not secret: one is shown)."""
+def _bad_base64_character_message(text: str, *, typed: str) -> str:
+    """Name the first character that breaks base64 (a ciphertext is not secret: one is shown),
+    at its position in the value as typed (whitespace counted)."""
     unpadded = text.rstrip("=")
     bad = next(
         ((i, c) for i, c in enumerate(unpadded, start=1) if c not in _BASE64_ALPHABET),
         (len(unpadded) + 3, "="),  # a third = of padding
     )
-    position, char = bad
+    position, char = _typed_position(typed, bad[0]), bad[1]
     shown = f"'{char}'" if 0x21 <= ord(char) <= 0x7E else _describe_character(char)
     return (
         f"Character {position} of the encrypted data key ({shown}) is not valid here: base64 uses "
         "A-Z, a-z, 0-9, + and /, with at most two = only at the end. Paste CiphertextBlob exactly "
         "as printed."
     )
+
+
+def _typed_position(typed: str, compact_position: int) -> int:
+    """The 1-based position in ``typed`` of its ``compact_position``-th non-whitespace character."""
+    seen = 0
+    for index, char in enumerate(typed, start=1):
+        if not char.isspace():
+            seen += 1
+            if seen == compact_position:
+                return index
+    return compact_position
 
 
 def _b64_or_empty(text: str) -> bytes:

@@ -116,3 +116,32 @@ def test_it_refuses_the_wrong_method(client_for, alice, environment):
 
 def test_it_keeps_version_one_managed_per_environment(environment, environment_b):
     assert KeyRegistration.objects.filter(kind="managed", version=1, status="active").count() == 2
+
+
+def test_it_points_an_empty_organization_at_the_new_environment_button(client_for, alice, org_a):
+    page = client_for(alice).get(reverse("home")).content.decode()
+    assert f'No environments yet. Create one with <a href="{reverse("environment_new")}">New environment</a> above.' in page
+
+
+def test_it_tells_a_viewer_of_an_empty_organization_who_can_create_one(client_for, bob, org_a):
+    page = client_for(bob).get(reverse("home")).content.decode()
+    assert "No environments yet. An owner or admin of Alpha Corp can create one." in page
+
+
+def test_every_aria_describedby_of_the_new_environment_form_names_an_element_on_the_page(client_for, alice, org_a):
+    import re
+
+    client = client_for(alice)
+    for response in (client.get(reverse("environment_new")), client.post(reverse("environment_new"), {"organization": org_a.pk, "name": " "})):
+        page = response.content.decode()
+        described = [i for ids in re.findall(r'aria-describedby="([^"]+)"', page) for i in ids.split()]
+        assert "id_name_helptext" in described
+        for element_id in described:
+            assert f'id="{element_id}"' in page, element_id
+
+
+def test_it_serves_a_favicon_instead_of_a_404(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"  # ICO header

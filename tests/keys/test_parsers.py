@@ -683,3 +683,11 @@ def test_it_builds_a_command_the_shell_and_the_aws_cli_read_back_exactly(context
             assert shorthand.ShorthandParser().parse(argument) == context
     else:
         assert len(argv) == 11
+
+
+def test_it_counts_a_bad_base64_characters_position_as_typed_with_its_line_breaks_and_spaces():
+    # The 10th base64 character is the 12th typed: a line break and a space come before it.
+    typed = AWS_LIKE_B64[:4] + "\n" + AWS_LIKE_B64[4:8] + " " + AWS_LIKE_B64[8] + "." + AWS_LIKE_B64[9:]
+    with pytest.raises(InputError) as refused:
+        parse_encrypted_data_key(typed)
+    assert "Character 12 of the encrypted data key ('.')" in str(refused.value)
