@@ -16,20 +16,27 @@ AES-256-GCM under the named sealing key. The associated data authenticates the
 header (``sealed$1$<sealing key id>``) and the caller's :func:`sealing_aad`
 (table, row, field), so a sealed value copied to another row or field fails.
 
-**Record envelopes** (customer records), bytes; see :func:`encrypt_record`::
+**Record envelopes** (customer records), bytes; see :class:`RecordCipher`::
 
     offset  size  field
     0       3     magic b"BKR"
-    3       1     format version, 0x01
+    3       1     format version: 0x02 (written), 0x01 (still read)
     4       4     key version, uint32 big-endian (1 .. 2**32 - 1)
-    8       16    salt, random, selects the per-record subkey
+    8       16    salt, random: selects the subkey (v2: the epoch's, v1: the record's)
     24      12    nonce, random (96-bit GCM IV)
     36      n+16  AES-256-GCM ciphertext || 128-bit tag
 
-Plaintext copies made by Python (``bytes`` results, derived subkeys) cannot be
-wiped reliably; we keep them local to one call and never cache them. Functions
-that hold secrets carry ``@sensitive_variables()`` so Django's error reports
-redact their frames.
+Version 2 derives a subkey once per epoch of at most 2**28 records, a margin of 16
+below the 2**32 invocations NIST SP 800-38D §8.3 allows one key with random 96-bit
+nonces; version 1 derived one per record. The data-key cache keeps a
+:class:`RecordCipher` (the data key and its derived AES-GCM contexts) per key version
+and wipes it with the data key.
+
+Plaintext copies made by Python (``bytes`` results, the HMAC output a subkey is made
+from) cannot be wiped reliably; we keep them local to one call. Key buffers we own are
+``bytearray`` and are wiped. Functions that hold secrets carry ``@sensitive_variables()``
+so Django's error reports redact their frames; those on the record hot path carry the
+cheaper :func:`sensitive_frame` (same effect, no wrapper call).
 """
 
 from __future__ import annotations
@@ -37,13 +44,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import os
 import re
 import secrets
 import struct
+import threading
+import types
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -53,6 +65,7 @@ from django.views.decorators.debug import sensitive_variables
 __all__ = [
     "CryptoError",
     "EnvelopeFormatError",
+    "RecordCipher",
     "RecordIntegrityError",
     "SealedValueInvalid",
     "SealingKey",
@@ -63,12 +76,14 @@ __all__ = [
     "fingerprint",
     "generate_data_key",
     "generate_sealing_key",
+    "in_sensitive_frame",
     "mask_access_key_id",
     "parse_sealing_keys",
     "reseal",
     "seal",
     "sealed_key_id",
     "sealing_aad",
+    "sensitive_frame",
     "unseal",
     "wipe",
 ]
@@ -434,29 +449,77 @@ def wipe(buffer: bytearray) -> None:
     buffer[:] = bytes(len(buffer))
 
 
+# --- Error reports ----------------------------------------------------------
+
+# Code objects of the functions whose frames hold secrets or customer data on the
+# record hot path. Django's ``@sensitive_variables`` wraps a function in an extra Python
+# frame (about 0.5-0.9 us per call, measured by bench/bench_crypto.py); this marks the
+# function's own code object instead, for no cost per call, and the project's exception
+# reporter filter (``portal.debug.AlwaysSafeExceptionReporterFilter``) cleanses every
+# variable of a frame that runs one of these, or that was called from one, exactly as
+# Django does for ``@sensitive_variables()`` with no names.
+_SENSITIVE_CODE: set[types.CodeType] = set()
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def sensitive_frame(function: _F) -> _F:
+    """Mark ``function``'s frames as holding secrets: error reports cleanse all their
+    variables (and those of frames it calls). Returns ``function`` itself, unwrapped.
+
+    Only the exception reporter filter of ``portal.debug`` honours the mark (settings'
+    ``DEFAULT_EXCEPTION_REPORTER_FILTER``); tests/keys/test_crypto_reports.py proves it.
+    """
+    _SENSITIVE_CODE.add(function.__code__)
+    return function
+
+
+def in_sensitive_frame(frame: types.FrameType | None) -> bool:
+    """True if ``frame`` or one of its callers runs a :func:`sensitive_frame` function."""
+    while frame is not None:
+        if frame.f_code in _SENSITIVE_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
 # --- Record envelopes -------------------------------------------------------
 
 _ENVELOPE_MAGIC = b"BKR"
 _ENVELOPE_FORMAT_V1 = 0x01
-_ENVELOPE_PREFIX = _ENVELOPE_MAGIC + bytes([_ENVELOPE_FORMAT_V1])
+_ENVELOPE_FORMAT_V2 = 0x02
+_ENVELOPE_FORMATS = (_ENVELOPE_FORMAT_V1, _ENVELOPE_FORMAT_V2)
+_ENVELOPE_PREFIX_V1 = _ENVELOPE_MAGIC + bytes([_ENVELOPE_FORMAT_V1])
+_ENVELOPE_PREFIX_V2 = _ENVELOPE_MAGIC + bytes([_ENVELOPE_FORMAT_V2])
 SALT_SIZE = 16
-_KEY_VERSION_AT = len(_ENVELOPE_PREFIX)
+_FORMAT_AT = len(_ENVELOPE_MAGIC)
+_KEY_VERSION_AT = _FORMAT_AT + 1
 _SALT_AT = _KEY_VERSION_AT + 4
 _NONCE_AT = _SALT_AT + SALT_SIZE
 ENVELOPE_HEADER_SIZE = _NONCE_AT + NONCE_SIZE  # 36 bytes
 ENVELOPE_OVERHEAD = ENVELOPE_HEADER_SIZE + TAG_SIZE  # 52 bytes
 _MAX_KEY_VERSION = 2**32 - 1
 
+# NIST SP 800-38D §8.3: with random 96-bit IVs (§8.2.2) "the total number of
+# invocations of the authenticated encryption function shall not exceed 2^32" for
+# one key. A version-2 subkey encrypts at most 2^28 records: a margin of 16, which
+# also keeps the chance that two of its nonces collide below 2^56 / 2^97 = 2^-41.
+RECORDS_PER_SUBKEY = 2**28
+# Subkeys a RecordCipher keeps for decrypting records of other epochs (other
+# processes, earlier loads), oldest dropped first; a dropped one is derived again.
+MAX_DECRYPT_SUBKEYS = 128
+
 # RFC 5869 HKDF-Expand "info" for record subkeys; the salt follows it.
-_RECORD_SUBKEY_INFO = b"byok-portal/record-subkey/v1\x00"
+_RECORD_SUBKEY_INFO_V1 = b"byok-portal/record-subkey/v1\x00"
+_RECORD_SUBKEY_INFO_V2 = b"byok-portal/record-subkey/v2\x00"
 # RFC 5869 §2.3: T(1) = HMAC-Hash(PRK, T(0) | info | 0x01), with T(0) empty.
 _HKDF_BLOCK_1 = b"\x01"
 _SHA256 = hashes.SHA256()
 _HMAC = hmac.HMAC
 _U32 = struct.Struct(">I")  # uint32 big-endian
 _TWO_U32 = struct.Struct(">II")
-# magic + format version, key version, salt || nonce
-_ENVELOPE_HEADER = struct.Struct(f">4sI{SALT_SIZE + NONCE_SIZE}s")
+# magic + format version, key version, salt, nonce
+_ENVELOPE_HEADER = struct.Struct(f">4sI{SALT_SIZE}s{NONCE_SIZE}s")
 _urandom = os.urandom
 
 _INTEGRITY_MESSAGE = (
@@ -465,136 +528,310 @@ _INTEGRITY_MESSAGE = (
 )
 
 
-@sensitive_variables()
+# (salt, AESGCM of its subkey, records counted). _NO_EPOCH's counter is past any limit,
+# so the first encryption (and any after a wipe or a fork) starts a real epoch.
+_Epoch = tuple[bytes, Any, "itertools.count[int]"]
+_NO_EPOCH: _Epoch = (b"", None, itertools.count(2**40))
+
+
+class RecordCipher:
+    """Record envelopes under one data key, with the subkey derived once per epoch.
+
+    Made once per data-key load (the data-key cache keeps it beside the data key and
+    wipes it with it); thread-safe. ``data_key``: 32 bytes, copied into a buffer the
+    cipher owns and :meth:`wipe` overwrites. ``records_per_subkey`` (default
+    :data:`RECORDS_PER_SUBKEY` = 2**28) and ``max_decrypt_subkeys`` (default
+    :data:`MAX_DECRYPT_SUBKEYS`) are injectable for tests.
+
+    **Envelope, format version 2** (written; ``len(plaintext) + 52`` bytes)::
+
+        b"BKR" | 0x02 | key_version u32be | salt[16] | nonce[12] | ct || tag[16]
+
+    Cipher: AES-256-GCM (NIST SP 800-38D) with a 128-bit tag and a fresh 96-bit nonce
+    from ``os.urandom`` for every record (RBG-based IV, §8.2.2); callers cannot
+    supply one. The key is a subkey of the data key::
+
+        subkey = HMAC-SHA256(data_key, "byok-portal/record-subkey/v2\\0" || salt || 0x01)
+
+    that is RFC 5869 HKDF-Expand with PRK = data_key, info = label || salt, L = 32
+    (one block); Extract is skipped as RFC 5869 §3.3 allows for an input that is
+    already a uniformly random key, which a data key is.
+
+    **The bound.** One data key encrypts every record of a key version, in many
+    processes, possibly more than the 2**32 invocations SP 800-38D §8.3 allows one key
+    with random nonces. So no key is used that often: the cipher draws a random
+    128-bit *epoch salt* when it first encrypts, derives that epoch's subkey once, and
+    encrypts at most ``records_per_subkey`` (2**28, a margin of 16 below 2**32)
+    records under it, counted in the process (thread-safe); the next record starts a new epoch with a
+    new salt and subkey. Each process (and each load, and each child after a fork)
+    draws its own salt, so two counts share a subkey only if two 128-bit salts
+    collide (about n**2 / 2**129 for n epochs). Decryption is not limited by §8.3.
+
+    **Decrypting.** Version 2: the subkey of the envelope's salt is looked up among
+    this cipher's own epochs and the last ``max_decrypt_subkeys`` salts it decrypted
+    (other processes' epochs), and derived on a miss; a derived subkey is kept only
+    once a record has verified under it, so tampered envelopes cannot fill the table.
+    **Version 1** (read only; same layout with 0x01, a fresh salt per record and label
+    ``byok-portal/record-subkey/v1``): the per-record subkey is derived every time.
+
+    Associated data, length-prefixed so no two inputs encode alike, both versions::
+
+        header[36] || len(env) u32be || len(rec) u32be || env || rec
+
+    where ``env`` and ``rec`` are the UTF-8 bytes of ``environment_id`` and
+    ``record_key``. The header (magic, format, key version, salt, nonce) has a fixed
+    size and the two lengths fix the split between the ids, so a ciphertext moved to
+    another record, environment, key version or format version fails to decrypt.
+
+    Raises ``ValueError`` if ``data_key`` is not 32 bytes or a limit is below 1.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_contexts",
+        "_data_key",
+        "_epoch",
+        "_lock",
+        "_max_decrypt_subkeys",
+        "_records_per_subkey",
+        "_wiped",
+        "epochs",
+    )
+
+    @sensitive_frame
+    def __init__(
+        self,
+        data_key: bytes | bytearray | memoryview,
+        *,
+        records_per_subkey: int = RECORDS_PER_SUBKEY,
+        max_decrypt_subkeys: int = MAX_DECRYPT_SUBKEYS,
+    ) -> None:
+        if len(data_key) != KEY_SIZE:
+            raise ValueError(f"data key must be {KEY_SIZE} bytes")
+        if not 1 <= records_per_subkey <= 2**32 or max_decrypt_subkeys < 1:
+            raise ValueError("records_per_subkey must be in 1..2**32, max_decrypt_subkeys >= 1")
+        self._data_key = bytearray(data_key)
+        self._records_per_subkey = records_per_subkey
+        self._max_decrypt_subkeys = max_decrypt_subkeys
+        # Guards starting an epoch and writing _contexts; never taken per record.
+        self._lock = threading.Lock()
+        # The current epoch: (salt, its subkey's AESGCM, a counter of the records it
+        # encrypted). The first encryption starts one (a cipher that only decrypts
+        # derives none).
+        self._epoch: _Epoch = _NO_EPOCH
+        #: Epochs started so far (tests, metrics).
+        self.epochs = 0
+        # salt -> AESGCM for decryption. Read without the lock (a dict lookup is atomic
+        # under the GIL); written under it.
+        self._contexts: dict[bytes, AESGCM] = {}
+        self._wiped = False
+        _live_ciphers.add(self)
+
+    def __repr__(self) -> str:
+        return f"RecordCipher(data_key=<redacted>, epochs={self.epochs}, wiped={self._wiped})"
+
+    @property
+    def wiped(self) -> bool:
+        return self._wiped
+
+    @sensitive_frame
+    def encrypt(self, *, plaintext: bytes, environment_id: str, record_key: str, key_version: int) -> bytes:
+        """Encrypt one record; return the version-2 envelope bytes.
+
+        Raises ``ValueError`` if ``key_version`` is not in 1..2**32-1, an id is empty,
+        or the cipher was wiped.
+        """
+        # The data plane's hot path (bench/bench_crypto.py): checks and encodings are
+        # written inline rather than as helper calls.
+        if type(key_version) is not int or not 0 < key_version <= _MAX_KEY_VERSION:
+            raise ValueError("key_version must be an integer in 1..2**32-1")
+        if not environment_id or not record_key:
+            raise ValueError("environment_id and record_key must be non-empty")
+        # Counting without a lock (0.2 us saved per record): next() on an itertools.count
+        # is one C call under the GIL, so every caller gets a distinct number, as
+        # CPython's own threading._newname relies on. Numbers 0 .. limit-1 encrypt under
+        # this epoch's subkey; a caller that draws the limit starts the next epoch.
+        epoch = self._epoch
+        salt, aead, counter = epoch
+        if next(counter) >= self._records_per_subkey:
+            salt, aead = self._next_epoch(epoch)
+        nonce = _urandom(NONCE_SIZE)
+        header = _ENVELOPE_HEADER.pack(_ENVELOPE_PREFIX_V2, key_version, salt, nonce)
+        environment = environment_id.encode()
+        record = record_key.encode()
+        associated_data = header + _TWO_U32.pack(len(environment), len(record)) + environment + record
+        return header + aead.encrypt(nonce, plaintext, associated_data)
+
+    @sensitive_frame
+    def decrypt(self, *, envelope: bytes, environment_id: str, record_key: str, key_version: int) -> bytes:
+        """Decrypt a version-2 or version-1 envelope; return the plaintext.
+
+        ``envelope`` may be any bytes-like object (``memoryview`` is what PostgreSQL
+        ``bytea`` columns return). ``environment_id``, ``record_key`` and
+        ``key_version`` must be those the record was encrypted with.
+
+        Raises :class:`EnvelopeFormatError` if the bytes are not an envelope of a known
+        format (too short, wrong magic, unknown format version, key version 0);
+        :class:`RecordIntegrityError` if the header names another key version or the
+        GCM tag does not verify (tampered, moved to another record or environment,
+        wrong data key). GCM verifies before releasing anything, so no partial
+        plaintext is ever returned. Both messages are safe to show to API clients.
+        Raises ``ValueError`` for an empty id or a wiped cipher (caller bugs).
+        """
+        if type(envelope) is not bytes:
+            envelope = _as_bytes(envelope)
+        if len(envelope) < ENVELOPE_OVERHEAD or envelope[:_FORMAT_AT] != _ENVELOPE_MAGIC:
+            _parse_envelope_header(envelope)  # raises EnvelopeFormatError with the reason
+        stored_version = _U32.unpack_from(envelope, _KEY_VERSION_AT)[0]
+        if stored_version != key_version:
+            _parse_envelope_header(envelope)  # version 0 is a format error
+            raise RecordIntegrityError(
+                f"Record was encrypted under key version {stored_version}, not key version {key_version}."
+            )
+        if not environment_id or not record_key:
+            raise ValueError("environment_id and record_key must be non-empty")
+        salt = envelope[_SALT_AT:_NONCE_AT]
+        format_version = envelope[_FORMAT_AT]
+        derived = None
+        if format_version == _ENVELOPE_FORMAT_V2:
+            aead = self._contexts.get(salt)
+            if aead is None:
+                aead = derived = self._derive(_RECORD_SUBKEY_INFO_V2, salt)
+        elif format_version == _ENVELOPE_FORMAT_V1:
+            aead = self._derive(_RECORD_SUBKEY_INFO_V1, salt)  # one subkey per record
+        else:
+            raise EnvelopeFormatError("Stored record has an unknown envelope format version.")
+        environment = environment_id.encode()
+        record = record_key.encode()
+        associated_data = (
+            envelope[:ENVELOPE_HEADER_SIZE] + _TWO_U32.pack(len(environment), len(record)) + environment + record
+        )
+        try:
+            plaintext = aead.decrypt(envelope[_NONCE_AT:ENVELOPE_HEADER_SIZE], envelope[ENVELOPE_HEADER_SIZE:], associated_data)
+        except InvalidTag as e:
+            raise RecordIntegrityError(_INTEGRITY_MESSAGE) from e
+        if derived is not None:
+            self._remember(salt, derived)
+        return plaintext
+
+    def wipe(self) -> None:
+        """Overwrite the data key with zeros and drop every subkey; later calls raise
+        ``ValueError``. The subkeys live in OpenSSL cipher contexts, which OpenSSL
+        cleanses when they are freed (``EVP_CIPHER_CTX_free``); the bytes they were made
+        from were wiped as soon as each context was built."""
+        with self._lock:
+            self._wiped = True
+            self._epoch = _NO_EPOCH
+            self._contexts.clear()
+            wipe(self._data_key)
+
+    @sensitive_frame
+    def _next_epoch(self, exhausted: _Epoch) -> tuple[bytes, AESGCM]:
+        """Draw a number from a fresh epoch, starting one if ``exhausted`` is current."""
+        while True:
+            with self._lock:
+                if self._epoch is exhausted:
+                    salt = _urandom(SALT_SIZE)
+                    aead = self._derive(_RECORD_SUBKEY_INFO_V2, salt)
+                    self._epoch = (salt, aead, itertools.count())
+                    self.epochs += 1
+                    self._remember_locked(salt, aead)
+                epoch = self._epoch
+            salt, aead, counter = epoch
+            if next(counter) < self._records_per_subkey:
+                return salt, aead
+            exhausted = epoch  # used up by other threads meanwhile (tiny limits in tests)
+
+    @sensitive_frame
+    def _derive(self, info: bytes, salt: bytes) -> AESGCM:
+        if self._wiped:
+            raise ValueError("This record cipher was wiped.")
+        prf = _HMAC(self._data_key, _SHA256)  # RFC 5869 HKDF-Expand, one block
+        prf.update(info + salt + _HKDF_BLOCK_1)
+        subkey = bytearray(prf.finalize())
+        try:
+            return AESGCM(subkey)  # the OpenSSL context keeps its own copy
+        finally:
+            wipe(subkey)
+
+    def _remember(self, salt: bytes, aead: AESGCM) -> None:
+        with self._lock:
+            if not self._wiped:
+                self._remember_locked(salt, aead)
+
+    def _remember_locked(self, salt: bytes, aead: AESGCM) -> None:
+        contexts = self._contexts
+        contexts[salt] = aead
+        while len(contexts) > self._max_decrypt_subkeys:
+            del contexts[next(iter(contexts))]  # oldest first; it is derived again if needed
+
+    def _after_fork_in_child(self) -> None:
+        # The parent keeps encrypting under its epoch's subkey and counting; the child
+        # must not add to that count unseen, so it starts an epoch of its own.
+        self._lock = threading.Lock()
+        self._epoch = _NO_EPOCH
+
+
+# Every live cipher, so a forked child moves each to a fresh epoch (see the class docstring).
+_live_ciphers: weakref.WeakSet[RecordCipher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cipher in list(_live_ciphers):
+        cipher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@sensitive_frame
 def encrypt_record(
     *,
-    data_key: bytes | bytearray,
+    data_key: bytes | bytearray | memoryview,
     plaintext: bytes,
     environment_id: str,
     record_key: str,
     key_version: int,
 ) -> bytes:
-    """Encrypt one record under a 32-byte data key; return the envelope bytes.
+    """Encrypt one record under a 32-byte data key; return a version-2 envelope.
 
-    Envelope (``len(plaintext) + 52`` bytes; layout in the module docstring)::
+    A one-shot :class:`RecordCipher` (its own epoch, wiped before returning): for
+    callers without a cached cipher. The data plane uses the cipher the data-key cache
+    keeps, which derives its subkey once per epoch instead of once per call.
 
-        b"BKR" | 0x01 | key_version u32be | salt[16] | nonce[12] | ct || tag[16]
-
-    Cipher: AES-256-GCM (NIST SP 800-38D) with a 128-bit tag and a fresh
-    96-bit nonce from ``os.urandom`` for every call (RBG-based IV, §8.2.2);
-    callers cannot supply one.
-
-    Per-record subkey: one data key encrypts every record of a key version,
-    possibly more than the 2**32 random-nonce invocations SP 800-38D §8.3
-    allows per key. So each record is encrypted under its own subkey::
-
-        subkey = HMAC-SHA256(data_key, "byok-portal/record-subkey/v1\\0" || salt || 0x01)
-
-    with a fresh random 128-bit salt. This is RFC 5869 HKDF-Expand with
-    PRK = data_key, info = label || salt and L = 32 (one block, T(1)); the
-    Extract step is skipped as RFC 5869 §3.3 allows when the input is already
-    a uniformly random key, which a KMS data key is. Each subkey then
-    encrypts one record, so the §8.3 limit applies per subkey and is never
-    approached: two records share a subkey only if their 128-bit salts
-    collide (about q**2 / 2**129 for q records), and even then reuse a nonce
-    only if their 96-bit nonces collide too. Chosen over full HKDF
-    (Extract + Expand, two HMACs) as the cheapest sound construction; the
-    benchmark ``bench/bench_crypto.py`` prints the cost of each. The AWS
-    Encryption SDK derives per-message keys the same way (HKDF over a random
-    message id).
-
-    Associated data, length-prefixed so no two inputs encode alike::
-
-        header[36] || len(env) u32be || len(rec) u32be || env || rec
-
-    where ``env`` and ``rec`` are the UTF-8 bytes of ``environment_id`` and
-    ``record_key``. The header (magic, format, key version, salt, nonce) has
-    a fixed size and the two lengths fix the split between the ids, so a
-    ciphertext moved to another record, environment or key version fails to
-    decrypt.
-
-    Raises ``ValueError`` if ``data_key`` is not 32 bytes, ``key_version`` is
-    not in 1..2**32-1, or an id is empty. Nothing secret outlives the call.
+    Raises ``ValueError`` if ``data_key`` is not 32 bytes, ``key_version`` is not in
+    1..2**32-1, or an id is empty.
     """
-    # This is the data plane's hot path (bench/bench_crypto.py): checks and
-    # encodings are written inline rather than as helper calls.
-    if len(data_key) != KEY_SIZE:
-        raise ValueError(f"data key must be {KEY_SIZE} bytes")
-    if type(key_version) is not int or not 0 < key_version <= _MAX_KEY_VERSION:
-        raise ValueError("key_version must be an integer in 1..2**32-1")
-    if not environment_id or not record_key:
-        raise ValueError("environment_id and record_key must be non-empty")
-    salt_and_nonce = _urandom(SALT_SIZE + NONCE_SIZE)
-    header = _ENVELOPE_HEADER.pack(_ENVELOPE_PREFIX, key_version, salt_and_nonce)
-    prf = _HMAC(data_key, _SHA256)  # record subkey: see the docstring
-    prf.update(_RECORD_SUBKEY_INFO + salt_and_nonce[:SALT_SIZE] + _HKDF_BLOCK_1)
-    environment = environment_id.encode()
-    record = record_key.encode()
-    associated_data = (
-        header + _TWO_U32.pack(len(environment), len(record)) + environment + record
-    )
-    return header + AESGCM(prf.finalize()).encrypt(
-        salt_and_nonce[SALT_SIZE:], plaintext, associated_data
-    )
+    cipher = RecordCipher(data_key, records_per_subkey=1)
+    try:
+        return cipher.encrypt(
+            plaintext=plaintext, environment_id=environment_id, record_key=record_key, key_version=key_version
+        )
+    finally:
+        cipher.wipe()
 
 
-@sensitive_variables()
+@sensitive_frame
 def decrypt_record(
     *,
-    data_key: bytes | bytearray,
+    data_key: bytes | bytearray | memoryview,
     envelope: bytes,
     environment_id: str,
     record_key: str,
     key_version: int,
 ) -> bytes:
-    """Decrypt an envelope made by :func:`encrypt_record`; return the plaintext.
+    """Decrypt a version-2 or version-1 envelope with a one-shot :class:`RecordCipher`.
 
-    ``envelope`` may be any bytes-like object (``memoryview`` is what
-    PostgreSQL ``bytea`` columns return). ``environment_id``, ``record_key``
-    and ``key_version`` must be those the record was encrypted with.
-
-    Raises :class:`EnvelopeFormatError` if the bytes are not an envelope of a
-    known format (too short, wrong magic, unknown format version, key version
-    0); :class:`RecordIntegrityError` if the header names another key version
-    or the GCM tag does not verify (tampered, moved to another record or
-    environment, wrong data key). GCM verifies before releasing anything, so
-    no partial plaintext is ever returned. Both messages are safe to show to
-    API clients. Raises ``ValueError`` for a data key that is not 32 bytes
-    or an empty id (caller bugs, not bad data).
+    Raises what :meth:`RecordCipher.decrypt` raises, and ``ValueError`` for a data key
+    that is not 32 bytes.
     """
-    if len(data_key) != KEY_SIZE:
-        raise ValueError(f"data key must be {KEY_SIZE} bytes")
-    if type(envelope) is not bytes:
-        envelope = _as_bytes(envelope)
-    if len(envelope) < ENVELOPE_OVERHEAD or envelope[:_KEY_VERSION_AT] != _ENVELOPE_PREFIX:
-        _parse_envelope_header(envelope)  # raises EnvelopeFormatError with the reason
-    stored_version = _U32.unpack_from(envelope, _KEY_VERSION_AT)[0]
-    if stored_version != key_version:
-        _parse_envelope_header(envelope)  # version 0 is a format error
-        raise RecordIntegrityError(
-            f"Record was encrypted under key version {stored_version}, "
-            f"not key version {key_version}."
-        )
-    if not environment_id or not record_key:
-        raise ValueError("environment_id and record_key must be non-empty")
-    prf = _HMAC(data_key, _SHA256)  # record subkey: see encrypt_record
-    prf.update(_RECORD_SUBKEY_INFO + envelope[_SALT_AT:_NONCE_AT] + _HKDF_BLOCK_1)
-    environment = environment_id.encode()
-    record = record_key.encode()
-    associated_data = (
-        envelope[:ENVELOPE_HEADER_SIZE]
-        + _TWO_U32.pack(len(environment), len(record))
-        + environment
-        + record
-    )
+    cipher = RecordCipher(data_key)
     try:
-        return AESGCM(prf.finalize()).decrypt(
-            envelope[_NONCE_AT:ENVELOPE_HEADER_SIZE],
-            envelope[ENVELOPE_HEADER_SIZE:],
-            associated_data,
+        return cipher.decrypt(
+            envelope=envelope, environment_id=environment_id, record_key=record_key, key_version=key_version
         )
-    except InvalidTag as e:
-        raise RecordIntegrityError(_INTEGRITY_MESSAGE) from e
+    finally:
+        cipher.wipe()
 
 
 def envelope_key_version(envelope: bytes) -> int:
@@ -612,7 +849,7 @@ def _parse_envelope_header(envelope: bytes) -> int:
         raise EnvelopeFormatError("Stored record is truncated or is not an encrypted record.")
     if envelope[: len(_ENVELOPE_MAGIC)] != _ENVELOPE_MAGIC:
         raise EnvelopeFormatError("Stored record is not an encrypted record.")
-    if envelope[len(_ENVELOPE_MAGIC)] != _ENVELOPE_FORMAT_V1:
+    if envelope[_FORMAT_AT] not in _ENVELOPE_FORMATS:
         raise EnvelopeFormatError("Stored record has an unknown envelope format version.")
     key_version: int = _U32.unpack_from(envelope, _KEY_VERSION_AT)[0]
     if key_version == 0:

@@ -17,6 +17,7 @@ from keys import crypto
 from keys.crypto import (
     CryptoError,
     EnvelopeFormatError,
+    RecordCipher,
     RecordIntegrityError,
     SealedValueInvalid,
     SealingKey,
@@ -401,7 +402,7 @@ def test_it_lays_out_the_envelope_as_documented() -> None:
     envelope = _encrypt(key_version=0x01020304)
 
     assert envelope[:3] == b"BKR"
-    assert envelope[3] == 1
+    assert envelope[3] == 2
     assert envelope[4:8] == bytes([1, 2, 3, 4])
     assert len(envelope) == len(RECORD) + 3 + 1 + 4 + 16 + 12 + 16
     assert RECORD not in envelope
@@ -478,8 +479,10 @@ def test_it_refuses_a_record_decrypted_with_the_wrong_data_key() -> None:
         b"BKR\x01" + bytes(47),  # one byte short of header + tag
         b"not an envelope at all, just some bytes that are long enough to parse",
         b'{"customer_id": "cus_42", "iban": "GB33BUKB20201555555555"}',
-        b"BKR\x02" + bytes(100),  # unknown format version
+        b"BKR\x03" + bytes(100),  # unknown format version
+        b"BKR\x00" + bytes(100),  # unknown format version
         b"BKR\x01\x00\x00\x00\x00" + bytes(100),  # key version 0
+        b"BKR\x02\x00\x00\x00\x00" + bytes(100),  # key version 0
         "BKR\x01 a str, not bytes" + "x" * 64,
         None,
     ],
@@ -537,6 +540,8 @@ def test_it_rejects_a_data_key_of_the_wrong_size_when_decrypting() -> None:
         st.binary(max_size=200).map(lambda tail: b"BKR" + tail),
         st.binary(max_size=200).map(lambda tail: b"BKR\x01" + tail),
         st.binary(max_size=200).map(lambda tail: b"BKR\x01\x00\x00\x00\x01" + tail),
+        st.binary(max_size=200).map(lambda tail: b"BKR\x02" + tail),
+        st.binary(max_size=200).map(lambda tail: b"BKR\x02\x00\x00\x00\x01" + tail),
     ),
     st.integers(min_value=1, max_value=3),
 )
@@ -551,6 +556,321 @@ def test_it_raises_only_record_integrity_errors_on_arbitrary_bytes(
         pass
     else:
         assert 1 <= version <= 2**32 - 1
+
+
+# --- Record cipher (envelope version 2, subkey per epoch) --------------------
+
+
+def _cipher_encrypt(cipher: RecordCipher, **overrides: object) -> bytes:
+    arguments: dict[str, object] = {
+        "plaintext": RECORD,
+        "environment_id": ENVIRONMENT,
+        "record_key": "customer/42",
+        "key_version": 1,
+    }
+    arguments.update(overrides)
+    return cipher.encrypt(**arguments)  # type: ignore[arg-type]
+
+
+def _cipher_decrypt(cipher: RecordCipher, envelope: bytes, **overrides: object) -> bytes:
+    arguments: dict[str, object] = {
+        "envelope": envelope,
+        "environment_id": ENVIRONMENT,
+        "record_key": "customer/42",
+        "key_version": 1,
+    }
+    arguments.update(overrides)
+    return cipher.decrypt(**arguments)  # type: ignore[arg-type]
+
+
+def _salt(envelope: bytes) -> bytes:
+    return envelope[8:24]
+
+
+def _nonce(envelope: bytes) -> bytes:
+    return envelope[24:36]
+
+
+def test_it_round_trips_records_through_a_cached_cipher() -> None:
+    cipher = RecordCipher(DATA_KEY)
+
+    for number in range(5):
+        envelope = _cipher_encrypt(cipher, record_key=f"customer/{number}")
+        assert envelope[:4] == b"BKR\x02"
+        assert _cipher_decrypt(cipher, envelope, record_key=f"customer/{number}") == RECORD
+
+
+def test_it_reads_what_the_one_shot_functions_write_and_the_other_way_round() -> None:
+    cipher = RecordCipher(bytearray(DATA_KEY))
+
+    assert _cipher_decrypt(cipher, _encrypt()) == RECORD
+    assert _decrypt(_cipher_encrypt(cipher)) == RECORD
+
+
+def test_it_shares_one_epoch_salt_and_draws_a_fresh_nonce_per_record() -> None:
+    cipher = RecordCipher(DATA_KEY)
+
+    envelopes = [_cipher_encrypt(cipher) for _ in range(20_000)]
+
+    assert len({_salt(envelope) for envelope in envelopes}) == 1
+    assert len({_nonce(envelope) for envelope in envelopes}) == len(envelopes)
+    assert len(set(envelopes)) == len(envelopes)
+    assert cipher.epochs == 1
+
+
+def test_it_gives_every_cipher_its_own_epoch_salt() -> None:
+    salts = {_salt(_cipher_encrypt(RecordCipher(DATA_KEY))) for _ in range(50)}
+
+    assert len(salts) == 50
+
+
+def test_it_starts_a_new_epoch_exactly_at_the_limit() -> None:
+    cipher = RecordCipher(DATA_KEY, records_per_subkey=3)
+
+    envelopes = [_cipher_encrypt(cipher) for _ in range(7)]
+
+    salts = [_salt(envelope) for envelope in envelopes]
+    assert salts[0] == salts[1] == salts[2]
+    assert salts[3] == salts[4] == salts[5] != salts[2]
+    assert salts[6] not in (salts[2], salts[5])
+    assert cipher.epochs == 3
+    # Records of earlier epochs still decrypt, by this cipher and by a fresh one.
+    for envelope in envelopes:
+        assert _cipher_decrypt(cipher, envelope) == RECORD
+        assert _cipher_decrypt(RecordCipher(DATA_KEY), envelope) == RECORD
+
+
+def test_it_never_encrypts_more_than_the_limit_under_one_subkey_across_threads() -> None:
+    import threading
+    from collections import Counter
+
+    limit = 50
+    cipher = RecordCipher(DATA_KEY, records_per_subkey=limit)
+    envelopes: list[bytes] = []
+    collected = threading.Lock()
+
+    def write(count: int) -> None:
+        mine = [_cipher_encrypt(cipher, plaintext=b"") for _ in range(count)]
+        with collected:
+            envelopes.extend(mine)
+
+    threads = [threading.Thread(target=write, args=(1_000,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    per_salt = Counter(_salt(envelope) for envelope in envelopes)
+    assert len(envelopes) == 8_000
+    assert max(per_salt.values()) <= limit
+    assert len(per_salt) >= 8_000 // limit
+    assert cipher.epochs == len(per_salt)
+
+
+def test_it_uses_a_limit_with_a_margin_below_the_nist_bound() -> None:
+    # NIST SP 800-38D §8.3: at most 2**32 invocations per key with random 96-bit IVs.
+    assert crypto.RECORDS_PER_SUBKEY == 2**28
+    assert crypto.RECORDS_PER_SUBKEY * 16 == 2**32
+    assert "800-38D" in (RecordCipher.__doc__ or "") and "2**28" in (RecordCipher.__doc__ or "")
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**32 + 1])
+def test_it_refuses_a_limit_outside_the_bound(limit: int) -> None:
+    with pytest.raises(ValueError):
+        RecordCipher(DATA_KEY, records_per_subkey=limit)
+
+
+def test_it_refuses_a_data_key_of_the_wrong_size_for_a_cipher() -> None:
+    for size in (0, 16, 31, 33):
+        with pytest.raises(ValueError):
+            RecordCipher(bytes(size))
+
+
+def test_it_refuses_a_cached_cipher_envelope_with_any_byte_changed() -> None:
+    cipher = RecordCipher(DATA_KEY)
+    envelope = _cipher_encrypt(cipher)
+
+    for position in range(len(envelope)):
+        for mask in (0x01, 0x80, 0xFF):
+            tampered = bytearray(envelope)
+            tampered[position] ^= mask
+            with pytest.raises(RecordIntegrityError):
+                _cipher_decrypt(cipher, bytes(tampered))
+    assert _cipher_decrypt(cipher, envelope) == RECORD
+
+
+def test_it_refuses_each_header_field_changed_to_another_valid_value() -> None:
+    cipher = RecordCipher(DATA_KEY)
+    envelope = _cipher_encrypt(cipher, key_version=5)
+    other_epoch = _cipher_encrypt(RecordCipher(DATA_KEY), key_version=5)
+
+    relabelled_v1 = b"BKR\x01" + envelope[4:]
+    other_version = envelope[:4] + (6).to_bytes(4, "big") + envelope[8:]
+    other_salt = envelope[:8] + _salt(other_epoch) + envelope[24:]
+    other_nonce = envelope[:24] + _nonce(other_epoch) + envelope[36:]
+    for tampered, key_version in ((relabelled_v1, 5), (other_version, 6), (other_salt, 5), (other_nonce, 5)):
+        with pytest.raises(RecordIntegrityError):
+            _cipher_decrypt(cipher, tampered, key_version=key_version)
+
+
+def test_it_refuses_a_cached_cipher_record_moved_to_another_record_environment_or_version() -> None:
+    cipher = RecordCipher(DATA_KEY)
+    envelope = _cipher_encrypt(cipher)
+
+    for overrides in (
+        {"record_key": "customer/43"},
+        {"environment_id": OTHER_ENVIRONMENT},
+        {"key_version": 2},
+        {"environment_id": ENVIRONMENT + "c", "record_key": "ustomer/42"},
+    ):
+        with pytest.raises(RecordIntegrityError):
+            _cipher_decrypt(cipher, envelope, **overrides)
+
+
+def test_it_refuses_a_cached_cipher_record_under_the_wrong_data_key() -> None:
+    envelope = _cipher_encrypt(RecordCipher(DATA_KEY))
+    wrong = RecordCipher(bytes(range(32)))
+
+    with pytest.raises(RecordIntegrityError) as excinfo:
+        _cipher_decrypt(wrong, envelope)
+
+    assert "cus_42" not in str(excinfo.value)
+    assert DATA_KEY.hex() not in str(excinfo.value)
+
+
+def test_it_keeps_a_bounded_number_of_decrypt_subkeys_and_only_verified_ones() -> None:
+    others = [_cipher_encrypt(RecordCipher(DATA_KEY)) for _ in range(10)]
+    reader = RecordCipher(DATA_KEY, max_decrypt_subkeys=4)
+
+    for envelope in others:
+        assert _cipher_decrypt(reader, envelope) == RECORD
+    assert len(reader._contexts) == 4  # type: ignore[attr-defined]
+    assert set(reader._contexts) == {_salt(envelope) for envelope in others[-4:]}  # type: ignore[attr-defined]
+
+    forged = bytearray(others[0])
+    forged[8:24] = bytes(16)  # a salt nobody used: derived, fails, not kept
+    with pytest.raises(RecordIntegrityError):
+        _cipher_decrypt(reader, bytes(forged))
+    assert bytes(16) not in reader._contexts  # type: ignore[attr-defined]
+    # An evicted subkey is derived again.
+    assert _cipher_decrypt(reader, others[0]) == RECORD
+
+
+def test_it_wipes_the_data_key_and_subkeys_and_then_refuses_to_work() -> None:
+    cipher = RecordCipher(DATA_KEY)
+    envelope = _cipher_encrypt(cipher)
+
+    cipher.wipe()
+
+    assert cipher.wiped
+    assert cipher._data_key == bytearray(32)  # type: ignore[attr-defined]
+    assert cipher._contexts == {}  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        _cipher_encrypt(cipher)
+    with pytest.raises(ValueError):
+        _cipher_decrypt(cipher, envelope)
+    with pytest.raises(ValueError):
+        _cipher_decrypt(cipher, V1_ENVELOPE_42)
+
+
+def test_it_copies_the_data_key_so_wiping_the_cipher_leaves_the_callers_buffer() -> None:
+    data_key = bytearray(DATA_KEY)
+    cipher = RecordCipher(memoryview(data_key))
+
+    cipher.wipe()
+
+    assert data_key == bytearray(DATA_KEY)
+
+
+def test_it_hides_the_data_key_in_the_cipher_repr() -> None:
+    cipher = RecordCipher(DATA_KEY)
+
+    shown = repr(cipher) + str(cipher)
+
+    assert "redacted" in shown
+    assert DATA_KEY.hex() not in shown and repr(DATA_KEY) not in shown
+
+
+def test_it_starts_a_new_epoch_in_a_forked_child() -> None:
+    import os
+
+    cipher = RecordCipher(DATA_KEY)
+    parent_salt = _salt(_cipher_encrypt(cipher))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the salt it encrypts under, then leave at once
+        try:
+            os.write(write_end, _salt(_cipher_encrypt(cipher)))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_salt = os.read(read_end, 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+
+    assert len(child_salt) == 16
+    assert child_salt != parent_salt
+    assert _salt(_cipher_encrypt(cipher)) == parent_salt
+
+
+# --- Envelope version 1 (written before the record cipher; still read) ---------
+
+# Known answers written by the version-1 encrypt_record (per-record subkey), data key
+# DATA_KEY, environment ENVIRONMENT: (key version, record key, plaintext, envelope).
+V1_ENVELOPE_42 = bytes.fromhex(
+    "424b5201000000010102030405060708090a0b0c0d0e0f101112131415161718191a1b1c"
+    "a63dd0e37bea98585ba88a26baa106feefeffce64b3f4b256d971dd135752624afda07f99e88"
+    "129f18b52dc68d2bbe4b42bee80e840bb171efb1de1a94f6c25343da1c4b7f0853732e4097"
+)
+V1_VECTORS = [
+    (1, "customer/42", RECORD, V1_ENVELOPE_42),
+    (
+        7,
+        "kunde/Müller",
+        b"",
+        bytes.fromhex(
+            "424b52010000000765666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80"
+            "b2a3c4b59eb91b7229ab3270c0ec55eb"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("key_version", "record_key", "plaintext", "envelope"), V1_VECTORS)
+def test_it_still_decrypts_version_1_envelopes(
+    key_version: int, record_key: str, plaintext: bytes, envelope: bytes
+) -> None:
+    assert envelope[3] == 1
+    assert _decrypt(envelope, key_version=key_version, record_key=record_key) == plaintext
+    cipher = RecordCipher(DATA_KEY)
+    assert _cipher_decrypt(cipher, envelope, key_version=key_version, record_key=record_key) == plaintext
+    assert envelope_key_version(envelope) == key_version
+
+
+def test_it_refuses_a_version_1_envelope_with_any_byte_changed_or_moved() -> None:
+    cipher = RecordCipher(DATA_KEY)
+
+    for position in range(len(V1_ENVELOPE_42)):
+        tampered = bytearray(V1_ENVELOPE_42)
+        tampered[position] ^= 0x01
+        with pytest.raises(RecordIntegrityError):
+            _cipher_decrypt(cipher, bytes(tampered))
+    for overrides in ({"record_key": "customer/43"}, {"environment_id": OTHER_ENVIRONMENT}, {"key_version": 2}):
+        with pytest.raises(RecordIntegrityError):
+            _cipher_decrypt(cipher, V1_ENVELOPE_42, **overrides)
+    with pytest.raises(RecordIntegrityError):
+        _cipher_decrypt(RecordCipher(bytes(32)), V1_ENVELOPE_42)
+    # A version-1 envelope relabelled as version 2 fails too (other subkey label, other AAD).
+    with pytest.raises(RecordIntegrityError):
+        _cipher_decrypt(cipher, b"BKR\x02" + V1_ENVELOPE_42[4:])
+
+
+def test_it_does_not_keep_subkeys_of_version_1_records() -> None:
+    cipher = RecordCipher(DATA_KEY)
+
+    _cipher_decrypt(cipher, V1_ENVELOPE_42)
+
+    assert cipher._contexts == {}  # type: ignore[attr-defined]
 
 
 # --- Safe summaries ---------------------------------------------------------
@@ -602,8 +922,6 @@ def test_it_domain_separates_the_fingerprint_from_a_plain_sha256() -> None:
         reseal,
         generate_data_key,
         wipe,
-        encrypt_record,
-        decrypt_record,
         fingerprint,
     ],
 )
@@ -611,6 +929,25 @@ def test_it_marks_functions_holding_secrets_as_sensitive(function: object) -> No
     # django.views.decorators.debug.sensitive_variables wraps the function in
     # a frame that Django's error reporter recognises by this code name.
     assert function.__code__.co_name == "sensitive_variables_wrapper"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        encrypt_record,
+        decrypt_record,
+        RecordCipher.__init__,
+        RecordCipher.encrypt,
+        RecordCipher.decrypt,
+        RecordCipher._next_epoch,
+        RecordCipher._derive,
+    ],
+)
+def test_it_marks_the_record_hot_path_as_sensitive_without_a_wrapper(function: object) -> None:
+    # keys.crypto.sensitive_frame registers the code object itself (no wrapper frame);
+    # tests/keys/test_crypto_reports.py proves the error reports honour it.
+    assert function.__code__ in crypto._SENSITIVE_CODE  # type: ignore[attr-defined]
+    assert function.__code__.co_name != "sensitive_variables_wrapper"  # type: ignore[attr-defined]
 
 
 def test_it_does_not_need_django_settings() -> None:

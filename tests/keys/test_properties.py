@@ -35,6 +35,7 @@ from tests.keys.test_api import api, api_key  # noqa: F401  (shared fixtures)
 DATA_KEY = bytes(range(32))
 ENVIRONMENT_ID = "0b6f3a52-3c1e-4bbf-9a63-6d1e9f1c2a10"
 HEADER = b"BKR\x01"
+HEADER_V2 = b"BKR\x02"
 
 # Any Unicode, lone surrogates included (hypothesis leaves them out by default).
 ANY_UNICODE = st.text(st.characters(codec=None, exclude_categories=()), max_size=80)
@@ -51,6 +52,10 @@ ENVELOPE_BYTES = st.one_of(
     st.binary(max_size=300).map(lambda tail: HEADER + tail),
     st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=300)).map(
         lambda v: HEADER + v[0].to_bytes(4, "big") + v[1]
+    ),
+    st.binary(max_size=300).map(lambda tail: HEADER_V2 + tail),
+    st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=300)).map(
+        lambda v: HEADER_V2 + v[0].to_bytes(4, "big") + v[1]
     ),
 )
 BYTES_LIKE = st.one_of(ENVELOPE_BYTES, ENVELOPE_BYTES.map(bytearray), ENVELOPE_BYTES.map(memoryview))
