@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
+from tests.support import Process, Processes, claimed_redis_db, database_url, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,79 +37,11 @@ SCREENSHOTS = ROOT / "test-output" / "e2e"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
-REDIS = "redis://127.0.0.1:6379"
-# Redis databases a test may take for its broker (as tests/worker does): the first one that
-# is empty and not claimed.
-SPARE_REDIS_DBS = range(8, 15)
-CLAIM_KEY = "byok-portal-tests:worker-broker-claim"
 READY_SECONDS = 45
-STOP_SECONDS = 10
 # Short enough that the revocation bound (TTL + interval) is seconds, not minutes.
 DATA_KEY_CACHE_TTL_SECONDS = 5
 REVALIDATION_INTERVAL_SECONDS = 3
 REGION = "eu-west-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2):
-    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def output(self, tail: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-tail:] if self.log.exists() else ""
-
-    def assert_running(self) -> None:
-        assert self.popen.poll() is None, f"{self.name} exited ({self.popen.returncode}):\n{self.output()}"
-
-    def stop(self) -> None:
-        """SIGTERM (warm shutdown), then SIGKILL if it has not stopped in time; by process id."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(STOP_SECONDS)
-
-
-@dataclass
-class Processes:
-    """Started processes, stopped in reverse order by ``stop_all``."""
-
-    directory: Path
-    started: list[Process] = field(default_factory=list)
-
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> Process:
-        log = self.directory / f"{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        process = Process(name, popen, log)
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            process.stop()
 
 
 def http_ok(url: str, process: Process) -> bool:
@@ -126,27 +55,11 @@ def http_ok(url: str, process: Process) -> bool:
         return False
 
 
-def _database_url() -> str:
-    """The PostgreSQL test database pytest-django created for this run (``test_…``)."""
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def broker_url() -> Iterator[str]:
     """A Redis database for this test's broker alone: empty, claimed, emptied afterwards."""
-    for db in SPARE_REDIS_DBS:
-        client = redis.Redis.from_url(f"{REDIS}/{db}")
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, os.getpid(), nx=True, ex=900):
-            try:
-                yield f"{REDIS}/{db}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        client.close()
-    pytest.fail(f"no empty Redis database among {list(SPARE_REDIS_DBS)} for the e2e broker")
+    with claimed_redis_db() as url:
+        yield url
 
 
 @dataclass
@@ -195,7 +108,7 @@ def stack(transactional_db, broker_url, tmp_path) -> Iterator[Stack]:
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
         "SECURE_COOKIES": "false",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "CONN_MAX_AGE": "0",
         "CELERY_BROKER_URL": broker_url,
         "AWS_KMS_ENDPOINT_URL": moto_url,

@@ -35,7 +35,8 @@ from playwright.sync_api import Page, expect
 
 from environments.models import Membership, Organization
 from keys.models import KeyRegistration, Record
-from tests.e2e.conftest import REGION, AwsCli, Stack, moto_iam_enforced, wait_for
+from tests.e2e.conftest import REGION, AwsCli, Stack, moto_iam_enforced
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.worker]
 

@@ -12,27 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.db.models import F
 
 from keys import cache, kms, metrics, records, services
 from keys.cache import DataKeyCache, KeyVersionNotUsable
 from keys.models import KeyRegistration
 from tests.keys.test_records import aws, byok, fresh_cache  # noqa: F401  (shared fixtures)
+from tests.support import FakeClock, database_url
 
 Status = KeyRegistration.Status
 BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class CountingLoader:
@@ -350,17 +339,11 @@ for line in sys.stdin:
 """
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 class Child:
     def __init__(self, tmp_path: Path, environment) -> None:
         script = tmp_path / "child.py"
         script.write_text(CHILD)
-        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "portal.settings",
+        env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "portal.settings",
                "PYTHONPATH": str(BASE_DIR), "LOG_LEVEL": "WARNING"}
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(environment.public_id)],

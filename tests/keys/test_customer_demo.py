@@ -6,37 +6,25 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import Iterator
 from io import StringIO
 
 import boto3
 import pytest
 from django.core.management import CommandError, call_command
-from moto.server import ThreadedMotoServer
 
 from keys.forms import RegistrationForm
 from keys.management.commands import customer_demo
 from keys.management.commands.customer_demo import is_real_aws
+from tests.support import moto_server
 
 FIVE_ITEMS = ["Encrypted Data Key", "Access Key", "Secret Access Key", "KMS Key ARN", "Region code"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -16,19 +16,9 @@ import redis
 from keys import ratelimit
 from keys.ratelimit import LocalRateLimiter, RedisRateLimiter
 from tests.keys.test_api import api, api_key, error_of  # noqa: F401  (shared fixtures)
+from tests.support import FakeClock
 
 SPARE_REDIS_URL = "redis://127.0.0.1:6379/14"
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -74,7 +64,7 @@ def fresh_limiter():
 
 
 def test_it_allows_a_minutes_worth_at_once_then_refuses_with_retry_after(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(60, clock)
 
     decisions = [limiter.hit("k1") for _ in range(61)]
@@ -87,7 +77,7 @@ def test_it_allows_a_minutes_worth_at_once_then_refuses_with_retry_after(make_li
 
 
 def test_it_refills_at_the_per_second_rate(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(120, clock)  # 2 tokens a second
     for _ in range(120):
         assert limiter.hit("k1").allowed
@@ -101,7 +91,7 @@ def test_it_refills_at_the_per_second_rate(make_limiter):
 
 
 def test_it_says_how_many_seconds_until_the_next_token(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(1, clock)  # one request a minute
     assert limiter.hit("k1").allowed
 
@@ -113,7 +103,7 @@ def test_it_says_how_many_seconds_until_the_next_token(make_limiter):
 
 
 def test_it_does_not_take_a_token_for_a_refused_request(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(60, clock)
     for _ in range(60):
         limiter.hit("k1")
@@ -126,7 +116,7 @@ def test_it_does_not_take_a_token_for_a_refused_request(make_limiter):
 
 
 def test_it_keeps_one_bucket_per_api_key(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(2, clock)
     assert limiter.hit("k1").allowed and limiter.hit("k1").allowed
     assert not limiter.hit("k1").allowed
@@ -135,7 +125,7 @@ def test_it_keeps_one_bucket_per_api_key(make_limiter):
 
 
 def test_it_never_refills_past_the_limit(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(10, clock)
     limiter.hit("k1")
     clock.advance(3600)
@@ -146,7 +136,7 @@ def test_it_never_refills_past_the_limit(make_limiter):
 
 
 def test_it_refills_nothing_when_the_clock_goes_back(make_limiter):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     limiter = make_limiter(2, clock)
     limiter.hit("k1"), limiter.hit("k1")
     clock.advance(-30)  # another host's clock, a little behind
@@ -160,7 +150,7 @@ def test_it_refills_nothing_when_the_clock_goes_back(make_limiter):
 
 
 def test_it_shares_one_bucket_between_processes_through_redis(redis_client, prefix):
-    clock = FakeClock()
+    clock = FakeClock(start=1_000_000.0)
     web_1 = RedisRateLimiter(per_minute=3, client=redis_client, prefix=prefix, clock=clock)
     web_2 = RedisRateLimiter(per_minute=3, client=redis.Redis.from_url(SPARE_REDIS_URL), prefix=prefix, clock=clock)
 
@@ -190,7 +180,7 @@ def test_it_takes_exactly_the_limit_under_concurrent_requests(redis_client, pref
 
 
 def test_it_lets_an_idle_bucket_expire_in_redis(redis_client, prefix):
-    limiter = RedisRateLimiter(per_minute=600, client=redis_client, prefix=prefix, clock=FakeClock())
+    limiter = RedisRateLimiter(per_minute=600, client=redis_client, prefix=prefix, clock=FakeClock(start=1_000_000.0))
 
     limiter.hit("k1")
 

@@ -19,16 +19,9 @@ from keys.models import AuditEvent, KeyRegistration, Record
 from keys.validation import registration_validate
 from tests.keys.test_api import api, api_key, error_of  # noqa: F401
 from tests.keys.test_records import aws, byok, fresh_cache, refuse  # noqa: F401
+from tests.support import FakeClock
 
 Status = KeyRegistration.Status
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -80,10 +73,10 @@ def test_it_answers_503_with_the_reason_once_the_cached_key_expires_after_a_revo
     assert api.put("r1", {"body": {"n": 1}}).status_code == 200
     monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
 
-    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS - 1
+    clock.now += settings.DATA_KEY_CACHE_TTL_SECONDS - 1
     assert api.get("r1").status_code == 200  # the cached key still serves
 
-    clock.t += 1
+    clock.now += 1
     response = api.get("r1")
 
     assert response.status_code == 503
@@ -128,7 +121,7 @@ def test_it_serves_again_as_soon_as_a_validation_finds_access_restored(
     api.put("r1", {"body": {"n": 1}})
     with monkeypatch.context() as revoked:
         revoked.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
-        clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+        clock.now += settings.DATA_KEY_CACHE_TTL_SECONDS
         assert api.get("r1").status_code == 503
         registration_validate(registration_id=byok.registration.pk, trigger="periodic")  # still refused
         assert api.get("r1").status_code == 503
@@ -197,7 +190,7 @@ def test_it_measures_the_stop_found_by_the_data_plane_after_the_cache_ttl(
     client.post(_drill("revocation_drill_start", environment))
     monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.ACCESS_DENIED))
 
-    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+    clock.now += settings.DATA_KEY_CACHE_TTL_SECONDS
     status = client.get(_drill("revocation_drill_status", environment)).json()
 
     assert (status["serving"], status["reason"]) == (False, "access_denied")
@@ -213,7 +206,7 @@ def test_it_does_not_count_a_kms_outage_as_a_revocation(client_for, alice, envir
     client = client_for(alice)
     client.post(_drill("revocation_drill_start", environment))
     monkeypatch.setattr(kms, "decrypt", throttle)
-    clock.t += settings.DATA_KEY_CACHE_TTL_SECONDS
+    clock.now += settings.DATA_KEY_CACHE_TTL_SECONDS
 
     status = client.get(_drill("revocation_drill_status", environment)).json()
 

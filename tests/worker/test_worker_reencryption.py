@@ -1,7 +1,7 @@
 """Re-encryption through a real Celery worker that is killed (SIGKILL) in the middle of the
 job; a new worker, with Celery beat's "resume stale jobs", finishes it.
 
-Same processes as test_worker_validation.py (whose fixtures this module uses): a moto
+Same processes as test_worker_validation.py (fixtures of tests/worker/conftest.py): a moto
 server as the customer's KMS, ``celery -A portal worker --pool solo`` on a Redis database
 of its own, against this run's PostgreSQL test database.
 """
@@ -20,15 +20,8 @@ from keys.reencryption import reencryption_start
 from keys.validation import registration_activate
 from tests.keys.moto_customer import register
 from tests.keys.test_reencryption import counts, keys, plaintexts, put_records
-from tests.worker.test_worker_validation import (  # noqa: F401  (fixtures)
-    _wait_for,
-    _wait_status,
-    broker_url,
-    customer,
-    moto_server,
-    queued_to,
-    start_worker,
-)
+from tests.support import wait_for
+from tests.worker.waits import wait_status
 
 pytestmark = [pytest.mark.worker]
 
@@ -73,13 +66,13 @@ def test_it_finishes_a_job_whose_worker_was_killed_mid_way_losing_and_repeating_
     first = start_worker()
     put_records(environment, keys(RECORDS))
     v2 = register(environment, alice, customer)
-    _wait_status(v2.pk, Status.VALID, first)
+    wait_status(v2.pk, Status.VALID, first)
     registration_activate(registration=KeyRegistration.objects.get(pk=v2.pk), actor=alice)
     before = plaintexts(environment)
     assert len(before) == RECORDS
 
     reencryption_start(environment=environment, actor=alice)
-    _wait_for(lambda: _job().records_moved >= 5 * BATCH, timeout=30, what="five batches moved")
+    wait_for(lambda: _job().records_moved >= 5 * BATCH, timeout=30, what="five batches moved")
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
 
@@ -93,7 +86,7 @@ def test_it_finishes_a_job_whose_worker_was_killed_mid_way_losing_and_repeating_
     assert counts(environment).get(2, 0) == moved  # nobody is working on it now
 
     second = start_worker(beat_every=600)
-    _wait_for(lambda: _job().status == JobStatus.DONE, timeout=90, what="the job to finish in the new worker")
+    wait_for(lambda: _job().status == JobStatus.DONE, timeout=90, what="the job to finish in the new worker")
 
     job = _job()
     assert (job.records_moved, job.records_failed, job.skipped_versions) == (RECORDS, 0, {})
