@@ -1,11 +1,19 @@
 """The shared cast (like healthchecks' hc/test.py): alice owns org A, bob is a viewer in
 org A, carol is an admin in org A, charlie is an outsider who owns org B."""
 
+import json
+
+import boto3
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from moto import mock_aws
 
 from environments.models import Membership, Organization
 from environments.services import environment_create
+from keys import apikeys, cache, kms
+from tests.aws import isolate_aws_environment
+from tests.factories import REGION, Byok, make_byok
 
 PASSWORD = "correct horse battery staple 9"
 
@@ -24,14 +32,15 @@ def fast_password_hasher(settings):
 
 
 @pytest.fixture(autouse=True)
-def fresh_data_key_cache():
-    """Each test starts with an empty per-process data-key cache: registration ids are
-    reused across tests, and a plaintext data key must not leak from one test to another."""
-    from keys import cache
-
+def fresh_cache():
+    """Each test starts with an empty per-process data-key cache and KMS client cache:
+    registration ids are reused across tests, and a plaintext data key must not leak from
+    one test to another."""
     cache.set_cache(None)
+    kms.clear_clients()
     yield
     cache.set_cache(None)
+    kms.clear_clients()
 
 
 @pytest.fixture
@@ -99,3 +108,55 @@ def client_for(client):
         return client
 
     return login
+
+
+# The data plane: moto in-process, a BYOK key version, an API client
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    """moto in-process, with fake, isolated AWS configuration; yields the customer's own
+    KMS client (their admin side)."""
+    isolate_aws_environment(monkeypatch, REGION)
+    settings.AWS_KMS_ENDPOINT_URL = None
+    with mock_aws():
+        yield boto3.client("kms", region_name=REGION)
+
+
+@pytest.fixture
+def byok(environment, aws) -> Byok:
+    return make_byok(environment, aws)
+
+
+@pytest.fixture
+def api_key(environment, alice) -> str:
+    _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    return key
+
+
+@pytest.fixture
+def api(client, environment, api_key):
+    """A small client for one environment's records, authenticated with its API key."""
+
+    class Api:
+        base = f"/api/v1/environments/{environment.public_id}/records"
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
+
+        def put(self, record_key, payload, **extra):
+            data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+            return client.put(f"{self.base}/{record_key}", data, content_type="application/json", **(self.auth | extra))
+
+        def get(self, record_key, **extra):
+            return client.get(f"{self.base}/{record_key}", **(self.auth | extra))
+
+        def delete(self, record_key, **extra):
+            return client.delete(f"{self.base}/{record_key}", **(self.auth | extra))
+
+        def post(self, what, payload, **extra):
+            data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+            return client.post(f"{self.base}/{what}", data, content_type="application/json", **(self.auth | extra))
+
+        def call(self, method, path, **extra):
+            return client.generic(method, path, **(self.auth | extra))
+
+    return Api()

@@ -17,13 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from keys import apikeys, metrics, records
 from keys.models import KeyRegistration, Record
-from tests.keys.test_records import (  # noqa: F401  (shared fixtures)
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    aws,
-    byok,
-    fresh_cache,
-)
+from tests.factories import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "metrics-token-for-tests-0123456789abcdef"

@@ -296,7 +296,7 @@ def no_validation_jobs(monkeypatch):
 
 @pytest.fixture
 def world(alice, carol, bob, charlie, org_a, environment, environment_b) -> World:
-    from tests.keys.test_validation_views import ARN, SECRET
+    from tests.factories import ARN, SECRET
 
     registration = registration_create(
         environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",

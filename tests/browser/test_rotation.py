@@ -16,8 +16,7 @@ from playwright.sync_api import expect
 
 from keys import reencryption, tasks
 from keys.models import KeyRegistration, ReencryptionJob
-from tests.keys.test_records import aws  # noqa: F401  (moto in-process: patches every thread)
-from tests.keys.test_reencryption import counts, keys, new_managed_version, put_records
+from tests.factories import counts, keys, new_managed_version, put_records
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -116,7 +115,7 @@ def test_it_runs_a_revocation_drill_and_shows_when_the_platform_stopped(
     THEN the page (polling, no reload) says it still serves, then that the platform stopped
     serving and after how long; no Content Security Policy violation on the way."""
     from keys import cache, kms
-    from tests.keys.test_records import make_byok, refuse
+    from tests.factories import make_byok, refuse
 
     make_byok(environment, aws)
     cache.set_cache(None)

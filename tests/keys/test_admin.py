@@ -14,7 +14,13 @@ from django.urls import reverse
 from keys import crypto, services
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 
-from .test_registration_views import ACCESS_KEY_ID, ARN, MOTO_BLOB, MOTO_BLOB_B64, SECRET_ACCESS_KEY
+from .test_registration_views import (
+    ACCESS_KEY_ID,
+    ARN,
+    MOTO_BLOB,
+    MOTO_BLOB_B64,
+    SECRET_ACCESS_KEY,
+)
 
 pytestmark = pytest.mark.django_db
 

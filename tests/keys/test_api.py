@@ -9,57 +9,9 @@ import pytest
 
 from keys import apikeys, cache, crypto, kms
 from keys.models import AuditEvent, KeyRegistration, Record
-from tests.keys.test_records import (  # noqa: F401  (shared fixtures)
-    aws,
-    byok,
-    fresh_cache,
-    make_byok,
-    refuse,
-    stored,
-    tamper,
-    throttle,
-)
+from tests.factories import error_of, refuse, stored, tamper, throttle
 
 Status = KeyRegistration.Status
-
-
-@pytest.fixture
-def api_key(environment, alice) -> str:
-    _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
-    return key
-
-
-@pytest.fixture
-def api(client, environment, api_key):
-    """A small client for one environment's records, authenticated with its API key."""
-
-    class Api:
-        base = f"/api/v1/environments/{environment.public_id}/records"
-        auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
-
-        def put(self, record_key, payload, **extra):
-            data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
-            return client.put(f"{self.base}/{record_key}", data, content_type="application/json", **(self.auth | extra))
-
-        def get(self, record_key, **extra):
-            return client.get(f"{self.base}/{record_key}", **(self.auth | extra))
-
-        def delete(self, record_key, **extra):
-            return client.delete(f"{self.base}/{record_key}", **(self.auth | extra))
-
-        def post(self, what, payload, **extra):
-            data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
-            return client.post(f"{self.base}/{what}", data, content_type="application/json", **(self.auth | extra))
-
-        def call(self, method, path, **extra):
-            return client.generic(method, path, **(self.auth | extra))
-
-    return Api()
-
-
-def error_of(response) -> dict:
-    assert response["Content-Type"] == "application/json"
-    return response.json()["error"]
 
 
 # ---------------------------------------------------------------------------

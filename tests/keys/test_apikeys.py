@@ -13,7 +13,6 @@ import pytest
 
 from keys import apikeys, crypto
 from keys.models import ApiKey, AuditEvent, Record
-from tests.keys.test_records import fresh_cache  # noqa: F401  (shared fixture)
 
 KEY_RE = re.compile(r"byok_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 

@@ -17,7 +17,6 @@ from django.db.models import F
 from keys import cache, kms, metrics, records, services
 from keys.cache import DataKeyCache, KeyVersionNotUsable
 from keys.models import KeyRegistration
-from tests.keys.test_records import aws, byok, fresh_cache  # noqa: F401  (shared fixtures)
 from tests.support import FakeClock, database_url
 
 Status = KeyRegistration.Status

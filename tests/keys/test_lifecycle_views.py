@@ -10,8 +10,15 @@ from django.urls import reverse
 from keys import reencryption, tasks
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services import registration_create
-from tests.keys.test_reencryption import counts, keys, new_managed_version, put_records, run
-from tests.keys.test_validation_views import ARN, SECRET
+from tests.factories import (
+    ARN,
+    SECRET,
+    counts,
+    keys,
+    new_managed_version,
+    put_records,
+    run,
+)
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status

@@ -35,8 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from keys import api as api_module
 from keys import cache, kms, openapi, ratelimit, records
-from tests.keys.test_api import api, api_key, error_of  # noqa: F401  (shared fixtures)
-from tests.keys.test_records import aws, byok, refuse, stored, tamper, throttle  # noqa: F401
+from tests.factories import error_of, refuse, stored, tamper, throttle
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCUMENT_URI = "urn:byok:openapi"

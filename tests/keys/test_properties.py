@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from keys import crypto, parsers, ratelimit, records
 from keys.crypto import CryptoError, RecordIntegrityError
 from keys.parsers import InputError
-from tests.keys.test_api import api, api_key  # noqa: F401  (shared fixtures)
 
 DATA_KEY = bytes(range(32))
 ENVIRONMENT_ID = "0b6f3a52-3c1e-4bbf-9a63-6d1e9f1c2a10"

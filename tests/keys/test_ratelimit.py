@@ -15,7 +15,7 @@ import redis
 
 from keys import ratelimit
 from keys.ratelimit import LocalRateLimiter, RedisRateLimiter
-from tests.keys.test_api import api, api_key, error_of  # noqa: F401  (shared fixtures)
+from tests.factories import error_of
 from tests.support import FakeClock
 
 SPARE_REDIS_URL = "redis://127.0.0.1:6379/14"

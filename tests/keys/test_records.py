@@ -6,139 +6,38 @@ built directly with sealed IAM credentials, then made active. moto does not enfo
 states, so KMS refusals and throttling are injected by patching ``keys.kms.decrypt`` with
 the adapter's own error types (DESIGN.md, "Testing KMS honestly").
 
-The fixtures here (``aws``, ``byok``, ``fresh_cache``) are shared with test_api.py and
-test_cache.py, which import them.
+The fixtures (``aws``, ``byok``) are in tests/conftest.py and the helpers in
+tests/factories.py, shared by every module that needs them.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass
 
-import boto3
 import pytest
 from django.conf import settings
 from django.db import connection
-from moto import mock_aws
 
-from environments.services import environment_create
 from keys import cache, crypto, kms, records, services
-from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record
 from keys.records import IntegrityFailure, KeyUnavailable, RecordNotFound
-from tests.aws import isolate_aws_environment
+from tests.factories import (
+    SECRET_ACCESS_KEY,
+    active,
+    make_byok,
+    refuse,
+    stored,
+    tamper,
+    throttle,
+)
 
 Status = KeyRegistration.Status
-REGION = "eu-west-1"
-ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 
 # ---------------------------------------------------------------------------
 # Fixtures (shared)
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    """Every test starts with an empty process-wide data-key cache and KMS client cache."""
-    cache.set_cache(None)
-    kms.clear_clients()
-    yield
-    cache.set_cache(None)
-    kms.clear_clients()
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    """moto in-process, with fake, isolated AWS configuration; yields the customer's own
-    KMS client (their admin side)."""
-    isolate_aws_environment(monkeypatch, REGION)
-    settings.AWS_KMS_ENDPOINT_URL = None
-    with mock_aws():
-        yield boto3.client("kms", region_name=REGION)
-
-
-@dataclass
-class Byok:
-    """A BYOK key version made active in an environment, and what the customer holds."""
-
-    registration: KeyRegistration
-    kms_key_arn: str
-    encrypted_data_key: bytes
-    admin: object  # the customer's KMS client (moto)
-
-    def plaintext_data_key(self) -> bytes:
-        """The plaintext data key, as the customer could get it (for canaries only)."""
-        return self.admin.decrypt(CiphertextBlob=self.encrypted_data_key, KeyId=self.kms_key_arn)["Plaintext"]
-
-
-def make_byok(environment, admin, *, encryption_context: dict[str, str] | None = None) -> Byok:
-    """GIVEN a KMS key and an encrypted data key made with generate-data-key-without-plaintext
-    in moto, register them as the environment's next key version and make it active (the
-    previously active version becomes decrypt-only)."""
-    metadata = admin.create_key(Description="byok", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
-    blob = admin.generate_data_key_without_plaintext(
-        KeyId=metadata["Arn"], KeySpec="AES_256", **({"EncryptionContext": encryption_context} if encryption_context else {})
-    )["CiphertextBlob"]
-    current = environment.key_registrations.filter(status=Status.ACTIVE).first()
-    if current is not None:
-        services.registration_transition(registration=current, to=Status.DECRYPT_ONLY, actor_label="test")
-    version = (environment.key_registrations.order_by("-version").values_list("version", flat=True).first() or 0) + 1
-    registration = KeyRegistration(
-        environment=environment,
-        version=version,
-        kind=KeyRegistration.Kind.BYOK,
-        status=Status.ACTIVE,
-        kms_key_arn=metadata["Arn"],
-        region=REGION,
-        account_id=metadata["AWSAccountId"],
-        encrypted_data_key=blob,
-        encryption_context=encryption_context or {},
-        access_key_id_last4=ACCESS_KEY_ID[-4:],
-        access_key_id_digest=services.access_key_id_digest(ACCESS_KEY_ID),
-        activated_at=now(),
-    )
-    registration.sealed_access_key_id = services._seal(registration, "sealed_access_key_id", ACCESS_KEY_ID.encode())
-    registration.sealed_secret_access_key = services._seal(
-        registration, "sealed_secret_access_key", SECRET_ACCESS_KEY.encode()
-    )
-    registration.save()
-    return Byok(registration, metadata["Arn"], blob, admin)
-
-
-@pytest.fixture
-def byok(environment, aws) -> Byok:
-    return make_byok(environment, aws)
-
-
-def active(environment) -> KeyRegistration:
-    return environment.key_registrations.get(status=Status.ACTIVE)
-
-
-def stored(environment, record_key: str) -> Record:
-    return Record.objects.get(environment=environment, record_key=record_key)
-
-
-def tamper(record: Record, at: int = -1) -> None:
-    """Flip one bit of a stored ciphertext, in the database."""
-    ciphertext = bytearray(bytes(record.ciphertext))
-    ciphertext[at] ^= 0x01
-    Record.objects.filter(pk=record.pk).update(ciphertext=bytes(ciphertext))
-
-
-def refuse(reason: str = kms.Reason.DISABLED):
-    """A stand-in for kms.decrypt that answers like a revoked KMS key."""
-
-    def decrypt(**kwargs):
-        raise kms.KmsPermanentError(reason, operation="Decrypt", message=f"KMS Decrypt failed: {reason}")
-
-    return decrypt
-
-
-def throttle(**kwargs):
-    raise kms.KmsTransientError(kms.Reason.THROTTLED, operation="Decrypt", message="KMS Decrypt failed: throttled")
 
 
 # ---------------------------------------------------------------------------

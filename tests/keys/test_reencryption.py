@@ -2,10 +2,9 @@
 cancel, concurrent writes, unavailable versions, progress, and its Celery tasks.
 
 Platform-managed versions need no KMS; BYOK versions run against moto in-process (the
-``aws`` and ``make_byok`` helpers of test_records.py). The runner is called directly with
-throttle 0; the tasks are tested at the end. The helpers here (``put_records``,
-``new_managed_version``, ``plaintexts``, ``read_all``) are shared with the other lifecycle
-tests, which import them.
+``aws`` fixture and the ``make_byok`` helper of tests/factories.py). The runner is called directly with
+throttle 0; the tasks are tested at the end. Its helpers (``put_records``,
+``new_managed_version``, ``plaintexts``, ``counts``, ``run``) are in tests/factories.py.
 """
 
 from __future__ import annotations
@@ -14,16 +13,23 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
-from django.test.utils import CaptureQueriesContext
+from django.db import connections, transaction
 
 from keys import crypto, kms, records, reencryption, tasks
 from keys.clock import now
-from keys.lifecycle import managed_version_create
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.reencryption import Outcome, ReencryptionRefused
-from keys.validation import registration_activate
-from tests.keys.test_records import aws, byok, fresh_cache, make_byok, tamper, throttle  # noqa: F401
+from tests.factories import (
+    counts,
+    keys,
+    make_byok,
+    new_managed_version,
+    plaintexts,
+    put_records,
+    run,
+    tamper,
+    throttle,
+)
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status
@@ -34,53 +40,8 @@ JobStatus = ReencryptionJob.Status
 # ---------------------------------------------------------------------------
 
 
-def put_records(environment, keys: list[str], tag: str = "") -> None:
-    """Write ``keys`` under the environment's active version, through the data plane."""
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        records.records_put_batch(environment=environment, records=[(k, {"key": k, "tag": tag, "pad": "x" * 64}) for k in chunk])
-
-
-def new_managed_version(environment, actor=None, *, activate: bool = True) -> KeyRegistration:
-    """A new platform-managed version ("New platform-managed key version"), activated."""
-    registration = managed_version_create(environment=environment, actor=actor)
-    if activate:
-        registration = registration_activate(registration=registration, actor=actor)
-    return registration
-
-
-def plaintexts(environment) -> dict[str, dict]:
-    """Every record of the environment, decrypted through the data plane (fails loudly on
-    any record that cannot be read)."""
-    keys = list(Record.objects.filter(environment=environment).order_by("id").values_list("record_key", flat=True))
-    out: dict[str, dict] = {}
-    for start in range(0, len(keys), 1000):
-        found, errors = records.records_find(environment=environment, record_keys=keys[start:start + 1000])
-        assert not errors, errors[:3]
-        out.update({r.record_key: r.body for r in found})
-    return out
-
-
-def counts(environment) -> dict[int, int]:
-    """Records per key version."""
-    result: dict[int, int] = {}
-    for version in Record.objects.filter(environment=environment).values_list("key_version", flat=True):
-        result[version] = result.get(version, 0) + 1
-    return result
-
-
-def run(job: ReencryptionJob, **kwargs) -> str:
-    kwargs.setdefault("throttle_seconds", 0)
-    kwargs.setdefault("slice_seconds", None)
-    return reencryption.reencryption_run(job_id=job.pk, **kwargs)
-
-
 def reload(job: ReencryptionJob) -> ReencryptionJob:
     return ReencryptionJob.objects.get(pk=job.pk)
-
-
-def keys(n: int, prefix: str = "r") -> list[str]:
-    return [f"{prefix}{i:05d}" for i in range(n)]
 
 
 @pytest.fixture

@@ -26,11 +26,11 @@ from django.views.debug import ExceptionReporter
 from moto import mock_aws
 
 from keys import kms
-from portal.debug import AlwaysSafeExceptionReporterFilter
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
+from portal.debug import AlwaysSafeExceptionReporterFilter
+from tests.aws import isolate_aws_environment
 
 from .test_registration_views import new_url
-from tests.aws import isolate_aws_environment
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,11 @@ from moto.core import enable_iam_authentication
 from keys import kms, tasks
 from keys.kms import KmsPermanentError, KmsTransientError, Reason
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
-from keys.tasks import MAX_RETRIES, revalidate_active_registrations, validate_registration
+from keys.tasks import (
+    MAX_RETRIES,
+    revalidate_active_registrations,
+    validate_registration,
+)
 from keys.validation import (
     ActivationError,
     ValidationRequestRefused,
@@ -31,8 +35,8 @@ from keys.validation import (
     registration_validate,
     registration_validation_timed_out,
 )
-from tests.keys.moto_customer import OTHER_REGION, REGION, register, set_up_customer
 from tests.aws import isolate_aws_environment
+from tests.keys.moto_customer import OTHER_REGION, REGION, register, set_up_customer
 
 Status = KeyRegistration.Status
 Outcome = ValidationRun.Outcome

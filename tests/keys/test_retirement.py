@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from django.db import connections, transaction
@@ -22,8 +21,7 @@ from keys.validation import (
     registration_activate,
     registration_request_validation,
 )
-from tests.keys.test_records import aws, fresh_cache, make_byok  # noqa: F401
-from tests.keys.test_reencryption import keys, new_managed_version, put_records, run
+from tests.factories import keys, make_byok, new_managed_version, put_records, run
 
 Status = KeyRegistration.Status
 

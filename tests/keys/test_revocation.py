@@ -17,8 +17,7 @@ from django.urls import reverse
 from keys import cache, kms, lifecycle
 from keys.models import AuditEvent, KeyRegistration, Record
 from keys.validation import registration_validate
-from tests.keys.test_api import api, api_key, error_of  # noqa: F401
-from tests.keys.test_records import aws, byok, fresh_cache, refuse  # noqa: F401
+from tests.factories import error_of, refuse
 from tests.support import FakeClock
 
 Status = KeyRegistration.Status
@@ -201,7 +200,7 @@ def test_it_measures_the_stop_found_by_the_data_plane_after_the_cache_ttl(
 
 
 def test_it_does_not_count_a_kms_outage_as_a_revocation(client_for, alice, environment, byok, clock, monkeypatch, settings):  # noqa: F811
-    from tests.keys.test_records import throttle
+    from tests.factories import throttle
 
     client = client_for(alice)
     client.post(_drill("revocation_drill_start", environment))

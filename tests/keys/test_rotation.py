@@ -15,9 +15,8 @@ from keys.lifecycle import LifecycleRefused, registration_retire
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services import registration_replace_credentials
 from keys.validation import registration_activate, registration_validate
+from tests.factories import counts, keys, plaintexts, put_records, run
 from tests.keys.moto_customer import Customer, register, set_up_customer
-from tests.keys.test_records import aws, fresh_cache  # noqa: F401
-from tests.keys.test_reencryption import counts, keys, new_managed_version, plaintexts, put_records, run
 
 Status = KeyRegistration.Status
 

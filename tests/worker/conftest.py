@@ -15,7 +15,13 @@ import pytest
 from django.conf import settings
 
 from tests.keys.moto_customer import Customer, set_up_customer
-from tests.support import claimed_redis_db, database_url, moto_iam, stop_process, wait_for
+from tests.support import (
+    claimed_redis_db,
+    database_url,
+    moto_iam,
+    stop_process,
+    wait_for,
+)
 from tests.support import moto_server as start_moto_server
 
 ROOT = Path(__file__).resolve().parents[2]

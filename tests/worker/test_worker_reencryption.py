@@ -18,8 +18,8 @@ from keys import cache, kms, records
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.reencryption import reencryption_start
 from keys.validation import registration_activate
+from tests.factories import counts, keys, plaintexts, put_records
 from tests.keys.moto_customer import register
-from tests.keys.test_reencryption import counts, keys, plaintexts, put_records
 from tests.support import wait_for
 from tests.worker.waits import wait_status
 
