@@ -13,7 +13,7 @@ def test_it_signs_in_creates_an_environment_and_lists_it(page, live_server, sign
     THEN she lands on its page and sees it listed on her environments page."""
     sign_in(alice)
     shot("1-signed-in")
-    page.get_by_role("link", name="New environment").click()
+    page.locator("a.button", has_text="New environment").click()
     page.get_by_label("Name").fill("staging")
     shot("2-new-environment")
     page.get_by_role("button", name="Create environment").click()

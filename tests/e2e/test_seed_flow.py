@@ -120,7 +120,7 @@ def sign_in(page: Page, stack: Stack) -> None:
 
 def create_environment(page: Page, name: str) -> str:
     """Create an environment through "New environment"; its id (from the page's URL)."""
-    page.get_by_role("link", name="New environment").click()
+    page.locator("a.button", has_text="New environment").click()
     page.get_by_label("Name").fill(name)
     page.get_by_role("button", name="Create environment").click()
     expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
