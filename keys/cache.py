@@ -2,8 +2,12 @@
 
 What it holds
     One entry per key registration (key version), keyed by the registration's database id:
-    the plaintext data key in a ``bytearray``, the registration's ``generation`` when the
-    key was loaded, and the expiry time (``clock() + settings.DATA_KEY_CACHE_TTL_SECONDS``).
+    the plaintext data key in a ``bytearray``, the ``crypto.RecordCipher`` made from it
+    (its own copy of the data key and the AES-GCM contexts of the subkeys it derived: one
+    per epoch of at most 2**28 records, and those of other epochs it decrypted), the
+    registration's ``generation`` when the key was loaded, and the expiry time
+    (``clock() + settings.DATA_KEY_CACHE_TTL_SECONDS``). The cipher shares the entry's TTL,
+    eviction and wiping.
     Per process and in memory only: never Django's cache framework, Redis or the database
     (DESIGN.md invariant 2). Each gunicorn worker, Celery worker and shell has its own.
 
@@ -11,7 +15,12 @@ How a caller uses it
     ::
 
         with get_cache().data_key_for(registration) as data_key:   # read-only memoryview
-            envelope = crypto.encrypt_record(data_key=data_key, ...)
+            ...
+        lease = get_cache().lease(registration)                      # or the cipher
+        try:
+            envelope = lease.cipher.encrypt(plaintext=..., ...)
+        finally:
+            lease.release()
 
     The view is released when the block ends, so a reference kept by mistake cannot read
     the key afterwards. Entries are reference-counted: an entry evicted while a request is
@@ -30,7 +39,9 @@ Expiry and wiping
     An entry past its expiry is evicted by the lookup that finds it, by a sweep that runs at
     most once a second on any lookup, and by a daemon reaper thread (the process-wide cache
     only) that sweeps every second, so an unused plaintext does not outlive the TTL by more
-    than about a second. Evicted plaintext is overwritten with zeros (``crypto.wipe``).
+    than about a second. Evicted plaintext is overwritten with zeros (``crypto.wipe``), and
+    the entry's cipher is wiped with it (``RecordCipher.wipe``: its copy of the data key
+    zeroed, its subkey contexts dropped).
 
 Cross-process eviction (why a state change takes effect on the very next request)
     Plaintext never leaves the process, so there is nothing to broadcast; instead every
@@ -156,6 +167,21 @@ def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials)
     )
 
 
+@sensitive_variables("data_key")
+def _cipher(data_key: bytearray) -> crypto.RecordCipher:
+    """The record cipher of a freshly loaded data key; on failure the key is wiped."""
+    try:
+        return crypto.RecordCipher(data_key)
+    except BaseException:
+        crypto.wipe(data_key)
+        raise
+
+
+def _wipe(entry: _Entry) -> None:
+    crypto.wipe(entry.data_key)
+    entry.cipher.wipe()
+
+
 # ---------------------------------------------------------------------------
 # The cache
 # ---------------------------------------------------------------------------
@@ -166,6 +192,7 @@ class _Entry:
     registration_id: int
     generation: int
     data_key: bytearray = field(repr=False)
+    cipher: crypto.RecordCipher = field(repr=False)
     expires_at: float
     users: int = 0
     evicted: bool = False
@@ -198,6 +225,13 @@ class Lease:
         if self._view is None:
             raise ValueError("This data-key lease was released.")
         return self._view
+
+    @property
+    def cipher(self) -> crypto.RecordCipher:
+        """The record cipher cached beside the data key (same TTL, eviction and wiping)."""
+        if self._view is None:
+            raise ValueError("This data-key lease was released.")
+        return self._entry.cipher
 
     @property
     def generation(self) -> int:
@@ -313,6 +347,7 @@ class DataKeyCache:
                 self._stats["kms_decrypts"] += 1
         try:
             data_key = self._loader(registration)
+            cipher = _cipher(data_key)
         except BaseException as e:
             # Never cached: the flight goes away and the next request loads again.
             with self._lock:
@@ -326,6 +361,7 @@ class DataKeyCache:
                 registration_id=registration.pk,
                 generation=registration.generation,
                 data_key=data_key,
+                cipher=cipher,
                 expires_at=self._clock() + self.ttl_seconds,
             )
             self._flights.pop(flight_key, None)
@@ -352,7 +388,7 @@ class DataKeyCache:
         with self._lock:
             entry.users -= 1
             if entry.evicted and entry.users == 0:
-                crypto.wipe(entry.data_key)
+                _wipe(entry)
 
     # --- eviction -------------------------------------------------------------
 
@@ -397,7 +433,7 @@ class DataKeyCache:
         entry.evicted = True
         self._count("evictions", "eviction")
         if entry.users == 0:
-            crypto.wipe(entry.data_key)
+            _wipe(entry)
 
     # --- the reaper -------------------------------------------------------------
 
@@ -502,7 +538,7 @@ def _reset_after_fork() -> None:
     old, _cache, _cache_lock = _cache, None, threading.Lock()
     if old is not None:
         for entry in old._entries.values():
-            crypto.wipe(entry.data_key)
+            _wipe(entry)
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

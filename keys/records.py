@@ -2,13 +2,13 @@
 
 Write path (DESIGN.md, the seed's five steps): the environment's active key version (one
 query, which also brings its ``status`` and ``generation`` for the data-key cache) → its
-plaintext data key from the cache (or KMS ``Decrypt`` / unsealing on a miss) →
-``crypto.encrypt_record`` with associated data environment public id + record key + key
+plaintext data key from the cache (or KMS ``Decrypt`` / unsealing on a miss), with the
+``crypto.RecordCipher`` cached beside it → ``RecordCipher.encrypt`` with associated data environment public id + record key + key
 version → one upsert of ciphertext + registration + key version. Nothing is written when
 any step fails, so a failed write leaves the previous record intact.
 
 Read path: the record with its registration (``select_related``: one query) → that
-version's data key → ``crypto.decrypt_record``. A ciphertext that was altered or moved to
+version's cached cipher → ``RecordCipher.decrypt``. A ciphertext that was altered or moved to
 another record or environment fails with :class:`IntegrityFailure`, never partial plaintext.
 
 Record bodies are JSON values, stored as their compact JSON encoding (UTF-8) inside the
@@ -43,7 +43,7 @@ from django.views.decorators.debug import sensitive_variables
 from environments.models import Environment
 
 from . import crypto, kms
-from .cache import DataKeyUnreadable, KeyVersionNotUsable, get_cache
+from .cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
 from .models import KeyRegistration, Record
 from .validation import registration_mark_inaccessible
 
@@ -240,8 +240,28 @@ def data_key_for(registration: KeyRegistration) -> Iterator[memoryview]:
     without ``retry_after``; a transient KMS failure raises it with ``retry_after`` and
     changes nothing.
     """
+    lease = _lease(registration)
     try:
-        lease = get_cache().lease(registration)
+        yield lease.data_key
+    finally:
+        lease.release()
+
+
+@contextmanager
+def record_cipher_for(registration: KeyRegistration) -> Iterator[crypto.RecordCipher]:
+    """``with record_cipher_for(registration) as cipher:`` — the ``crypto.RecordCipher``
+    the data-key cache keeps beside the version's data key (subkey derived once per epoch,
+    not per record), usable until the end of the block. Raises as :func:`data_key_for`."""
+    lease = _lease(registration)
+    try:
+        yield lease.cipher
+    finally:
+        lease.release()
+
+
+def _lease(registration: KeyRegistration) -> Lease:
+    try:
+        return get_cache().lease(registration)
     except KeyVersionNotUsable as e:
         raise _not_usable(e, registration) from e
     except kms.KmsPermanentError as e:
@@ -262,10 +282,6 @@ def data_key_for(registration: KeyRegistration) -> Iterator[memoryview]:
     except DataKeyUnreadable as e:
         log.error("data key of registration %s unreadable: %s", registration.pk, e.reason)
         raise KeyUnavailable(e.reason, str(e), key_version=registration.version) from e
-    try:
-        yield lease.data_key
-    finally:
-        lease.release()
 
 
 def _mark_inaccessible(registration: KeyRegistration, error: kms.KmsPermanentError) -> None:
@@ -287,7 +303,7 @@ def _environment_id(environment: Environment) -> str:
     return str(environment.public_id)
 
 
-@sensitive_variables("data_key", "plaintext", "body")
+@sensitive_variables("plaintext", "body")
 def record_put(*, environment: Environment, record_key: str, body: Any) -> Record:
     """Encrypt ``body`` (any JSON value) under the environment's active key version and
     store it as ``record_key`` (create or replace). Returns the stored :class:`Record`.
@@ -298,9 +314,8 @@ def record_put(*, environment: Environment, record_key: str, body: Any) -> Recor
     plaintext = encode_body(body)
     for _ in range(WRITE_ATTEMPTS):
         registration = active_registration(environment=environment)
-        with data_key_for(registration) as data_key:
-            ciphertext = crypto.encrypt_record(
-                data_key=data_key,
+        with record_cipher_for(registration) as cipher:
+            ciphertext = cipher.encrypt(
                 plaintext=plaintext,
                 environment_id=_environment_id(environment),
                 record_key=record_key,
@@ -321,7 +336,7 @@ def record_put(*, environment: Environment, record_key: str, body: Any) -> Recor
     raise _still_rotating()
 
 
-@sensitive_variables("data_key", "encoded", "records")
+@sensitive_variables("encoded", "records")
 def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, Any]]) -> list[Record]:
     """Encrypt and store many records in one transaction: all or none.
 
@@ -348,13 +363,12 @@ def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, 
     for _ in range(WRITE_ATTEMPTS):
         registration = active_registration(environment=environment)
         version = registration.version
-        with data_key_for(registration) as data_key:
+        with record_cipher_for(registration) as cipher:
             stored = [
                 Record(
                     environment=environment,
                     record_key=record_key,
-                    ciphertext=crypto.encrypt_record(
-                        data_key=data_key,
+                    ciphertext=cipher.encrypt(
                         plaintext=plaintext,
                         environment_id=environment_id,
                         record_key=record_key,
@@ -481,8 +495,10 @@ class _Stored:
     updated_at: datetime
 
 
-@sensitive_variables("data_key", "plaintext")
-def _decrypt(stored: _Stored, registration: KeyRegistration, environment: Environment, data_key: memoryview) -> DecryptedRecord:
+@sensitive_variables("plaintext")
+def _decrypt(
+    stored: _Stored, registration: KeyRegistration, environment: Environment, cipher: crypto.RecordCipher
+) -> DecryptedRecord:
     if (
         registration.pk != stored.registration_id
         or registration.environment_id != environment.pk
@@ -490,8 +506,7 @@ def _decrypt(stored: _Stored, registration: KeyRegistration, environment: Enviro
     ):
         raise IntegrityFailure(stored.record_key)
     try:
-        plaintext = crypto.decrypt_record(
-            data_key=data_key,
+        plaintext = cipher.decrypt(
             envelope=stored.ciphertext,
             environment_id=_environment_id(environment),
             record_key=stored.record_key,
@@ -519,8 +534,8 @@ def record_get(*, environment: Environment, record_key: str) -> DecryptedRecord:
         record = Record.objects.select_related("registration").get(environment=environment, record_key=record_key)
     except Record.DoesNotExist:
         raise RecordNotFound(f"No record {record_key!r} in this environment.") from None
-    with data_key_for(record.registration) as data_key:
-        return _decrypt(_stored(record), record.registration, environment, data_key)
+    with record_cipher_for(record.registration) as cipher:
+        return _decrypt(_stored(record), record.registration, environment, cipher)
 
 
 def record_stored(*, environment: Environment, record_key: str) -> Record:
@@ -589,10 +604,10 @@ def _decrypt_many(
         return [(r.record_key, _integrity_failure(r.record_key)) for r in rows]
     out: list[tuple[str, DecryptedRecord | RecordFailure]] = []
     try:
-        with data_key_for(registration) as data_key:
+        with record_cipher_for(registration) as cipher:
             for row in rows:
                 try:
-                    out.append((row.record_key, _decrypt(row, registration, environment, data_key)))
+                    out.append((row.record_key, _decrypt(row, registration, environment, cipher)))
                 except IntegrityFailure:
                     out.append((row.record_key, _integrity_failure(row.record_key)))
     except KeyUnavailable as e:

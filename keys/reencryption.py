@@ -57,8 +57,13 @@ from environments.models import Environment
 
 from . import crypto
 from .clock import now
-from .models import AuditEvent, KeyRegistration, ReencryptionJob, Record
-from .records import KeyUnavailable, active_registration, data_key_for
+from .models import AuditEvent, KeyRegistration, Record, ReencryptionJob
+from .records import (
+    KeyUnavailable,
+    active_registration,
+    data_key_for,
+    record_cipher_for,
+)
 from .services import audit
 
 log = logging.getLogger(__name__)
@@ -407,7 +412,7 @@ def _warm(target: KeyRegistration, source: KeyRegistration) -> tuple[int, KeyUna
     return None
 
 
-@sensitive_variables("source_key", "target_key", "plaintext")
+@sensitive_variables("plaintext")
 def _move_batch(run: _Run, *, target_id: int, source: KeyRegistration, size: int) -> _Batch:
     """Move the next ``size`` records of version ``source`` to ``target_id`` in one
     transaction (steps 1–6 of the module docstring). ``source`` was read just before (its
@@ -428,20 +433,20 @@ def _move_batch(run: _Run, *, target_id: int, source: KeyRegistration, size: int
         moved: list[tuple[int, bytes]] = []
         failed: list[int] = []
         try:
-            with data_key_for(source) as source_key, data_key_for(target) as target_key:
+            with record_cipher_for(source) as source_cipher, record_cipher_for(target) as target_cipher:
                 for record_id, record_key, ciphertext, key_version in rows:
                     try:
                         if key_version != source.version:
                             raise crypto.RecordIntegrityError("key version of the row and its registration differ")
-                        plaintext = crypto.decrypt_record(
-                            data_key=source_key, envelope=ciphertext, environment_id=run.environment_id,
+                        plaintext = source_cipher.decrypt(
+                            envelope=ciphertext, environment_id=run.environment_id,
                             record_key=record_key, key_version=key_version,
                         )
                     except crypto.RecordIntegrityError:
                         failed.append(record_id)
                         continue
-                    moved.append((record_id, crypto.encrypt_record(
-                        data_key=target_key, plaintext=plaintext, environment_id=run.environment_id,
+                    moved.append((record_id, target_cipher.encrypt(
+                        plaintext=plaintext, environment_id=run.environment_id,
                         record_key=record_key, key_version=target.version,
                     )))
         except KeyUnavailable as e:

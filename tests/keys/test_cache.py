@@ -411,3 +411,114 @@ def test_it_reloads_in_another_process_after_a_generation_bump(environment, tmp_
         assert answer["stats"]["loads"] == 2 and answer["stats"]["evictions"] == 1
     finally:
         child.stop()
+
+
+# ---------------------------------------------------------------------------
+# The record cipher beside the data key
+# ---------------------------------------------------------------------------
+
+ENVIRONMENT_ID = "5b0c1c9e-6f6e-4d2a-9d38-3f1f6a0d2b7e"
+
+
+def encrypt_with(data_key_cache: DataKeyCache, reg: KeyRegistration, record_key: str = "customer/1") -> bytes:
+    lease = data_key_cache.lease(reg)
+    try:
+        return lease.cipher.encrypt(plaintext=b"{}", environment_id=ENVIRONMENT_ID, record_key=record_key, key_version=1)
+    finally:
+        lease.release()
+
+
+def cipher_of(data_key_cache: DataKeyCache, reg: KeyRegistration):
+    lease = data_key_cache.lease(reg)
+    try:
+        return lease.cipher
+    finally:
+        lease.release()
+
+
+def test_it_keeps_one_cipher_per_load_so_the_subkey_is_derived_once():
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=FakeClock(), loader=CountingLoader())
+
+    envelopes = [encrypt_with(data_key_cache, registration(), f"customer/{n}") for n in range(50)]
+
+    cipher = cipher_of(data_key_cache, registration())
+    assert cipher.epochs == 1
+    assert len({envelope[8:24] for envelope in envelopes}) == 1  # one epoch salt
+    assert len({envelope[24:36] for envelope in envelopes}) == 50  # fresh nonces
+    assert cipher.decrypt(envelope=envelopes[7], environment_id=ENVIRONMENT_ID, record_key="customer/7", key_version=1) == b"{}"
+
+
+def test_it_makes_a_new_cipher_and_epoch_when_the_data_key_is_loaded_again():
+    clock = FakeClock()
+    data_key_cache = DataKeyCache(ttl_seconds=300, clock=clock, loader=CountingLoader())
+    first_cipher = cipher_of(data_key_cache, registration())
+    first = encrypt_with(data_key_cache, registration())
+
+    clock.advance(300)
+    second = encrypt_with(data_key_cache, registration())
+
+    assert cipher_of(data_key_cache, registration()) is not first_cipher
+    assert first[8:24] != second[8:24]
+
+
+def test_it_wipes_the_cipher_with_the_data_key_on_eviction_expiry_and_clear():
+    clock = FakeClock()
+    loader = CountingLoader()
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=clock, loader=loader)
+    evicted = cipher_of(data_key_cache, registration(1))
+    encrypt_with(data_key_cache, registration(1))
+    expired = cipher_of(data_key_cache, registration(2))
+    cleared = cipher_of(data_key_cache, registration(3))
+    assert not (evicted.wiped or expired.wiped or cleared.wiped)
+
+    data_key_cache.evict(1)
+    assert evicted.wiped and loader.given[0] == bytearray(32)
+    assert evicted._contexts == {}  # the derived subkey contexts are dropped too
+
+    clock.advance(60)
+    data_key_cache.sweep()
+    assert expired.wiped and loader.given[1] == bytearray(32)
+
+    data_key_cache.clear()
+    assert cleared.wiped and loader.given[2] == bytearray(32)
+    with pytest.raises(ValueError):
+        evicted.encrypt(plaintext=b"", environment_id=ENVIRONMENT_ID, record_key="k", key_version=1)
+
+
+def test_it_keeps_an_evicted_cipher_usable_until_its_last_user_is_done():
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=FakeClock(), loader=CountingLoader())
+    lease = data_key_cache.lease(registration())
+
+    data_key_cache.evict(1)
+    envelope = lease.cipher.encrypt(plaintext=b"{}", environment_id=ENVIRONMENT_ID, record_key="k", key_version=1)
+    cipher = lease.cipher
+    assert not cipher.wiped
+    lease.release()
+
+    assert cipher.wiped
+    assert envelope[:4] == b"BKR\x02"
+    with pytest.raises(ValueError):
+        lease.cipher  # noqa: B018 - released leases refuse to hand the cipher out
+
+
+def test_it_wipes_the_ciphers_a_forked_child_inherits():
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=FakeClock(), loader=CountingLoader())
+    previous = cache.set_cache(data_key_cache)
+    try:
+        cipher = cipher_of(data_key_cache, registration())
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:  # keys.cache's os.register_at_fork hook has run in this child
+                os.write(write_end, b"1" if cipher.wiped else b"0")
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        answer = os.read(read_end, 1)
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        assert not cipher.wiped  # the parent's is untouched
+    finally:
+        cache.set_cache(previous)
+
+    assert answer == b"1"

@@ -153,16 +153,16 @@ def test_it_rolls_a_whole_batch_back_when_it_fails_midway_and_a_new_runner_finis
     before = plaintexts(environment)
     old_ciphertexts = dict(Record.objects.filter(environment=environment).values_list("record_key", "ciphertext"))
     job = reencryption.reencryption_start(environment=environment, actor=alice)
-    real_encrypt = crypto.encrypt_record
+    real_encrypt = crypto.RecordCipher.encrypt
     calls = {"n": 0}
 
-    def dying_encrypt(**kwargs):
+    def dying_encrypt(self, **kwargs):
         calls["n"] += 1
         if calls["n"] == 10:
             raise SystemExit("worker killed")
-        return real_encrypt(**kwargs)
+        return real_encrypt(self, **kwargs)
 
-    monkeypatch.setattr(crypto, "encrypt_record", dying_encrypt)
+    monkeypatch.setattr(crypto.RecordCipher, "encrypt", dying_encrypt)
     with pytest.raises(SystemExit):
         run(job, batch_size=7)
 
@@ -171,7 +171,7 @@ def test_it_rolls_a_whole_batch_back_when_it_fails_midway_and_a_new_runner_finis
     assert counts(environment) == {1: 18, 2: 10, 3: 7}
     for key, ciphertext in Record.objects.filter(environment=environment, key_version=1).values_list("record_key", "ciphertext"):
         assert bytes(ciphertext) == bytes(old_ciphertexts[key])
-    monkeypatch.setattr(crypto, "encrypt_record", real_encrypt)
+    monkeypatch.setattr(crypto.RecordCipher, "encrypt", real_encrypt)
 
     assert run(job) == Outcome.NOT_CLAIMED  # its heartbeat is fresh: the "dead" runner still holds it
     ReencryptionJob.objects.filter(pk=job.pk).update(heartbeat_at=now() - timedelta(hours=1))
