@@ -773,6 +773,9 @@ class RecordCipher:
 
 
 # Every live cipher, so a forked child moves each to a fresh epoch (see the class docstring).
+# after_in_child hooks run in registration order: this one (keys.crypto is imported first)
+# gives each cipher a new lock before keys.cache's hook wipes the inherited ones, so a lock
+# held by another parent thread at fork time cannot block the child.
 _live_ciphers: weakref.WeakSet[RecordCipher] = weakref.WeakSet()
 
 
