@@ -53,14 +53,21 @@ import functools
 import json
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
+
+from portal import outages
+from portal.logging import request_id_var
+from portal.middleware import REQUEST_ID_HEADER, request_id_for
 
 from . import apikeys, metrics, openapi, ratelimit, records
 from .apikeys import InvalidApiKey, RevokedApiKey
@@ -78,8 +85,12 @@ from .records import (
 )
 
 log = logging.getLogger(__name__)
+# One line per API request: method, route name, environment public id, status, duration.
+access_log = logging.getLogger("keys.api.access")
 
 JSON = "application/json"
+# What the portal's CSP middleware would say, fixed for JSON: nothing loads, nothing frames.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 class ApiError(Exception):
@@ -184,6 +195,7 @@ def _environment(request: HttpRequest, environment_id: str):
         wanted = None
     if wanted is None or api_key.environment.public_id != wanted:
         raise ApiError(404, "not_found", "No such environment.")
+    request.api_environment = api_key.environment  # for the access log and outage warnings
     return api_key.environment
 
 
@@ -196,7 +208,7 @@ def _read_json(request: HttpRequest, limit: int) -> Any:
     too_large = ApiError(413, "body_too_large", f"The request body may be at most {limit} bytes.")
     if declared > limit:
         raise too_large
-    body = request.read(limit + 1)
+    body = _body(request, limit + 1)
     if len(body) > limit:
         raise too_large
     try:
@@ -208,6 +220,24 @@ def _read_json(request: HttpRequest, limit: int) -> Any:
         raise ApiError(400, "invalid_json", "The request body is nested too deeply.")
 
 
+def _body(request: HttpRequest, limit: int) -> bytes:
+    """At most ``limit`` bytes of the request body. A chunked body has no Content-Length,
+    so Django reads it as empty; a server that de-chunks it says so with
+    ``wsgi.input_terminated`` (gunicorn does; PEP 3333 extension), and then the stream
+    itself ends where the body ends."""
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+        stream = request.META["wsgi.input"]
+        chunks, size = [], 0
+        while size < limit:
+            chunk = stream.read(min(65536, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    return request.read(limit)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -217,8 +247,12 @@ def _batch_body_limit() -> int:
 
 
 def api_view(*methods: str) -> Callable:
-    """Mark a data-plane view: CSRF-exempt (bearer auth, no cookies), JSON 405 for other
-    methods, domain errors mapped to JSON answers, unexpected ones to a bare 500."""
+    """Mark a data-plane view: JSON 405 for other methods (HEAD wherever GET is allowed),
+    domain errors mapped to JSON answers, an unreachable database to 503
+    ``service_unavailable``, anything unexpected to a bare 500; each answer observed
+    (:func:`_observed`: request id, access log, metrics). The API's handler runs no
+    middleware (portal/handlers.py), so no CSRF check applies: bearer auth, no cookies."""
+    allowed = (*methods, "HEAD") if "GET" in methods else methods
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @csrf_exempt
@@ -226,39 +260,107 @@ def api_view(*methods: str) -> Callable:
         @_observed
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
-                if request.method not in methods:
+                if request.method not in allowed:
                     raise ApiError(
-                        405, "method_not_allowed", f"Use {', '.join(methods)}.", headers={"Allow": ", ".join(methods)}
+                        405, "method_not_allowed", f"Use {', '.join(allowed)}.", headers={"Allow": ", ".join(allowed)}
                     )
+                if request.method == "HEAD":
+                    return _head(view(_as_get(request), *args, **kwargs))
                 return view(request, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - every answer of the API is JSON
-                try:
-                    return _error_response(_api_error(e))
-                except Exception:
-                    log.exception("data-plane API error on %s %s", request.method, request.path)
-                    return _error_response(ApiError(500, "internal_error", "Internal error."))
+                return _error_response(_answer_for(e, request))
 
-        wrapper.api_methods = methods  # read by tests/keys/test_openapi.py
+        wrapper.api_methods = allowed  # read by tests/keys/test_openapi.py
         return wrapper
 
     return decorate
 
 
+def _as_get(request: HttpRequest) -> HttpRequest:
+    request.method = "GET"
+    return request
+
+
+def _head(response: HttpResponse) -> HttpResponse:
+    """The GET answer without its body; Content-Length still says how long it would be."""
+    length = len(response.content)
+    response.content = b""
+    response["Content-Length"] = str(length)
+    return response
+
+
+def _answer_for(e: Exception, request: HttpRequest) -> ApiError:
+    try:
+        error = _api_error(e)
+    except (OperationalError, InterfaceError) as db_error:
+        outages.database_unreachable(db_error)
+        return ApiError(
+            503, "service_unavailable", "The service cannot reach its database right now; retry later.",
+            headers={"Retry-After": str(outages.RETRY_AFTER_SECONDS)},
+        )
+    except DisallowedHost:
+        return ApiError(400, "bad_request", "The Host header is not one this service answers to.")
+    except Exception:
+        # Never the path or the exception's text: either may hold a record key.
+        log.error(
+            "data-plane API error on %s %s: %s\n%s", request.method, _route_of(request), type(e).__name__,
+            "".join(traceback.format_tb(e.__traceback__)),
+        )
+        return ApiError(500, "internal_error", "Internal error.")
+    if error.code == "key_unavailable":
+        outages.key_unavailable(environment=getattr(request, "api_environment", None), reason=error.extra["reason"])
+    return error
+
+
+# The URL names of the API, as metrics and access-log labels ("api_record" -> "record");
+# any other path is "unknown".
+ROUTES = frozenset({"record", "records_batch", "records_find", "openapi"})
+
+
+def _route_of(request: HttpRequest) -> str:
+    match = request.resolver_match
+    name = (match.url_name or "").removeprefix("api_") if match is not None else ""
+    return name if name in ROUTES else "unknown"
+
+
 def _observed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Count and time every answer (``keys.metrics``) by method, URL name ("api_record" →
-    "record") and status class: never the path, which holds record keys and ids."""
+    """Give the request an id (``X-Request-ID``, as ``portal.middleware`` does for pages),
+    then count, time and log its answer: one ``keys.api.access`` line and the
+    ``keys.metrics`` series, by method, route name, environment public id and status —
+    never the path, which holds record keys. Django's own ``django.request`` line (which
+    has the path, and mails ADMINS for 5xx) is suppressed: this line replaces it."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         started = time.perf_counter()
-        response = view(request, *args, **kwargs)
-        match = request.resolver_match
-        route = (match.url_name or "unknown") if match is not None else "unknown"
-        metrics.api_request_observed(
-            method=request.method or "", route=route.removeprefix("api_"), status=response.status_code,
-            seconds=time.perf_counter() - started,
-        )
-        return response
+        method = request.method or ""  # before a HEAD is answered as a GET
+        request.request_id = request_id_for(request)
+        token = request_id_var.set(request.request_id)
+        try:
+            try:
+                request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it for pages
+                response = view(request, *args, **kwargs)
+            except DisallowedHost as e:
+                response = _error_response(_answer_for(e, request))
+            seconds = time.perf_counter() - started
+            route = _route_of(request)
+            environment = getattr(request, "api_environment", None)
+            response[REQUEST_ID_HEADER] = request.request_id
+            response["X-Content-Type-Options"] = "nosniff"
+            response["Content-Security-Policy"] = API_CSP
+            response._has_been_logged = True  # no django.request line: it would carry the path
+            metrics.api_request_observed(method=method, route=route, status=response.status_code, seconds=seconds)
+            access_log.info(
+                "%s %s %s", method, route, response.status_code,
+                extra={
+                    "method": method, "route": route, "status": response.status_code,
+                    "environment": str(environment.public_id) if environment is not None else None,
+                    "duration_ms": round(seconds * 1000, 1),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
 
     return wrapper
 

@@ -181,6 +181,10 @@ def encode_body(body: Any) -> bytes:
         encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise InvalidRecordInput("A record body must be a JSON value (no NaN or Infinity).") from e
+    except RecursionError as e:
+        # json.dumps recurses once per nesting level, like json.loads, but from deeper in
+        # the stack: a body the parser just accepted can still exhaust it here.
+        raise InvalidRecordInput("A record body is nested too deeply.") from e
     if len(encoded) > settings.API_MAX_BODY_BYTES:
         raise RecordTooLarge(f"A record body may be at most {settings.API_MAX_BODY_BYTES} bytes of JSON.")
     return encoded
@@ -280,7 +284,7 @@ def _lease(registration: KeyRegistration) -> Lease:
             key_version=registration.version,
         ) from e
     except DataKeyUnreadable as e:
-        log.error("data key of registration %s unreadable: %s", registration.pk, e.reason)
+        log.warning("data key of registration %s unreadable: %s", registration.pk, e.reason)
         raise KeyUnavailable(e.reason, str(e), key_version=registration.version) from e
 
 
@@ -514,7 +518,8 @@ def _decrypt(
         )
         body_json = plaintext.decode("utf-8")
     except (crypto.RecordIntegrityError, UnicodeDecodeError) as e:
-        log.warning("record %r of environment %s failed its integrity check", stored.record_key, environment.pk)
+        # Never the record key in a log line (it may itself be customer data).
+        log.warning("a record of environment %s failed its integrity check", environment.public_id)
         raise IntegrityFailure(stored.record_key) from e
     return DecryptedRecord(stored.record_key, body_json, stored.key_version, stored.updated_at)
 

@@ -54,6 +54,12 @@ def client_username(request: HttpRequest, credentials: dict | None = None) -> st
     return username[:AXES_USERNAME_MAX_LENGTH] if isinstance(username, str) else username
 
 
+def request_id_for(request: HttpRequest) -> str:
+    """The incoming ``X-Request-ID`` when sane, else a new UUID4 (hex)."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Gives every request an id: the incoming ``X-Request-ID`` when sane, else a new
     UUID4 (hex). It is ``request.request_id``, the ``request_id`` of every log line
@@ -64,8 +70,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = request_id_for(request)
         request.request_id = request_id
         token = request_id_var.set(request_id)
         started = time.monotonic()

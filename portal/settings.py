@@ -83,6 +83,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "portal.urls"
+# /api/ is served by its own handler, without MIDDLEWARE, from this URLconf (portal/handlers.py).
+API_URLCONF = "portal.api_urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [

@@ -1,6 +1,13 @@
+"""The WSGI entry point (gunicorn ``portal.wsgi:application``): ``/api/`` goes to the lean
+data-plane handler, everything else to the portal's (``portal.handlers``)."""
+
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-application = get_wsgi_application()
+django.setup(set_prefix=False)
+
+from portal.handlers import Dispatcher  # noqa: E402 - after django.setup()
+
+application = Dispatcher()

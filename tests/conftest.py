@@ -5,6 +5,7 @@ import json
 
 import boto3
 import pytest
+import django.test.client
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from moto import mock_aws
@@ -12,6 +13,7 @@ from moto import mock_aws
 from environments.models import Membership, Organization
 from environments.services import environment_create
 from keys import apikeys, cache, kms
+from portal.handlers import ApiHandlerMixin, route
 from tests.aws import isolate_aws_environment
 from tests.factories import REGION, Byok, make_byok
 
@@ -24,6 +26,34 @@ FAST_PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.MD5PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+
+
+class _ApiClientHandler(ApiHandlerMixin, django.test.client.ClientHandler):
+    """The test client's handler for /api/: the lean handler's chain and URLconf."""
+
+
+class RoutedClientHandler(django.test.client.ClientHandler):
+    """The test client's handler, routed like ``portal.wsgi.application``: /api/ to the
+    lean handler (no middleware), everything else to the portal's (every middleware)."""
+
+    def __init__(self, enforce_csrf_checks: bool = True, *args, **kwargs) -> None:
+        super().__init__(enforce_csrf_checks, *args, **kwargs)
+        self.api = _ApiClientHandler(enforce_csrf_checks, *args, **kwargs)
+
+    def __call__(self, environ):
+        if route(environ) == "api":
+            return self.api(environ)
+        return super().__call__(environ)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def production_dispatch_in_test_clients():
+    """Every ``django.test.Client`` (the ``client`` fixture and ``Client()`` alike) goes
+    through the production dispatch of ``portal.handlers``, not Django's single handler."""
+    original = django.test.client.ClientHandler
+    django.test.client.ClientHandler = RoutedClientHandler
+    yield
+    django.test.client.ClientHandler = original
 
 
 @pytest.fixture(autouse=True)

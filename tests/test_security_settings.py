@@ -93,7 +93,7 @@ def _csp(response) -> dict[str, str]:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("url", ["/accounts/login/", "/healthz", "/admin/login/", "/api/v1/nowhere"])
+@pytest.mark.parametrize("url", ["/accounts/login/", "/healthz", "/admin/login/"])
 def test_it_sends_the_security_headers_on_every_response(client, url):
     response = client.get(url)
 
@@ -106,6 +106,19 @@ def test_it_sends_the_security_headers_on_every_response(client, url):
     assert response["Referrer-Policy"] == "same-origin"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+@pytest.mark.django_db
+def test_it_sends_the_api_its_own_fixed_headers_without_the_browser_middleware(client):
+    """/api/ runs no middleware (portal/handlers.py): its JSON answers carry fixed headers
+    that keep a browser from rendering or framing them."""
+    response = client.get("/api/v1/nowhere")
+
+    assert response["Content-Type"] == "application/json"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert response["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in response
 
 
 @pytest.mark.django_db

@@ -1,6 +1,7 @@
 """The role matrix, proven on every URL of the project (README, "Roles").
 
-Every URL pattern is found by walking ``get_resolver().url_patterns`` (recursively), its
+Every URL pattern is found by walking ``get_resolver().url_patterns`` (recursively) of both
+URLconfs, the portal's (``ROOT_URLCONF``) and the lean /api/ handler's (``API_URLCONF``), its
 path converters are filled with real objects of org A (environment public id, key
 registration id, API key prefix, record key, organization id), and it is requested with
 GET and with POST by each of the cast: alice (owner of org A), carol (admin), bob
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.test import Client
@@ -134,6 +136,7 @@ EXPECTED: dict[str, Rule] = {
     "api_records_find": Rule(get=API_WRONG_METHOD, post=API_NO_KEY),
     "api_record": Rule(get=API_NO_KEY, post=API_WRONG_METHOD),
     "api_unknown": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for any other /api/v1/ path"),
+    "api_outside_v1": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for any other /api/ path"),
     "api_openapi": Rule(get=everyone(200), post=everyone(405), doc="public OpenAPI document of the data plane"),
     # Environments and organizations
     "home": Rule(get=roles(200), post=roles(405)),
@@ -214,23 +217,24 @@ class Route:
     route: str  # the full route from the root, e.g. "admin/keys/keyregistration/<path:object_id>/"
     named: bool
     converters: tuple[str, ...]
+    urlconf: str | None = None  # None: ROOT_URLCONF
 
 
-def walk(patterns=None, namespace: str = "", prefix: str = "") -> list[Route]:
+def walk(patterns=None, namespace: str = "", prefix: str = "", urlconf: str | None = None) -> list[Route]:
     routes = []
-    for entry in get_resolver().url_patterns if patterns is None else patterns:
+    for entry in get_resolver(urlconf).url_patterns if patterns is None else patterns:
         if isinstance(entry, URLResolver):
             inner = ":".join(n for n in (namespace, entry.namespace) if n)
-            routes += walk(entry.url_patterns, inner, prefix + str(entry.pattern))
+            routes += walk(entry.url_patterns, inner, prefix + str(entry.pattern), urlconf)
         else:
             route = prefix + str(entry.pattern)
             name = entry.name or route
             key = f"{namespace}:{name}" if namespace else name
-            routes.append(Route(key, route, bool(entry.name), tuple(entry.pattern.regex.groupindex)))
+            routes.append(Route(key, route, bool(entry.name), tuple(entry.pattern.regex.groupindex), urlconf))
     return routes
 
 
-ROUTES = walk()
+ROUTES = walk() + walk(urlconf=settings.API_URLCONF)
 
 
 def rule_for(key: str) -> Rule | None:
@@ -275,16 +279,16 @@ class World:
     def path(self, route: Route) -> str:
         if route.key in UNNAMED_SAMPLES:
             path = UNNAMED_SAMPLES[route.key]
-            assert resolve(path).route == route.route, f"{path} does not reach {route.key}"
+            assert resolve(path, route.urlconf).route == route.route, f"{path} does not reach {route.key}"
             return path
         fills = self.fills()
         missing = [name for name in route.converters if name not in fills]
         assert not missing, f"{route.key}: add a fill for {missing} in World.fills()"
         if route.named:
-            return reverse(route.key, kwargs={name: fills[name] for name in route.converters})
+            return reverse(route.key, route.urlconf, kwargs={name: fills[name] for name in route.converters})
         assert "(?P" not in route.route, f"{route.key}: add a sample path to UNNAMED_SAMPLES"
         path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(fills[m.group(1)]), route.route)
-        assert resolve(path).route == route.route, f"{path} does not reach {route.key}"
+        assert resolve(path, route.urlconf).route == route.route, f"{path} does not reach {route.key}"
         return path
 
 

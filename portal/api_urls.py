@@ -1,0 +1,11 @@
+"""The URLconf of the lean ``/api/`` handler (``portal.handlers.ApiHandler``,
+``settings.API_URLCONF``): the data-plane API and a JSON 404 for anything else under /api/."""
+
+from django.urls import include, path, re_path
+
+from keys import api
+
+urlpatterns = [
+    path("api/v1/", include("keys.api")),
+    re_path(r"^api/", api.unknown_path, name="api_outside_v1"),
+]
