@@ -5,7 +5,9 @@ from functools import cache
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET, require_safe
+from django.views.decorators.http import require_safe
+
+from . import outages
 
 
 def _database_ok() -> tuple[bool, str]:
@@ -14,6 +16,7 @@ def _database_ok() -> tuple[bool, str]:
             cursor.execute("SELECT 1")
         return True, connection.vendor
     except Exception as e:  # any driver error means "unreachable" to a health probe
+        outages.database_unreachable(e)
         return False, type(e).__name__
 
 
@@ -30,9 +33,10 @@ def _broker_ok() -> tuple[bool, str]:
         return False, type(e).__name__
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 with ``{"database": {...}, "broker": {...}}`` when both are reachable, else 503."""
+    """200 with ``{"database": {...}, "broker": {...}}`` when both are reachable, else 503
+    with ``Retry-After`` (``portal.outages``: logged once per interval, never mailed)."""
     db_ok, db_detail = _database_ok()
     broker_ok, broker_detail = _broker_ok()
     body = {
@@ -40,7 +44,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "database": {"ok": db_ok, "detail": db_detail},
         "broker": {"ok": broker_ok, "detail": broker_detail},
     }
-    return JsonResponse(body, status=200 if db_ok and broker_ok else 503)
+    if db_ok and broker_ok:
+        return JsonResponse(body)
+    response = JsonResponse(body, status=503, headers={"Retry-After": str(outages.RETRY_AFTER_SECONDS)})
+    # No django.request ERROR line (and mail to ADMINS) per probe: portal.outages logged it.
+    response._has_been_logged = True
+    return response
 
 
 @cache
