@@ -178,6 +178,9 @@ USE_TZ = True
 # Static files
 
 STATIC_URL = "static/"
+# Nothing is uploaded; set so Django's live test server hands every other path to the WSGI
+# application (portal.wsgi's dispatch) instead of claiming them all for media files.
+MEDIA_URL = "media/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 # WhiteNoise serves STATIC_ROOT (after collectstatic) and, without it, the app folders.

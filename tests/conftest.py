@@ -6,6 +6,7 @@ import json
 import boto3
 import pytest
 import django.test.client
+import django.test.testcases
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from moto import mock_aws
@@ -13,7 +14,7 @@ from moto import mock_aws
 from environments.models import Membership, Organization
 from environments.services import environment_create
 from keys import apikeys, cache, kms
-from portal.handlers import ApiHandlerMixin, route
+from portal.handlers import ApiHandlerMixin, Dispatcher, route
 from tests.aws import isolate_aws_environment
 from tests.factories import REGION, Byok, make_byok
 
@@ -51,9 +52,13 @@ def production_dispatch_in_test_clients():
     """Every ``django.test.Client`` (the ``client`` fixture and ``Client()`` alike) goes
     through the production dispatch of ``portal.handlers``, not Django's single handler."""
     original = django.test.client.ClientHandler
+    live_server_handler = django.test.testcases.WSGIHandler
     django.test.client.ClientHandler = RoutedClientHandler
+    # live_server (the browser tests) serves portal.handlers' dispatch too.
+    django.test.testcases.WSGIHandler = Dispatcher
     yield
     django.test.client.ClientHandler = original
+    django.test.testcases.WSGIHandler = live_server_handler
 
 
 @pytest.fixture(autouse=True)
