@@ -8,6 +8,6 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django.setup(set_prefix=False)
 
-from portal.handlers import Dispatcher  # noqa: E402 - after django.setup()
+from portal.handlers import Dispatcher
 
 application = Dispatcher()

@@ -1,7 +1,10 @@
 """The shared cast (like healthchecks' hc/test.py): alice owns org A, bob is a viewer in
 org A, carol is an admin in org A, charlie is an outsider who owns org B."""
 
+import io
 import json
+import logging
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -15,6 +18,7 @@ from environments.models import Membership, Organization
 from environments.services import environment_create
 from keys import apikeys, cache, kms
 from portal.handlers import ApiHandlerMixin, Dispatcher, route
+from portal.logging import JsonFormatter
 from tests.aws import isolate_aws_environment
 from tests.factories import REGION, Byok, make_byok
 
@@ -195,3 +199,27 @@ def api(client, environment, api_key):
             return client.generic(method, path, **(self.auth | extra))
 
     return Api()
+
+
+@pytest.fixture
+def console() -> Iterator[io.StringIO]:
+    """The formatted output of the configured handlers: every stream handler of the root
+    logger and of named loggers writes to one buffer; all loggers at DEBUG."""
+    buffer = io.StringIO()
+    swapped: list[tuple[logging.StreamHandler, object]] = []
+    levels: list[tuple[logging.Logger, int]] = []
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        levels.append((logger, logger.level))
+        logger.setLevel(logging.DEBUG)
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and isinstance(handler.formatter, JsonFormatter):
+                swapped.append((handler, handler.setStream(buffer)))
+    assert swapped, "no JSON stream handler is configured"
+    yield buffer
+    for handler, stream in swapped:
+        handler.setStream(stream)
+    for logger, level in levels:
+        logger.setLevel(level)

@@ -135,30 +135,6 @@ def test_it_keeps_a_record_whose_arguments_do_not_fit_its_format():
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def console() -> Iterator[io.StringIO]:
-    """The formatted output of the configured handlers: every stream handler of the root
-    logger and of named loggers writes to one buffer; all loggers at DEBUG."""
-    buffer = io.StringIO()
-    swapped: list[tuple[logging.StreamHandler, object]] = []
-    levels: list[tuple[logging.Logger, int]] = []
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        levels.append((logger, logger.level))
-        logger.setLevel(logging.DEBUG)
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler and isinstance(handler.formatter, JsonFormatter):
-                swapped.append((handler, handler.setStream(buffer)))
-    assert swapped, "no JSON stream handler is configured"
-    yield buffer
-    for handler, stream in swapped:
-        handler.setStream(stream)
-    for logger, level in levels:
-        logger.setLevel(level)
-
-
 def _lines(buffer: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 

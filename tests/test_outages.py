@@ -5,7 +5,6 @@ chunked bodies, answers HEAD wherever GET works, and no nesting depth gives a 50
 import io
 import json
 import logging
-import socket
 
 import pytest
 from django.core import mail
@@ -13,8 +12,8 @@ from django.db import connection
 
 from keys import apikeys, cache, kms
 from portal import outages
-from tests.keys.test_api import api, api_key, error_of  # noqa: F401  (shared fixtures)
-from tests.keys.test_records import aws, byok, throttle  # noqa: F401
+from tests.factories import error_of, throttle
+from tests.support import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +36,6 @@ def warnings_and_errors(caplog):
     return caplog
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def database_down():
     """The default connection points at a port nothing listens on, until the test ends."""
@@ -50,7 +43,7 @@ def database_down():
         pytest.skip("needs a database server to take away")
     saved = dict(connection.settings_dict)
     connection.close()
-    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = "127.0.0.1", str(_closed_port())
+    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = "127.0.0.1", str(free_port())
     yield
     connection.close()
     connection.settings_dict.clear()
@@ -104,7 +97,7 @@ def test_it_logs_an_outage_again_after_the_interval_with_the_count(warnings_and_
 
 @pytest.mark.django_db
 def test_it_warns_of_key_unavailable_with_the_environment_and_reason_never_the_record_key(
-    api, environment, byok, monkeypatch, mails_to_admins, warnings_and_errors  # noqa: F811
+    api, environment, byok, monkeypatch, mails_to_admins, warnings_and_errors
 ):
     api.put("national-id:790203-1234", {"body": 1})
     cache.clear()

@@ -17,12 +17,11 @@ from django.db import connection
 from keys import cache, kms, records
 from keys.models import Record
 from portal import outages
-from tests.keys.test_api import api, api_key  # noqa: F401  (shared fixtures)
-from tests.keys.test_records import aws, byok, throttle  # noqa: F401
-from tests.test_logging import console  # noqa: F401
-from tests.test_metrics import TOKEN, scrape
+from tests.factories import throttle
+from tests.support import free_port
 
 CANARY = "national-id:canary-5f1e9b27"
+TOKEN = "canary-metrics-token-0123456789"
 # What the access log says instead: the route name.
 ROUTE_WORDS = ("record", "records_find", "records_batch")
 
@@ -36,7 +35,13 @@ def reporting(settings):
     return mail.outbox
 
 
-def everything_written(console, client) -> str:  # noqa: F811
+def scrape(client) -> str:
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def everything_written(console, client) -> str:
     mails = "".join(
         m.subject + m.body + "".join(str(a[0]) for a in getattr(m, "alternatives", [])) for m in mail.outbox
     )
@@ -45,7 +50,7 @@ def everything_written(console, client) -> str:  # noqa: F811
 
 @pytest.mark.django_db
 def test_the_canary_record_key_appears_in_no_log_line_mail_or_metric_on_any_path(
-    api, client, console, environment, byok, monkeypatch, reporting, settings  # noqa: F811
+    api, client, console, environment, byok, monkeypatch, reporting, settings
 ):
     logging.getLogger("keys.api.access").setLevel(logging.DEBUG)
     answers = {}
@@ -85,16 +90,14 @@ def test_the_canary_record_key_appears_in_no_log_line_mail_or_metric_on_any_path
 
 @pytest.mark.django_db(transaction=True)
 def test_the_canary_record_key_stays_out_when_the_database_is_unreachable(
-    client, console, environment, alice, reporting  # noqa: F811
+    client, console, environment, alice, reporting
 ):
     from keys import apikeys
-
-    from tests.test_outages import _closed_port
 
     _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
     saved = dict(connection.settings_dict)
     connection.close()
-    connection.settings_dict["PORT"] = str(_closed_port())
+    connection.settings_dict["PORT"] = str(free_port())
     try:
         answer = client.get(
             f"/api/v1/environments/{environment.public_id}/records/{CANARY}", HTTP_AUTHORIZATION=f"Bearer {key}"
