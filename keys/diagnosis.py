@@ -22,10 +22,12 @@ from typing import Literal
 
 from django.views.decorators.debug import sensitive_variables
 
-from keys import kms
+from keys import kms, sts
 from keys.kms import KeyDescription, KmsCredentials, KmsError, Reason
+from keys.sts import Reason as StsReason
+from keys.sts import StsError
 
-__all__ = ["CHECKS", "CheckResult", "Diagnosis", "diagnose"]
+__all__ = ["CHECKS", "ROLE_CHECKS", "CheckResult", "Diagnosis", "RoleAccess", "diagnose"]
 
 Status = Literal["pass", "fail", "warn", "skip"]
 Outcome = Literal["passed", "failed", "unverified"]
@@ -54,7 +56,14 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ("decrypt.algorithm", "Encryption algorithm is SYMMETRIC_DEFAULT"),
     ("policy.excess_privilege", "Credentials allow only kms:Decrypt and kms:DescribeKey"),
 )
-_LABELS = dict(CHECKS)
+# Role mode (issue 14): the same checks, with AssumeRole first; the KMS checks run
+# with the role's temporary credentials.
+ROLE_CHECKS: tuple[tuple[str, str], ...] = (
+    CHECKS[0],
+    ("sts.assume_role", "AssumeRole succeeds with this environment's external ID"),
+    *CHECKS[1:],
+)
+_LABELS = dict(ROLE_CHECKS)
 
 _RETRY_REMEDY = "Nothing to change on your side: the platform validates again automatically."
 
@@ -105,6 +114,26 @@ class Diagnosis:
 
 
 @dataclass(frozen=True)
+class RoleAccess:
+    """Role mode: what AssumeRole is called with, and what its texts quote.
+
+    ``platform_principal_arn`` is the ARN the trust policy must name (setting
+    ``PLATFORM_AWS_PRINCIPAL_ARN``); ``sts_endpoint_url`` is None for AWS.
+    """
+
+    role_arn: str
+    external_id: str
+    session_name: str
+    platform_principal_arn: str
+    duration_seconds: int = sts.DEFAULT_DURATION_SECONDS
+    sts_endpoint_url: str | None = None
+
+    @property
+    def role_name(self) -> str:
+        return self.role_arn.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
 class _Registration:
     """What the checks compare against, and what the texts quote."""
 
@@ -112,6 +141,7 @@ class _Registration:
     region: str
     account_id: str
     has_encryption_context: bool
+    grantee: str = "the IAM policy of this user"
 
     @property
     def policy_statement(self) -> str:
@@ -143,9 +173,10 @@ def diagnose(
     account_id: str,
     encrypted_data_key: bytes,
     encryption_context: dict[str, str] | None,
-    credentials: KmsCredentials,
+    credentials: KmsCredentials | None,
     endpoint_url: str | None = None,
     check_excess_privilege: bool = True,
+    role: RoleAccess | None = None,
 ) -> Diagnosis:
     """Check a BYOK registration against KMS and explain every problem found.
 
@@ -157,18 +188,31 @@ def diagnose(
     learn both facts at once. The plaintext data key is zeroed as soon as its
     size is checked.
 
+    In role mode (``role`` given, ``credentials`` None) STS AssumeRole comes
+    first, with the role ARN, the external ID, the session name and duration;
+    the KMS checks then run with the temporary credentials it returned (used
+    for this diagnosis only, never stored), and are skipped when it fails.
+
     Returns a :class:`Diagnosis` with one :class:`CheckResult` per entry of
-    :data:`CHECKS`, in that order. Raises nothing for KMS errors (they become
-    checks); programming errors propagate.
+    :data:`CHECKS` (:data:`ROLE_CHECKS` in role mode), in that order. Raises
+    nothing for KMS or STS errors (they become checks); programming errors propagate.
     """
     registration = _Registration(
         kms_key_arn=kms_key_arn,
         region=region,
         account_id=account_id,
         has_encryption_context=bool(encryption_context),
+        grantee="the IAM policy of this user" if role is None else "the permissions policy of the role",
     )
-    call = {"region": region, "credentials": credentials, "endpoint_url": endpoint_url}
     checks = [_check_region(registration)]
+    if role is not None:
+        assumed, credentials = _assume_role_check(role, region)
+        checks.append(assumed)
+        if credentials is None:
+            skipped = [_skip(n, "Not checked: AssumeRole did not succeed.") for n, _label in CHECKS[1:]]
+            return _conclude(checks + skipped)
+    assert credentials is not None, "diagnose needs credentials or a role"
+    call = {"region": region, "credentials": credentials, "endpoint_url": endpoint_url}
     checks += _describe_checks(registration, call)
     checks += _decrypt_checks(registration, call, encrypted_data_key, encryption_context)
     decrypted = next(c for c in checks if c.name == "decrypt.call").status == PASS
@@ -580,6 +624,7 @@ _REASON_CAUSES_SHORT = {
     Reason.NETWORK: "KMS could not be reached",
     Reason.CLOCK_SKEW: "the platform's clock is off (clock skew)",
     Reason.KEY_UNAVAILABLE: "the key was temporarily unavailable",
+    Reason.EXPIRED_TOKEN: "the temporary credentials expired",
 }
 
 
@@ -618,12 +663,12 @@ def _access_denied_texts(operation: str, registration: _Registration) -> tuple[s
     cause = f"AWS denied {action} on this key to these credentials."
     if operation == "DescribeKey":
         remedy = (
-            f'Add "kms:DescribeKey" next to "kms:Decrypt" in the IAM policy of this user, on the resource '
+            f'Add "kms:DescribeKey" next to "kms:Decrypt" in {registration.grantee}, on the resource '
             f'"{registration.kms_key_arn}", then validate again: {registration.policy_statement}'
         )
     else:
         remedy = (
-            f'Allow "{action}" on the resource "{registration.kms_key_arn}" in the IAM policy of this user '
+            f'Allow "{action}" on the resource "{registration.kms_key_arn}" in {registration.grantee} '
             f"({registration.policy_statement}), check that the key policy lets this account's IAM policies "
             "grant it, then validate again."
         )
@@ -643,12 +688,21 @@ def _incorrect_key_texts(error: KmsError, registration: _Registration) -> tuple[
 
 _TRANSIENT_TEXTS = {
     Reason.THROTTLED: "KMS throttled the request: this account's KMS request quota was exceeded for a moment.",
-    Reason.INTERNAL: "KMS had an internal error or one of its dependencies timed out.",
+    Reason.INTERNAL: (
+        "KMS had an internal error (InternalFailure, KMSInternalException), was unavailable "
+        "(ServiceUnavailable) or one of its dependencies timed out."
+    ),
+    Reason.EXPIRED_TOKEN: (
+        "KMS refused the role's temporary credentials because their security token expired "
+        "(ExpiredTokenException). The platform assumes the role again for the next attempt; "
+        "this is not a problem with your AWS set-up."
+    ),
     Reason.TIMEOUT: "KMS in {region} did not answer within the time limit.",
     Reason.NETWORK: "The platform could not reach KMS in {region} (network error: KMS unreachable).",
     Reason.CLOCK_SKEW: (
-        "AWS rejected the request signature as expired: the platform's clock differs from AWS time by "
-        "more than 5 minutes (clock skew). This is not a problem with your AWS set-up."
+        "AWS rejected the request as expired (an expired signature or RequestExpired): the platform's "
+        "clock differs from AWS time by more than 5 minutes (clock skew), or the request was delayed "
+        "too long. This is not a problem with your AWS set-up."
     ),
     Reason.KEY_UNAVAILABLE: (
         "KMS reported the key as temporarily unavailable (for a key in a custom key store: the key "
@@ -666,6 +720,19 @@ _PERMANENT_TEXTS = {
         "made with the secret does not match.",
         "Enter the secret access key that belongs to this access key ID again, or create a new "
         "access key and replace both.",
+    ),
+    Reason.INCOMPLETE_SIGNATURE: (
+        "AWS refused the request because its signature is incomplete (IncompleteSignature): the "
+        "platform sent a malformed request. This is a problem on the platform's side, not in your "
+        "AWS account.",
+        "Nothing to change on your side; if it persists, contact support with the error code.",
+    ),
+    Reason.OPT_IN_REQUIRED: (
+        "AWS answered OptInRequired: the AWS account of these credentials has not enabled region "
+        "{region}, which is an opt-in Region, so KMS there refuses its requests.",
+        "Enable region {region} for the account (AWS console → Account → AWS Regions → Enable, or "
+        "aws account enable-region --region-name {region}), wait until it shows Enabled, then "
+        "validate again.",
     ),
     Reason.NOT_FOUND: (
         "KMS has no key {arn} in region {region} that these credentials can see.",
@@ -692,5 +759,111 @@ _PERMANENT_TEXTS = {
     Reason.VALIDATION: (
         "KMS rejected the request as malformed (for example an empty or truncated encrypted data key).",
         "Check the key ARN and paste the encrypted data key again, then validate again.",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------
+# STS AssumeRole (role mode)
+# ---------------------------------------------------------------------------
+
+
+@sensitive_variables("temporary")
+def _assume_role_check(role: RoleAccess, region: str) -> tuple[CheckResult, KmsCredentials | None]:
+    name = "sts.assume_role"
+    try:
+        temporary = sts.assume_role(
+            role_arn=role.role_arn,
+            external_id=role.external_id,
+            session_name=role.session_name,
+            region=region,
+            duration_seconds=role.duration_seconds,
+            endpoint_url=role.sts_endpoint_url,
+        )
+    except StsError as e:
+        cause, remedy = _sts_error_texts(e, role, region)
+        check = _result(
+            name, FAIL, cause, remedy, aws_error_code=e.code, reason=e.reason, transient=not e.permanent
+        )
+        return check, None
+    cause = (
+        f"The platform assumed {role.role_arn} with this environment's external ID "
+        f"(session {role.session_name}, {role.duration_seconds // 60} minutes)."
+    )
+    return _result(name, PASS, cause), temporary.kms_credentials()
+
+
+def _sts_error_texts(error: StsError, role: RoleAccess, region: str) -> tuple[str, str]:
+    texts = _STS_TEXTS.get(error.reason)
+    if texts is None:
+        return error.message, "Validate again; if it keeps failing, contact support with the error code."
+    values = {
+        "role_arn": role.role_arn,
+        "role_name": role.role_name,
+        "principal": role.platform_principal_arn or "(the platform principal is not configured)",
+        "external_id": role.external_id,
+        "duration": role.duration_seconds,
+        "region": region,
+        "account": role.role_arn.split(":")[4] if role.role_arn.count(":") >= 5 else "",
+        "code": error.code or "no error code",
+        "message": error.message,
+    }
+    cause, remedy = texts
+    return cause.format(**values), remedy.format(**values)
+
+
+_PLATFORM_REMEDY = (
+    "Nothing to change on your side: the platform's operators have to renew the platform's own AWS "
+    "credentials; the platform validates again automatically."
+)
+
+_STS_TEXTS = {
+    StsReason.ACCESS_DENIED: (
+        "AWS refused sts:AssumeRole on {role_arn} to the platform principal {principal} (AccessDenied). "
+        "AWS gives this same answer for different causes and does not say which: (a) the role does not "
+        "exist (wrong account, name or path); (b) its trust policy does not name the platform principal; "
+        "(c) its trust policy requires a different external ID, or does not require this one - the "
+        "external ID is missing from its sts:ExternalId condition or differs from it.",
+        "Check each in turn. (a) aws iam get-role --role-name {role_name} --query Role.Arn --output text "
+        "must print exactly {role_arn}. (b) aws iam get-role --role-name {role_name} --query "
+        "Role.AssumeRolePolicyDocument must show \"Principal\": {{\"AWS\": \"{principal}\"}} with "
+        "\"Action\": \"sts:AssumeRole\". (c) the same document must have \"Condition\": "
+        "{{\"StringEquals\": {{\"sts:ExternalId\": \"{external_id}\"}}}} - this environment's "
+        "external ID, character for character. Fix the trust policy with aws iam "
+        "update-assume-role-policy --role-name {role_name} --policy-document file://trust-policy.json "
+        "(the trust policy shown on this page), then validate again.",
+    ),
+    StsReason.DURATION_TOO_LONG: (
+        "AssumeRole asked for a {duration}-second session, which is above the role's maximum session "
+        "duration (MaxSessionDuration): STS refused it (ValidationError).",
+        "Raise the role's maximum to at least {duration} seconds: aws iam update-role --role-name "
+        "{role_name} --max-session-duration {duration}, then validate again.",
+    ),
+    StsReason.REGION_DISABLED: (
+        "STS is not activated in {region} for the account (RegionDisabledException), so it cannot "
+        "issue temporary credentials for the role there.",
+        "In account {account}, open IAM → Account settings → Security Token Service (STS) → Endpoints "
+        "and activate {region}, then validate again.",
+    ),
+    StsReason.PLATFORM_CREDENTIALS: (
+        "STS rejected the platform's own AWS credentials ({code}): they are expired, invalid or missing. "
+        "This is a problem on the platform's side, not in your AWS account or your role.",
+        _PLATFORM_REMEDY,
+    ),
+    StsReason.THROTTLED: (
+        "STS throttled the request: the AssumeRole request rate was exceeded for a moment.",
+        _RETRY_REMEDY,
+    ),
+    StsReason.INTERNAL: ("STS had an internal error or was unavailable.", _RETRY_REMEDY),
+    StsReason.TIMEOUT: ("STS in {region} did not answer within the time limit.", _RETRY_REMEDY),
+    StsReason.NETWORK: ("The platform could not reach STS in {region} (network error).", _RETRY_REMEDY),
+    StsReason.CLOCK_SKEW: (
+        "STS rejected the request as expired: the platform's clock differs from AWS time (clock skew). "
+        "This is not a problem with your AWS set-up.",
+        _RETRY_REMEDY,
+    ),
+    StsReason.VALIDATION: (
+        "STS rejected the AssumeRole request as invalid: {message}",
+        "Check the role ARN (arn:aws:iam::ACCOUNT:role/NAME), then validate again.",
     ),
 }

@@ -93,16 +93,18 @@ _MESSAGE_MAX_CHARS = 300
 
 @dataclass(frozen=True)
 class KmsCredentials:
-    """IAM credentials of the customer's IAM user.
+    """IAM credentials of the customer's IAM user, or the temporary credentials
+    of the customer's role (role mode, from :mod:`keys.sts`: ``session_token`` set).
 
     ``version`` is the credential version of the registration (it changes when
     the credentials are replaced); it is part of the client cache key.
-    The secret never appears in ``repr()``.
+    The secret and the session token never appear in ``repr()``.
     """
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     version: str = ""
+    session_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Reason:
     ACCESS_DENIED = "access_denied"
     INVALID_CREDENTIALS = "invalid_credentials"
     BAD_SIGNATURE = "bad_signature"
+    INCOMPLETE_SIGNATURE = "incomplete_signature"
+    OPT_IN_REQUIRED = "opt_in_required"
     DISABLED = "disabled"
     PENDING_DELETION = "pending_deletion"
     PENDING_IMPORT = "pending_import"
@@ -190,6 +194,7 @@ class Reason:
     NETWORK = "network"
     CLOCK_SKEW = "clock_skew"
     KEY_UNAVAILABLE = "key_unavailable"
+    EXPIRED_TOKEN = "expired_token"
 
 
 class KmsError(Exception):
@@ -257,11 +262,16 @@ _PERMANENT_CODES: dict[str, str] = {
     "AccessDenied": Reason.ACCESS_DENIED,  # IAM's spelling (moto's 403 body)
     "UnrecognizedClientException": Reason.INVALID_CREDENTIALS,
     "InvalidClientTokenId": Reason.INVALID_CREDENTIALS,
-    "ExpiredTokenException": Reason.INVALID_CREDENTIALS,
     "MissingAuthenticationToken": Reason.INVALID_CREDENTIALS,
     "MissingAuthenticationTokenException": Reason.INVALID_CREDENTIALS,
     "InvalidSignatureException": Reason.BAD_SIGNATURE,
     "SignatureDoesNotMatch": Reason.BAD_SIGNATURE,
+    # "The request signature does not conform to AWS standards" (HTTP 400): a
+    # malformed request from this platform; retrying the same request cannot help.
+    "IncompleteSignature": Reason.INCOMPLETE_SIGNATURE,
+    # "The AWS access key ID needs a subscription for the service" (HTTP 403): the
+    # account has not enabled this opt-in Region (af-south-1, ap-east-1, ...).
+    "OptInRequired": Reason.OPT_IN_REQUIRED,
     "DisabledException": Reason.DISABLED,
     "NotFoundException": Reason.NOT_FOUND,
     "IncorrectKeyException": Reason.INCORRECT_KEY,
@@ -290,6 +300,13 @@ _TRANSIENT_CODES: dict[str, str] = {
     "InternalServerError": Reason.INTERNAL,
     "ServiceUnavailable": Reason.INTERNAL,
     "ServiceUnavailableException": Reason.INTERNAL,
+    # "The request reached the service more than 15 minutes after the date stamp
+    # on the request" (HTTP 400): this server's clock, or a request stuck in a queue.
+    "RequestExpired": Reason.CLOCK_SKEW,
+    # The security token of temporary (role-mode) credentials expired: the platform
+    # assumes the role again and retries; not a revocation. With an IAM user's
+    # long-term access key KMS does not send it.
+    "ExpiredTokenException": Reason.EXPIRED_TOKEN,
     "RequestTimeout": Reason.TIMEOUT,
     "RequestTimeoutException": Reason.TIMEOUT,
     # "The request was rejected because the specified KMS key was not
@@ -327,6 +344,8 @@ _REASON_TEXT = {
     Reason.ACCESS_DENIED: "access denied",
     Reason.INVALID_CREDENTIALS: "the access key ID is not recognised",
     Reason.BAD_SIGNATURE: "the request signature does not match (wrong secret access key)",
+    Reason.INCOMPLETE_SIGNATURE: "the request signature is incomplete (a platform error)",
+    Reason.OPT_IN_REQUIRED: "the AWS account has not enabled this Region (opt-in required)",
     Reason.DISABLED: "the KMS key is disabled",
     Reason.PENDING_DELETION: "the KMS key is pending deletion",
     Reason.PENDING_IMPORT: "the KMS key is pending import of its key material",
@@ -344,6 +363,7 @@ _REASON_TEXT = {
     Reason.NETWORK: "network error",
     Reason.CLOCK_SKEW: "clock skew: the request signature expired, check this server's clock",
     Reason.KEY_UNAVAILABLE: "the KMS key is temporarily unavailable",
+    Reason.EXPIRED_TOKEN: "the temporary credentials' security token expired",
 }
 
 
@@ -467,6 +487,8 @@ def _redacted(error: KmsError, credentials: KmsCredentials) -> KmsError:
     """Make sure neither credential appears in the message, whatever the
     endpoint echoed back. The access key ID shrinks to its last four characters."""
     message = error.message
+    if credentials.session_token:
+        message = message.replace(credentials.session_token, "[redacted]")
     if credentials.secret_access_key:
         message = message.replace(credentials.secret_access_key, "[redacted]")
     if credentials.access_key_id:
@@ -497,7 +519,9 @@ def _cache_key(
     region: str, credentials: KmsCredentials, endpoint_url: str | None, options: KmsClientOptions
 ) -> tuple[Any, ...]:
     fingerprint = hmac.new(
-        _fingerprint_key, credentials.secret_access_key.encode(), hashlib.sha256
+        _fingerprint_key,
+        f"{credentials.secret_access_key}\0{credentials.session_token}".encode(),
+        hashlib.sha256,
     ).digest()
     return (region, credentials.access_key_id, credentials.version, fingerprint, endpoint_url, options)
 
@@ -537,6 +561,7 @@ def _build_client(
     session = boto3.session.Session(
         aws_access_key_id=credentials.access_key_id,
         aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token or None,
         region_name=region,
     )
     config = Config(

@@ -61,7 +61,9 @@ __all__ = [
     "parse_encrypted_data_key",
     "parse_encryption_context",
     "parse_kms_key_arn",
+    "RoleArn",
     "parse_region",
+    "parse_role_arn",
     "parse_secret_access_key",
 ]
 
@@ -164,6 +166,17 @@ class KmsKeyArn:
     account_id: str
     key_id: str
     multi_region: bool
+
+
+@dataclass(frozen=True)
+class RoleArn:
+    """A parsed IAM role ARN: ``arn:<partition>:iam::<account_id>:role/<path/><name>``; ``path`` is "/" or "/a/b/"."""
+
+    arn: str
+    partition: str
+    account_id: str
+    path: str
+    name: str
 
 
 # --- Characters and lengths ------------------------------------------------
@@ -1021,3 +1034,133 @@ def iam_policy_json(*, kms_key_arn: str) -> str:
         ],
     }
     return json.dumps(policy, indent=2)
+
+
+# --- IAM role ARN (role mode) ----------------------------------------------
+
+EXAMPLE_ROLE_ARN = "arn:aws:iam::111122223333:role/byok-portal-access"
+ROLE_ARN_MAX_LENGTH = 2048  # IAM's limit for a role ARN
+# Role names: 1-64 of [\w+=,.@-]; paths: "/" or "/" + segments + "/", up to 512
+# characters of ASCII 0x21-0x7E. IAM User Guide, "IAM identifiers" and
+# CreateRole: https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html
+_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+_ROLE_PATH = re.compile(r"/(?:[\x21-\x2e\x30-\x7e]+/)*")
+_ROLE_PATH_MAX_LENGTH = 512
+
+
+def parse_role_arn(value: str, *, kms_key_arn: KmsKeyArn | None) -> RoleArn:
+    """Parse an IAM role ARN, ``arn:<partition>:iam::<account>:role/<path/><name>``.
+
+    Rules and sources ("IAM identifiers", IAM User Guide; CreateRole):
+
+    * Partitions ``aws``, ``aws-cn``, ``aws-us-gov``; service ``iam``; no region
+      (IAM is global, so the fourth part is empty); account 12 digits.
+    * Resource ``role/`` then an optional path (``/division/team/``) and the
+      role name (1-64 of letters, digits and ``+=,.@_-``).
+    * Refused with a pointer to the right thing: an IAM user ARN (that is
+      the access-key way), an assumed-role ARN (``arn:aws:sts::…:assumed-role/…``,
+      a session of a role, not the role), any other ARN.
+    * The partition must be the KMS key's: a role in one partition cannot be
+      used for a key in another.
+
+    Raises InputError with a message telling the admin what to correct.
+    """
+    field = "role ARN"
+    value = _clean(value, field=field, max_length=ROLE_ARN_MAX_LENGTH)
+    if not value:
+        raise InputError(f"Enter the role ARN, for example {EXAMPLE_ROLE_ARN}.")
+    if value[:4].lower() != "arn:":
+        raise InputError(_not_a_role_arn_message(value))
+    parts = value.split(":", 5)
+    if len(parts) != 6:
+        raise InputError(
+            f"This ARN is incomplete: a role ARN has six parts separated by colons, like {EXAMPLE_ROLE_ARN}. "
+            "Copy the whole role ARN again."
+        )
+    prefix, partition, service, region, account_id, resource = parts
+    if prefix != "arn" or any(part != part.lower() for part in (partition, service)):
+        raise InputError(f"Write the ARN in lower case up to the account ID, exactly as IAM shows it: {EXAMPLE_ROLE_ARN}.")
+    _check_role_partition(partition)
+    _check_role_service(service, resource, account_id)
+    if region:
+        raise InputError(
+            "An IAM role ARN has no region: the part between iam: and the account ID is empty "
+            f"(arn:{partition}:iam::ACCOUNT:role/NAME). Copy the role ARN again from the IAM console."
+        )
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise InputError(
+            "The account ID in the role ARN must be 12 digits, like 111122223333; "
+            f"it has {len(account_id)} characters. Copy the role ARN again."
+        )
+    path, name = _role_path_and_name(resource)
+    if kms_key_arn is not None and kms_key_arn.partition != partition:
+        raise InputError(
+            f"The role is in the {partition} partition but the KMS key is in {kms_key_arn.partition}: "
+            f"the role must be in the key's partition (its ARN starts with arn:{kms_key_arn.partition}:iam::)."
+        )
+    return RoleArn(arn=value, partition=partition, account_id=account_id, path=path, name=name)
+
+
+def _not_a_role_arn_message(value: str) -> str:
+    if _ROLE_NAME.fullmatch(value):
+        return (
+            "This looks like a role name; the portal needs the full role ARN "
+            f"(arn:aws:iam::<account>:role/<name>). Find it with: aws iam get-role --role-name {value} "
+            "--query Role.Arn --output text"
+        )
+    return f"This is not an ARN. Enter the role ARN, which looks like {EXAMPLE_ROLE_ARN}."
+
+
+def _check_role_partition(partition: str) -> None:
+    if partition in SUPPORTED_PARTITIONS:
+        return
+    named = f"the {partition} partition" if partition in _known_partitions() else "this partition"
+    raise InputError(
+        f"The portal does not support {named}: the role ARN must start with arn:aws:iam::, "
+        "arn:aws-cn:iam:: (AWS China) or arn:aws-us-gov:iam:: (AWS GovCloud)."
+    )
+
+
+def _check_role_service(service: str, resource: str, account_id: str) -> None:
+    if service == "iam":
+        if resource.startswith("role/"):
+            return
+        if resource.startswith("user/"):
+            raise InputError(
+                "This is an IAM user ARN. In role mode the platform assumes a role in your account; "
+                "enter the ARN of that role (arn:aws:iam::ACCOUNT:role/NAME), or choose "
+                '"IAM user access key" to give the platform an access key of this user instead.'
+            )
+        what = next((text for start, text in _IAM_RESOURCES.items() if resource.startswith(start)), "an IAM ARN")
+        raise InputError(f"This is {what}; the portal needs a role ARN like {EXAMPLE_ROLE_ARN}.")
+    if service == "sts" and resource.startswith("assumed-role/"):
+        role_name = resource.split("/")[1] if resource.count("/") >= 1 else "NAME"
+        hint = role_name if _ROLE_NAME.fullmatch(role_name) else "NAME"
+        raise InputError(
+            "This is an assumed-role ARN: it names one session of a role, not the role. Enter the role's "
+            f"own ARN, arn:<partition>:iam::{account_id if _ACCOUNT_ID.fullmatch(account_id) else 'ACCOUNT'}"
+            f":role/<path/>{hint} (aws iam get-role --role-name {hint} --query Role.Arn --output text)."
+        )
+    if service == "kms":
+        raise InputError(
+            "This is a KMS ARN; enter it as the KMS key ARN. The role ARN is the IAM role the platform "
+            f"assumes, like {EXAMPLE_ROLE_ARN}."
+        )
+    raise InputError(f"This is not an IAM role ARN; the portal needs one like {EXAMPLE_ROLE_ARN}.")
+
+
+def _role_path_and_name(resource: str) -> tuple[str, str]:
+    rest = resource[len("role/"):]
+    path, _slash, name = ("/" + rest).rpartition("/")
+    path += "/"
+    if not _ROLE_NAME.fullmatch(name):
+        raise InputError(
+            "The role name (after role/ and any path) must be 1 to 64 letters, digits or +=,.@_- "
+            "characters. Copy the role ARN again from the IAM console."
+        )
+    if len(path) > _ROLE_PATH_MAX_LENGTH or not _ROLE_PATH.fullmatch(path):
+        raise InputError(
+            "The path of the role (between role/ and its name) is not a valid IAM path like "
+            "/division/team/. Copy the role ARN again."
+        )
+    return path, name

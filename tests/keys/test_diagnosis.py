@@ -593,6 +593,10 @@ def test_it_fails_an_unexpected_encryption_algorithm(stubber) -> None:
         ("NotFoundException", f"Key '{ARN}' does not exist", "not_found", "KMS has no key", "Check the key ARN"),
         ("DisabledException", f"{ARN} is disabled.", "disabled", "disabled", "Enable the key"),
         ("ValidationException", "", "validation", "malformed", "paste the encrypted data key again"),
+        ("IncompleteSignature", "The request signature does not conform to AWS standards.",
+         "incomplete_signature", "platform's side", "contact support"),
+        ("OptInRequired", "The AWS access key ID needs a subscription for the service",
+         "opt_in_required", f"has not enabled region {REGION}", "aws account enable-region"),
     ],
 )
 def test_it_explains_each_permanent_decrypt_error(stubber, code, message, reason, cause, remedy) -> None:
@@ -620,6 +624,11 @@ EXPIRED = "Signature expired: 20260101T000000Z is now earlier than 20260101T0006
         ("KMSInternalException", "", 500, "internal", "internal error"),
         ("DependencyTimeoutException", "", 503, "internal", "internal error"),
         ("KeyUnavailableException", "", 500, "key_unavailable", "temporarily unavailable"),
+        ("ExpiredTokenException", "The security token included in the request is expired", 400,
+         "expired_token", "security token expired"),
+        ("InternalFailure", "", 500, "internal", "InternalFailure"),
+        ("RequestExpired", "Request has expired.", 400, "clock_skew", "RequestExpired"),
+        ("ServiceUnavailable", "", 503, "internal", "ServiceUnavailable"),
     ],
 )
 def test_it_leaves_the_registration_unverified_on_transient_errors(stubber, code, message, status, reason, cause):

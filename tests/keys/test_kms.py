@@ -337,6 +337,16 @@ ERROR_CASES = [
     ("KMSInternalException", 500, "", KmsTransientError, Reason.INTERNAL),
     ("DependencyTimeoutException", 503, "", KmsTransientError, Reason.INTERNAL),
     ("KeyUnavailableException", 500, "", KmsTransientError, Reason.KEY_UNAVAILABLE),
+    # The KMS common errors (https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html)
+    ("ExpiredTokenException", 400, "The security token included in the request is expired",
+     KmsTransientError, Reason.EXPIRED_TOKEN),
+    ("IncompleteSignature", 400, "The request signature does not conform to AWS standards.",
+     KmsPermanentError, Reason.INCOMPLETE_SIGNATURE),
+    ("InternalFailure", 500, "", KmsTransientError, Reason.INTERNAL),
+    ("OptInRequired", 403, "The AWS access key ID needs a subscription for the service",
+     KmsPermanentError, Reason.OPT_IN_REQUIRED),
+    ("RequestExpired", 400, "Request has expired.", KmsTransientError, Reason.CLOCK_SKEW),
+    ("ServiceUnavailable", 503, "", KmsTransientError, Reason.INTERNAL),
     ("", 403, "", KmsPermanentError, Reason.ACCESS_DENIED),
     ("", 429, "", KmsTransientError, Reason.THROTTLED),
     ("", 500, "", KmsTransientError, Reason.INTERNAL),
@@ -748,3 +758,13 @@ def test_it_never_puts_the_secret_access_key_in_an_error(stubber, message) -> No
         assert SECRET not in text
         assert ACCESS_KEY_ID not in text
     assert "[redacted]" in error.message
+
+
+def test_it_signs_with_the_session_token_of_temporary_credentials() -> None:
+    temporary = KmsCredentials("ASIACANARY000000WXYZ", SECRET, version="sts", session_token="CanaryToken+xyz")
+
+    signed = kms.client(region=REGION, credentials=temporary)._request_signer._credentials
+
+    assert (signed.access_key, signed.secret_key, signed.token) == ("ASIACANARY000000WXYZ", SECRET, "CanaryToken+xyz")
+    assert "CanaryToken" not in repr(temporary)
+    assert kms.client(region=REGION, credentials=temporary) is not kms.client(region=REGION, credentials=CREDENTIALS)
