@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 
-./scripts/bootstrap.sh dev
+./scripts/bootstrap.sh demo
 
 export DEBUG="${DEBUG:-true}"
 # This checkout is a development one from now on: later `manage.py` commands (migrate,
