@@ -105,7 +105,7 @@ def _wrk(base_url: str, mix: Mix, *, connections: int, seconds: float, threads: 
         ).stdout
     finally:
         os.unlink(script)
-    line = next(l for l in out.splitlines() if l.startswith("BENCH_JSON "))
+    line = next(text for text in out.splitlines() if text.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
     return LoadResult(
         requests=data["requests"], seconds=data["duration_us"] / 1e6, p50_ms=data["p50_us"] / 1000,

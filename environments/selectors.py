@@ -35,7 +35,7 @@ def get_environment_for_user(user, environment_id) -> tuple[Environment, Members
     try:
         environment = environments_for_user(user).get(public_id=environment_id)
     except (Environment.DoesNotExist, ValueError):
-        raise Http404("No such environment.")
+        raise Http404("No such environment.") from None
     membership = Membership.objects.get(user=user, organization_id=environment.organization_id)
     return environment, membership
 

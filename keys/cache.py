@@ -247,7 +247,7 @@ class Lease:
     def __enter__(self) -> memoryview:
         return self.data_key
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

@@ -42,7 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -658,7 +658,7 @@ def describe_key(
 def _key_description(metadata: dict[str, Any]) -> KeyDescription:
     deletion_date = metadata.get("DeletionDate")
     if deletion_date is not None:
-        deletion_date = deletion_date.astimezone(timezone.utc)
+        deletion_date = deletion_date.astimezone(UTC)
     return KeyDescription(
         key_id=metadata.get("KeyId", ""),
         arn=metadata.get("Arn", ""),

@@ -87,8 +87,8 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        redacted = [redact_value(v) for v in value]
-        return redacted if isinstance(value, list) else tuple(redacted)
+        items = [redact_value(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     try:

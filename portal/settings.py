@@ -5,9 +5,9 @@ Development defaults are safe and local (SQLite, eager Celery, a generated seali
 ``ALLOWED_HOSTS`` and ``SEALING_KEYS``. Every variable is listed in ``docker/.env.example``.
 """
 
+import warnings
 from datetime import timedelta
 from email.utils import parseaddr
-import warnings
 from pathlib import Path
 
 import environ

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# `make test`: install what the tests need, make sure PostgreSQL and Redis run, run every test.
+# `make test`: install what the tests need, run `make lint`, make sure PostgreSQL and Redis run, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/bootstrap.sh dev
+
+# Lint and types first (LINT=0 skips them, e.g. while iterating on one test).
+if [ "${LINT:-1}" = 1 ]; then
+  BOOTSTRAPPED=1 ./scripts/lint.sh
+fi
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "==> Installing Chromium (Debian package) for the browser tests"

@@ -62,3 +62,9 @@ def test_it_installs_the_production_lock_in_the_image_and_the_locks_in_bootstrap
     assert "./scripts/bootstrap.sh demo" in (ROOT / "scripts" / "run.sh").read_text()
     assert "./scripts/bootstrap.sh dev" in (ROOT / "scripts" / "test.sh").read_text()
 
+
+def test_it_runs_lint_before_pytest_in_make_test():
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    assert test_sh.index("./scripts/lint.sh") < test_sh.index("-m pytest")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "lint:\n\t./scripts/lint.sh" in makefile and "lock:\n\t./scripts/lock.sh" in makefile

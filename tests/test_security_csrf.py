@@ -12,8 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import resolve, reverse
 
-from tests.test_url_matrix import ROUTES, client_as, rule_for, snapshot
-from tests.test_url_matrix import no_validation_jobs, world  # noqa: F401  (fixtures)
+from tests.test_url_matrix import ROUTES, client_as, no_validation_jobs, rule_for, snapshot, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 

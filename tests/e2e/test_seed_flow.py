@@ -67,7 +67,7 @@ class CustomerKey:
     def items(self) -> dict[str, str]:
         """The five items, in the registration form's words."""
         return dict(zip(FIVE_ITEMS, (self.encrypted_data_key, self.access_key_id, self.secret_access_key,
-                                     self.kms_key_arn, REGION)))
+                                     self.kms_key_arn, REGION), strict=True))
 
 
 def _policy_document() -> str:
