@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -396,7 +396,7 @@ def assume_role(
         access_key_id=credentials["AccessKeyId"],
         secret_access_key=credentials["SecretAccessKey"],
         session_token=credentials["SessionToken"],
-        expiration=credentials["Expiration"].astimezone(timezone.utc),
+        expiration=credentials["Expiration"].astimezone(UTC),
         assumed_role_arn=response.get("AssumedRoleUser", {}).get("Arn", ""),
     )
 
@@ -418,7 +418,7 @@ def get_caller_identity(
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class RoleSessions:

@@ -8,6 +8,6 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django.setup(set_prefix=False)
 
-from portal.handlers import Dispatcher
+from portal.handlers import Dispatcher  # noqa: E402  (needs django.setup() first)
 
 application = Dispatcher()

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Iterator
 
 import boto3
-import pytest
 import django.test.client
 import django.test.testcases
+import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from moto import mock_aws

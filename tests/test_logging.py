@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 

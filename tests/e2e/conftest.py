@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connections
+
 from tests.support import Process, Processes, claimed_redis_db, database_url, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,4 +16,4 @@ def wait_status(registration_id: int, status: str, worker, timeout: float = VALI
     try:
         wait_for(lambda: registration_status(registration_id) == status, timeout=timeout, what=f"status {status}")
     except AssertionError:
-        raise AssertionError(f"status is {registration_status(registration_id)}, not {status}; worker log:\n{worker.output()[-4000:]}")
+        raise AssertionError(f"status is {registration_status(registration_id)}, not {status}; worker log:\n{worker.output()[-4000:]}") from None
