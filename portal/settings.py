@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.service_urls import check_service_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = BASE_DIR / ".local"
 
@@ -105,8 +107,11 @@ TEMPLATES = [
 # Database
 
 # Percent-encode special characters of the password: '#' -> %23, '@' -> %40, '/' -> %2F, '+' -> %2B.
+# A malformed URL stops start-up naming the variable, never printing the password.
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": env.db_url_config(
+        check_service_url("DATABASE_URL", env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
+    ),
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -254,6 +259,8 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # Unset CELERY_BROKER_URL = no broker: tasks run eagerly in the calling process.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if CELERY_BROKER_URL:
+    check_service_url("CELERY_BROKER_URL", CELERY_BROKER_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 if not CELERY_BROKER_URL:
@@ -270,6 +277,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Redis (rate limits, cross-process signals); optional in development.
 
 REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    check_service_url("REDIS_URL", REDIS_URL)
 
 # KMS
 
