@@ -22,6 +22,10 @@ AWS secret access key          40 characters of ``[A-Za-z0-9/+]``          ``[RE
 =============================  ==========================================  ==================
 
 The request id lives in a context variable set by ``portal.middleware.RequestIdMiddleware``.
+A Celery task carries the id of the request that enqueued it in a message header
+(``before_task_publish``) and the worker sets the variable from it while the task runs
+(``task_prerun`` / ``task_postrun``); the worker logs through ``settings.LOGGING`` too
+(``setup_logging``), so its lines are the same JSON, with ``task_id`` and ``task_name``.
 """
 
 from __future__ import annotations
@@ -30,14 +34,21 @@ import contextvars
 import datetime
 import json
 import logging
+import logging.config
 import re
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+
 REDACTED = "[REDACTED]"
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# (task id, task name) of the Celery task this worker thread runs, None outside one.
+task_var: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("celery_task", default=None)
+# The Celery message header that carries the request id from the web process to the worker.
+REQUEST_ID_HEADER = "request_id"
 
 
 def _mask_access_key_id(match: re.Match) -> str:
@@ -111,6 +122,9 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
             record.request_id = request_id_var.get()
+        task = task_var.get()
+        if task is not None and not hasattr(record, "task_id"):
+            record.task_id, record.task_name = task
         return True
 
 
@@ -180,3 +194,50 @@ def celery_logger_setup(logger: logging.Logger | None = None, **kwargs: Any) -> 
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())
             handler.addFilter(RedactingFilter())
+
+
+# Celery: the request id travels with the task; the worker logs JSON like the web.
+
+_task_tokens: dict[str, tuple[contextvars.Token[str | None], contextvars.Token[tuple[str, str] | None]]] = {}
+
+
+def celery_before_task_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """``before_task_publish``: put the current request id (if any) in the message headers."""
+    request_id = request_id_var.get()
+    if headers is not None and request_id and REQUEST_ID_HEADER not in headers:
+        headers[REQUEST_ID_HEADER] = request_id
+
+
+def celery_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    """``task_prerun``: the task's request id (from its headers) and its id and name go into
+    the context variables the log filter reads. An eager task (no message) keeps the
+    caller's request id."""
+    if task_id is None or task is None:
+        return
+    request = getattr(task, "request", None)
+    request_id = getattr(request, REQUEST_ID_HEADER, None) or (getattr(request, "headers", None) or {}).get(
+        REQUEST_ID_HEADER
+    )
+    if getattr(request, "is_eager", False):
+        request_id = request_id or request_id_var.get()
+    _task_tokens[task_id] = (request_id_var.set(request_id), task_var.set((task_id, task.name)))
+
+
+def celery_task_postrun(task_id: str | None = None, **kwargs: Any) -> None:
+    """``task_postrun``: restore the context variables ``celery_task_prerun`` set."""
+    tokens = _task_tokens.pop(task_id, None) if task_id is not None else None
+    if tokens is not None:
+        request_token, task_token = tokens
+        task_var.reset(task_token)
+        request_id_var.reset(request_token)
+
+
+def celery_setup_logging(loglevel: int | str | None = None, **kwargs: Any) -> None:
+    """``setup_logging``: a worker configures logging from ``settings.LOGGING`` (JSON on
+    stderr, request id, redaction) instead of installing its own text handlers; the
+    worker's ``-l`` level still applies to the root logger."""
+    logging.config.dictConfig(settings.LOGGING)
+    # Python warnings (Celery's SecurityWarning, deprecations) become JSON lines too.
+    logging.captureWarnings(True)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
