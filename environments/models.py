@@ -1,5 +1,6 @@
 """Tenancy: organizations, their members' roles, and their environments."""
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -63,6 +64,13 @@ class Membership(models.Model):
         return self.role == self.Role.OWNER
 
 
+def new_external_id() -> str:
+    """A fresh external ID for role mode: 192 random bits, URL-safe (STS allows 2-1224 of
+    ``[\w+=,.@:/-]``). Unguessable, so that no other customer of the platform can make it
+    assume this environment's role (the confused deputy problem, IAM User Guide)."""
+    return "byok-" + secrets.token_urlsafe(24)
+
+
 class Environment(models.Model):
     """One of an organization's environments (e.g. production, staging).
 
@@ -73,6 +81,10 @@ class Environment(models.Model):
     organization = models.ForeignKey(Organization, models.CASCADE, related_name="environments")
     name = models.CharField(max_length=100)
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Issued by the portal, never accepted from the customer: not editable, not in any form.
+    aws_external_id = models.CharField(
+        "external ID", max_length=64, unique=True, default=new_external_id, editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
     )

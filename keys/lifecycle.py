@@ -146,10 +146,13 @@ class RevocationBound:
 
     cache_ttl_seconds: int
     revalidation_interval_seconds: int
+    # Role mode: a trust-policy change does not end a session already issued, so its
+    # temporary credentials may keep working for one session lifetime (STS_SESSION_DURATION_SECONDS).
+    role_session_seconds: int = 0
 
     @property
     def seconds(self) -> int:
-        return self.cache_ttl_seconds + self.revalidation_interval_seconds
+        return self.cache_ttl_seconds + self.revalidation_interval_seconds + self.role_session_seconds
 
     @property
     def text(self) -> str:
@@ -160,9 +163,21 @@ class RevocationBound:
         )
 
 
-def revocation_bound() -> RevocationBound:
-    """The bound from the current settings."""
-    return RevocationBound(int(settings.DATA_KEY_CACHE_TTL_SECONDS), int(settings.REVALIDATION_INTERVAL_SECONDS))
+def revocation_bound(*, role_mode: bool = False) -> RevocationBound:
+    """The bound from the current settings; in role mode it includes the session lifetime."""
+    return RevocationBound(
+        int(settings.DATA_KEY_CACHE_TTL_SECONDS),
+        int(settings.REVALIDATION_INTERVAL_SECONDS),
+        int(settings.STS_SESSION_DURATION_SECONDS) if role_mode else 0,
+    )
+
+
+def environment_revocation_bound(environment: Environment) -> RevocationBound:
+    """The bound for this environment: with the session lifetime when a version in service uses a role."""
+    role_mode = environment.key_registrations.filter(
+        access_mode=KeyRegistration.AccessMode.ROLE, status__in=(Status.ACTIVE, Status.DECRYPT_ONLY, Status.INACCESSIBLE)
+    ).exists()
+    return revocation_bound(role_mode=role_mode)
 
 
 def _minutes(seconds: int) -> str:
@@ -260,7 +275,7 @@ def drill_start(*, environment: Environment, actor) -> Drill:
         raise LifecycleRefused(f"The platform does not serve this environment now ({probe.reason}): restore access first.")
     audit(
         action=AuditEvent.Action.VALIDATION_RUN, environment=environment, registration=registration, actor=actor,
-        after={"drill": DRILL_STARTED, "version": registration.version, "bound_seconds": revocation_bound().seconds},
+        after={"drill": DRILL_STARTED, "version": registration.version, "bound_seconds": environment_revocation_bound(environment).seconds},
         message=f"Revocation drill started: watching version {registration.version}.",
     )
     drill = drill_current(environment=environment)
@@ -285,7 +300,7 @@ def drill_poll(*, environment: Environment, actor) -> tuple[Drill | None, Probe]
             return drill, probe
         stopped_at = _inaccessible_since(environment, drill.started_at) or now()
         measured = round(max(0.0, (stopped_at - drill.started_at).total_seconds()), 1)
-        bound = revocation_bound().seconds
+        bound = environment_revocation_bound(environment).seconds
         audit(
             action=AuditEvent.Action.VALIDATION_RUN, environment=environment, actor=actor,
             after={"drill": DRILL_STOPPED, "version": drill.version, "measured_seconds": measured,

@@ -73,7 +73,7 @@ def lifecycle_context(environment: Environment, membership: Membership) -> dict[
         "progress": progress,
         "job": job,
         "rows": rows,
-        "bound": lifecycle.revocation_bound(),
+        "bound": lifecycle.environment_revocation_bound(environment),
         "can_change": can_change,
         "is_owner": is_owner,
         "can_start": can_change and not unfinished and progress.remaining > 0 and progress.active is not None,
@@ -269,7 +269,7 @@ def _drill_json(drill: lifecycle.Drill | None, probe: lifecycle.Probe) -> dict[s
         "started_at": drill.started_at.isoformat() if drill else None,
         "elapsed_seconds": round((now() - drill.started_at).total_seconds(), 1) if drill and drill.watching else None,
         "measured_seconds": drill.measured_seconds if drill else None,
-        "bound_seconds": lifecycle.revocation_bound().seconds,
+        "bound_seconds": lifecycle.environment_revocation_bound(environment).seconds,
     }
 
 
@@ -287,7 +287,7 @@ def revocation_drill(request: HttpRequest, environment_id) -> HttpResponse:
         "environment": environment,
         "membership": membership,
         "registration": watched,
-        "bound": lifecycle.revocation_bound(),
+        "bound": lifecycle.environment_revocation_bound(environment),
         "drill": lifecycle.drill_current(environment=environment),
         "status_url": reverse("revocation_drill_status", args=[environment.public_id]),
     })

@@ -39,6 +39,10 @@ class KeyRegistration(models.Model):
         MANAGED = "managed", "Platform-managed"
         BYOK = "byok", "BYOK (AWS KMS)"
 
+    class AccessMode(models.TextChoices):
+        ACCESS_KEY = "access_key", "IAM user access key"
+        ROLE = "role", "IAM role (recommended)"
+
     class Status(models.TextChoices):
         PENDING_VALIDATION = "pending_validation", "Pending validation"
         VALIDATING = "validating", "Validating"
@@ -77,6 +81,10 @@ class KeyRegistration(models.Model):
         help_text="The KMS ciphertext blob, stored as is.",
     )
     encryption_context = models.JSONField(default=dict, blank=True)
+    # How the platform reaches KMS: the sealed IAM credentials below, or AssumeRole on
+    # role_arn with the environment's external ID (nothing of the customer's is stored).
+    access_mode = models.CharField(max_length=12, choices=AccessMode.choices, default=AccessMode.ACCESS_KEY)
+    role_arn = models.CharField("role ARN", max_length=2048, blank=True)
     sealed_access_key_id = models.TextField(blank=True, editable=False)
     sealed_secret_access_key = models.TextField(blank=True, editable=False)
     # Safe summaries of the access key ID: its last four characters, and a keyed digest
@@ -120,6 +128,10 @@ class KeyRegistration(models.Model):
     @property
     def is_byok(self) -> bool:
         return self.kind == self.Kind.BYOK
+
+    @property
+    def uses_role(self) -> bool:
+        return self.access_mode == self.AccessMode.ROLE
 
     @property
     def masked_access_key_id(self) -> str:

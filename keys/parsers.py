@@ -64,6 +64,9 @@ __all__ = [
     "RoleArn",
     "parse_region",
     "parse_role_arn",
+    "role_cli_commands",
+    "trust_policy_json",
+    "environment_encryption_context",
     "parse_secret_access_key",
 ]
 
@@ -1016,24 +1019,79 @@ def _region_of_arn_or_none(kms_key_arn: str) -> str | None:
         return None
 
 
-def iam_policy_json(*, kms_key_arn: str) -> str:
-    """The least-privilege IAM policy for the portal's IAM user, as 2-space indented JSON.
+def iam_policy_json(*, kms_key_arn: str, encryption_context: dict[str, str] | None = None) -> str:
+    """The least-privilege IAM policy for the portal's IAM user (or the permissions
+    policy of the role, in role mode), as 2-space indented JSON.
 
-    One statement allowing ``kms:Decrypt`` and ``kms:DescribeKey`` on the key
-    ARN only, policy language version ``2012-10-17`` (IAM JSON policy
-    reference). These are the only two calls the platform makes.
+    ``kms:Decrypt`` and ``kms:DescribeKey`` on the key ARN only, policy language
+    version ``2012-10-17`` (IAM JSON policy reference): the only two calls the
+    platform makes. Without ``encryption_context``, one statement. With it, Decrypt
+    gets its own statement with a ``StringEquals`` ``kms:EncryptionContext:<key>``
+    condition per pair, so these credentials can unwrap only data keys made with that
+    context (this environment's); DescribeKey has no encryption context, so it keeps
+    an unconditioned statement - putting the condition on it would deny it.
+    https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-encryption-context
     """
+    if not encryption_context:
+        statements = [{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": kms_key_arn}]
+    else:
+        condition = {f"kms:EncryptionContext:{key}": value for key, value in encryption_context.items()}
+        statements = [
+            {"Sid": "DescribeTheKey", "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": kms_key_arn},
+            {
+                "Sid": "DecryptThisEnvironmentsDataKeys",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": kms_key_arn,
+                "Condition": {"StringEquals": condition},
+            },
+        ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, indent=2)
+
+
+ENVIRONMENT_CONTEXT_KEY = "portal:environment"
+
+
+def environment_encryption_context(environment_public_id: object) -> dict[str, str]:
+    """The encryption context that binds a data key to one environment (issue 14):
+    ``{"portal:environment": "<environment public id>"}``."""
+    return {ENVIRONMENT_CONTEXT_KEY: str(environment_public_id)}
+
+
+def trust_policy_json(*, platform_principal_arn: str, external_id: str) -> str:
+    """The trust policy of the customer's role: only the platform principal may assume
+    it, and only with this environment's external ID (IAM User Guide, "Access to AWS
+    accounts owned by third parties" and "The confused deputy problem")."""
     policy = {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:DescribeKey"],
-                "Resource": kms_key_arn,
+                "Principal": {"AWS": platform_principal_arn},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
             }
         ],
     }
     return json.dumps(policy, indent=2)
+
+
+def role_cli_commands(*, role_arn: str, policy_name: str = "byok-portal-kms") -> list[str]:
+    """The AWS CLI commands that create the role from ``trust-policy.json`` and attach
+    ``permissions-policy.json`` (the two policies above, saved as files), one per line,
+    shell-quoted. A half-typed role ARN gives a placeholder role name."""
+    try:
+        role = parse_role_arn(role_arn, kms_key_arn=None)
+        name, path = role.name, role.path
+    except InputError:
+        name, path = "byok-portal-access", "/"
+    create = ["aws", "iam", "create-role", "--role-name", name]
+    if path != "/":
+        create += ["--path", path]
+    create += ["--assume-role-policy-document", "file://trust-policy.json"]
+    attach = ["aws", "iam", "put-role-policy", "--role-name", name, "--policy-name", policy_name,
+              "--policy-document", "file://permissions-policy.json"]
+    return [" ".join(shlex.quote(w) for w in words) for words in (create, attach)]
 
 
 # --- IAM role ARN (role mode) ----------------------------------------------

@@ -18,7 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
 
-from . import crypto
+from . import crypto, sts
 from .clock import now
 from .kms import KmsCredentials
 from .models import AuditEvent, KeyRegistration
@@ -77,12 +77,29 @@ def access_key_id_digest(access_key_id: str) -> str:
 
 
 @sensitive_variables("access_key_id", "secret")
+def role_session_name(registration: KeyRegistration) -> str:
+    """The RoleSessionName naming this environment (it shows in the customer's CloudTrail)."""
+    return sts.session_name(f"portal-env-{registration.environment.public_id}")
+
+
 def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials:
-    """Unseal a BYOK registration's IAM credentials for one KMS call.
+    """Unseal a BYOK registration's IAM credentials for one KMS call; in role mode, the
+    role's temporary credentials instead (``keys.sts.role_sessions``: process memory only,
+    per (role ARN, external ID), refreshed by botocore before they expire).
 
     Raises ``CredentialsUnreadable`` when a sealed value names a sealing key that is no
     longer configured or fails its integrity check; the sealed text is never passed on.
+    In role mode raises ``keys.sts.StsError`` (a ``KmsError``) when AssumeRole fails.
     """
+    if registration.uses_role:
+        return sts.role_sessions.credentials(
+            role_arn=registration.role_arn,
+            external_id=registration.environment.aws_external_id,
+            session_name=role_session_name(registration),
+            region=registration.region,
+            duration_seconds=settings.STS_SESSION_DURATION_SECONDS,
+            endpoint_url=settings.AWS_STS_ENDPOINT_URL,
+        )
     access_key_id = secret = bytearray()
     try:
         try:
@@ -269,10 +286,14 @@ def registration_create(
     account_id: str,
     encrypted_data_key: bytes,
     encryption_context: dict[str, str],
-    access_key_id: str,
-    secret_access_key: str,
+    access_key_id: str = "",
+    secret_access_key: str = "",
+    role_arn: str = "",
 ) -> KeyRegistration:
     """Register a BYOK key as the environment's next key version, ``pending_validation``.
+
+    With ``role_arn`` (role mode, issue 14) no IAM credentials are given or stored: the
+    platform assumes that role with the environment's external ID.
 
     The IAM credentials are sealed (bound to this row and field); the encrypted data key
     is stored as is. A validation job is queued after the transaction commits.
@@ -286,7 +307,7 @@ def registration_create(
         try:
             with transaction.atomic():
                 Environment.objects.select_for_update().filter(pk=environment.pk).first()
-                if access_key_in_use(environment=environment, access_key_id=access_key_id):
+                if not role_arn and access_key_in_use(environment=environment, access_key_id=access_key_id):
                     raise DuplicateAccessKey(
                         "This access key ID is already registered on another key version of this environment."
                     )
@@ -300,16 +321,19 @@ def registration_create(
                     account_id=account_id,
                     encrypted_data_key=bytes(encrypted_data_key),
                     encryption_context=dict(encryption_context),
-                    access_key_id_last4=access_key_id[-4:],
-                    access_key_id_digest=access_key_id_digest(access_key_id),
+                    access_mode=KeyRegistration.AccessMode.ROLE if role_arn else KeyRegistration.AccessMode.ACCESS_KEY,
+                    role_arn=role_arn,
+                    access_key_id_last4="" if role_arn else access_key_id[-4:],
+                    access_key_id_digest="" if role_arn else access_key_id_digest(access_key_id),
                     created_by=actor if getattr(actor, "is_authenticated", False) else None,
                 )
-                registration.sealed_access_key_id = _seal(
-                    registration, "sealed_access_key_id", access_key_id.encode("ascii")
-                )
-                registration.sealed_secret_access_key = _seal(
-                    registration, "sealed_secret_access_key", secret_access_key.encode("ascii")
-                )
+                if not role_arn:
+                    registration.sealed_access_key_id = _seal(
+                        registration, "sealed_access_key_id", access_key_id.encode("ascii")
+                    )
+                    registration.sealed_secret_access_key = _seal(
+                        registration, "sealed_secret_access_key", secret_access_key.encode("ascii")
+                    )
                 registration.save()
                 audit(
                     action=AuditEvent.Action.REGISTRATION_CREATED,
@@ -322,6 +346,8 @@ def registration_create(
                         "kms_key_arn": kms_key_arn,
                         "region": region,
                         "access_key_id": registration.masked_access_key_id,
+                        "access_mode": registration.access_mode,
+                        "role_arn": role_arn,
                         "encrypted_data_key_fingerprint": crypto.fingerprint(bytes(encrypted_data_key)),
                     },
                     message=f"BYOK key registered as version {registration.version}.",

@@ -401,6 +401,15 @@ def assume_role(
     )
 
 
+def platform_credentials_found() -> bool:
+    """Does the standard AWS credential chain find credentials for the platform?
+    (Environment variables, shared files, container or instance metadata; no STS call.)"""
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except botocore.exceptions.BotoCoreError:  # a container or instance endpoint that answered with an error
+        return False
+
+
 def get_caller_identity(
     *, region: str, endpoint_url: str | None = None, options: StsClientOptions = DEFAULT_OPTIONS
 ) -> CallerIdentity:

@@ -47,6 +47,7 @@ from .services import (
     audit,
     registration_credentials,
     registration_transition,
+    role_session_name,
 )
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def _unreadable_diagnosis(message: str) -> diag.Diagnosis:
 
 
 def _diagnose(registration: KeyRegistration) -> diag.Diagnosis:
+    if registration.uses_role:
+        return _diagnose_role(registration)
     try:
         credentials = registration_credentials(registration=registration)
     except CredentialsUnreadable as e:
@@ -123,6 +126,30 @@ def _diagnose(registration: KeyRegistration) -> diag.Diagnosis:
         encrypted_data_key=bytes(registration.encrypted_data_key or b""),
         encryption_context=registration.encryption_context or None,
         credentials=credentials,
+        endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
+        check_excess_privilege=settings.VALIDATION_CHECK_EXCESS_PRIVILEGE,
+    )
+
+
+def _diagnose_role(registration: KeyRegistration) -> diag.Diagnosis:
+    """Role mode: AssumeRole afresh (not the data plane's held session, so a trust policy
+    changed since then is caught now), then DescribeKey and Decrypt with its credentials."""
+    role = diag.RoleAccess(
+        role_arn=registration.role_arn,
+        external_id=registration.environment.aws_external_id,
+        session_name=role_session_name(registration),
+        platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN,
+        duration_seconds=settings.STS_SESSION_DURATION_SECONDS,
+        sts_endpoint_url=settings.AWS_STS_ENDPOINT_URL,
+    )
+    return diag.diagnose(
+        kms_key_arn=registration.kms_key_arn,
+        region=registration.region,
+        account_id=registration.account_id,
+        encrypted_data_key=bytes(registration.encrypted_data_key or b""),
+        encryption_context=registration.encryption_context or None,
+        credentials=None,
+        role=role,
         endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
         check_excess_privilege=settings.VALIDATION_CHECK_EXCESS_PRIVILEGE,
     )

@@ -288,6 +288,19 @@ KMS_CONNECT_TIMEOUT_SECONDS = env.float("KMS_CONNECT_TIMEOUT_SECONDS", default=3
 KMS_READ_TIMEOUT_SECONDS = env.float("KMS_READ_TIMEOUT_SECONDS", default=10.0)
 # Warn when the IAM credentials can do more than kms:Decrypt + kms:DescribeKey (KMS DryRun).
 VALIDATION_CHECK_EXCESS_PRIVILEGE = env.bool("VALIDATION_CHECK_EXCESS_PRIVILEGE", default=True)
+
+# STS (role mode, issue 14)
+
+# The platform's own AWS principal, the one customers' trust policies name
+# (arn:aws:iam::<platform account>:role/<name>). Empty: role mode is off. Its
+# credentials come from the standard AWS credential chain (environment, shared
+# config, container or instance role), never from the database.
+PLATFORM_AWS_PRINCIPAL_ARN = env.str("PLATFORM_AWS_PRINCIPAL_ARN", default="")
+# Optional: an STS-compatible endpoint (the local moto emulator) instead of AWS STS.
+AWS_STS_ENDPOINT_URL = env.str("AWS_STS_ENDPOINT_URL", default="") or None
+# AssumeRole DurationSeconds: 900 up to the role's MaxSessionDuration (3600 by default).
+STS_SESSION_DURATION_SECONDS = env.int("STS_SESSION_DURATION_SECONDS", default=3600)
+
 # How often Celery beat re-validates every active and decrypt-only BYOK key.
 REVALIDATION_INTERVAL_SECONDS = env.int("REVALIDATION_INTERVAL_SECONDS", default=15 * 60)
 
