@@ -65,7 +65,7 @@ class Membership(models.Model):
 
 
 def new_external_id() -> str:
-    """A fresh external ID for role mode: 192 random bits, URL-safe (STS allows 2-1224 of
+    r"""A fresh external ID for role mode: 192 random bits, URL-safe (STS allows 2-1224 of
     ``[\w+=,.@:/-]``). Unguessable, so that no other customer of the platform can make it
     assume this environment's role (the confused deputy problem, IAM User Guide)."""
     return "byok-" + secrets.token_urlsafe(24)

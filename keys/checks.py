@@ -1,8 +1,8 @@
 """System checks for key-related settings (``manage.py check``)."""
 
-from django.conf import settings
 import re
 
+from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 from . import sts

@@ -258,7 +258,7 @@ def _owner(request: HttpRequest, environment_id) -> tuple[Environment, Membershi
     return environment, membership, (None if membership.is_owner else _forbidden(request))
 
 
-def _drill_json(drill: lifecycle.Drill | None, probe: lifecycle.Probe) -> dict[str, Any]:
+def _drill_json(environment: Environment, drill: lifecycle.Drill | None, probe: lifecycle.Probe) -> dict[str, Any]:
     return {
         "serving": probe.serving,
         "version": probe.version,
@@ -332,7 +332,7 @@ def revocation_drill_status(request: HttpRequest, environment_id) -> JsonRespons
     if refused:
         return refused
     drill, probe = lifecycle.drill_poll(environment=environment, actor=request.user)
-    return JsonResponse(_drill_json(drill, probe))
+    return JsonResponse(_drill_json(environment, drill, probe))
 
 
 _ENV = "environments/<uuid:environment_id>"

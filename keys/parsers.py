@@ -1032,6 +1032,7 @@ def iam_policy_json(*, kms_key_arn: str, encryption_context: dict[str, str] | No
     an unconditioned statement - putting the condition on it would deny it.
     https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-encryption-context
     """
+    statements: list[dict[str, Any]]
     if not encryption_context:
         statements = [{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": kms_key_arn}]
     else:
