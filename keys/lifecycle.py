@@ -172,10 +172,14 @@ def revocation_bound(*, role_mode: bool = False) -> RevocationBound:
     )
 
 
+# Versions whose role session bounds how long a revocation takes to bite.
+ROLE_BOUND_STATUSES = frozenset({Status.ACTIVE, Status.DECRYPT_ONLY, Status.INACCESSIBLE})
+
+
 def environment_revocation_bound(environment: Environment) -> RevocationBound:
     """The bound for this environment: with the session lifetime when a version in service uses a role."""
     role_mode = environment.key_registrations.filter(
-        access_mode=KeyRegistration.AccessMode.ROLE, status__in=(Status.ACTIVE, Status.DECRYPT_ONLY, Status.INACCESSIBLE)
+        access_mode=KeyRegistration.AccessMode.ROLE, status__in=ROLE_BOUND_STATUSES
     ).exists()
     return revocation_bound(role_mode=role_mode)
 

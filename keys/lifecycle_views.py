@@ -73,7 +73,10 @@ def lifecycle_context(environment: Environment, membership: Membership) -> dict[
         "progress": progress,
         "job": job,
         "rows": rows,
-        "bound": lifecycle.environment_revocation_bound(environment),
+        # From the versions already loaded: no extra query on the environment page.
+        "bound": lifecycle.revocation_bound(role_mode=any(
+            v.registration.uses_role and v.registration.status in lifecycle.ROLE_BOUND_STATUSES for v in progress.versions
+        )),
         "can_change": can_change,
         "is_owner": is_owner,
         "can_start": can_change and not unfinished and progress.remaining > 0 and progress.active is not None,
