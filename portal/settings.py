@@ -195,8 +195,11 @@ warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarn
 
 # Security (production)
 
-# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto: without it SECURE_SSL_REDIRECT
-# would redirect forever (every request looks like plain HTTP to Django).
+# Behind a TLS-terminating proxy the request's scheme must come from the proxy, or
+# SECURE_SSL_REDIRECT would redirect forever (every request looks like plain HTTP to Django).
+# docker/gunicorn.conf.py does that already, trusting X-Forwarded-Proto only from the proxy's
+# address (FORWARDED_ALLOW_IPS), so this stays off there. On: Django trusts the header from
+# any client that reaches the app server, so only where nothing but the proxy can.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool(
     "SECURE_PROXY_SSL_HEADER", default=False
 ) else None

@@ -17,6 +17,19 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# nginx (Debian package) for the front-proxy test, and envsubst (gettext-base) that renders its
+# configuration (docker/nginx/entrypoint.sh).
+if [ ! -x /usr/sbin/nginx ] || ! command -v envsubst >/dev/null 2>&1; then
+  echo "==> Installing nginx and gettext-base (Debian packages) for the front-proxy test"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx gettext-base >/dev/null
+  # Only the binary is needed: the tests start their own nginx on loopback ports.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+fi
+
 ./scripts/services.sh
 
 echo "==> Running the test suite against PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)"
