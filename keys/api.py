@@ -157,7 +157,7 @@ def _api_error(e: Exception) -> ApiError:
 # ---------------------------------------------------------------------------
 
 
-def _authenticate(request: HttpRequest):
+def _authenticate(request: HttpRequest, **joins: Any):
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
@@ -166,7 +166,7 @@ def _authenticate(request: HttpRequest):
             headers={"WWW-Authenticate": 'Bearer realm="byok"'},
         )
     try:
-        api_key = apikeys.api_key_authenticate(presented=presented.strip())
+        api_key = apikeys.api_key_authenticate(presented=presented.strip(), **joins)
     except RevokedApiKey as e:
         raise ApiError(401, "api_key_revoked", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     except InvalidApiKey as e:
@@ -188,7 +188,13 @@ def _check_rate_limit(api_key) -> None:
 def _environment(request: HttpRequest, environment_id: str):
     """The API key's environment if ``environment_id`` names it; any other id (unknown,
     malformed, or another environment's) is the same 404."""
-    api_key = _authenticate(request)
+    return _api_key_for(request, environment_id).environment
+
+
+def _api_key_for(request: HttpRequest, environment_id: str, **joins: Any):
+    """The API key row if its environment is ``environment_id`` (else 404), with what
+    ``joins`` asked the same query to bring (``apikeys.api_key_authenticate``)."""
+    api_key = _authenticate(request, **joins)
     try:
         wanted = uuid.UUID(environment_id)
     except ValueError:
@@ -196,7 +202,7 @@ def _environment(request: HttpRequest, environment_id: str):
     if wanted is None or api_key.environment.public_id != wanted:
         raise ApiError(404, "not_found", "No such environment.")
     request.api_environment = api_key.environment  # for the access log and outage warnings
-    return api_key.environment
+    return api_key
 
 
 def _read_json(request: HttpRequest, limit: int) -> Any:
@@ -397,17 +403,28 @@ def _failure_json(failure: RecordFailure) -> dict[str, Any]:
 
 @api_view("GET", "PUT", "DELETE")
 def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
-    environment = _environment(request, environment_id)
+    # Round trips (pinned by tests/keys/test_round_trips.py): a GET is one statement (the
+    # API key, the record and its key version in one query); a PUT two (the API key with
+    # the active version, then the guarded upsert); a DELETE two (the API key, the DELETE).
     if request.method == "GET":
-        value = records.record_get(environment=environment, record_key=record_key)
+        # A malformed record key is never sent to the database (a NUL byte would fail
+        # there): record_read answers 400 for it, after authentication as for any request.
+        joined = record_key if records.RECORD_KEY_RE.fullmatch(record_key) else None
+        api_key = _api_key_for(request, environment_id, record_key=joined)
+        value = records.record_read(
+            environment=api_key.environment, record_key=record_key, record=getattr(api_key, "record_row", None)
+        )
         return _raw_json_response(_record_json(value))
     if request.method == "DELETE":
-        records.record_delete(environment=environment, record_key=record_key)
+        records.record_delete(environment=_environment(request, environment_id), record_key=record_key)
         return HttpResponse(status=204)
+    api_key = _api_key_for(request, environment_id, with_active_version=True)
     payload = _read_json(request, settings.API_MAX_BODY_BYTES)
     if not isinstance(payload, dict) or "body" not in payload:
         raise ApiError(400, "invalid_request", 'Send {"body": <any JSON>}.')
-    stored = records.record_put(environment=environment, record_key=record_key, body=payload["body"])
+    stored = records.record_put(
+        environment=api_key.environment, record_key=record_key, body=payload["body"], active=api_key.active_version
+    )
     return _json_response(
         {"record_key": stored.record_key, "key_version": stored.key_version, "updated_at": stored.updated_at.isoformat()}
     )
@@ -428,7 +445,7 @@ def _bounded_list(payload: object, field: str, shape: str, what: str) -> list:
 
 @api_view("POST")
 def records_batch(request: HttpRequest, environment_id: str) -> HttpResponse:
-    environment = _environment(request, environment_id)
+    api_key = _api_key_for(request, environment_id, with_active_version=True)
     payload = _read_json(request, _batch_body_limit())
     items = _bounded_list(payload, "records", '{"records": [{"record_key": …, "body": …}, …]}', "records per batch")
     pairs = []
@@ -436,7 +453,7 @@ def records_batch(request: HttpRequest, environment_id: str) -> HttpResponse:
         if not isinstance(item, dict) or "record_key" not in item or "body" not in item:
             raise ApiError(400, "invalid_request", f"records[{index}] must be {{\"record_key\": …, \"body\": …}}.")
         pairs.append((item["record_key"], item["body"]))
-    stored = records.records_put_batch(environment=environment, records=pairs)
+    stored = records.records_put_batch(environment=api_key.environment, records=pairs, active=api_key.active_version)
     return _json_response(
         {
             "count": len(stored),

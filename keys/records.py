@@ -308,16 +308,22 @@ def _environment_id(environment: Environment) -> str:
 
 
 @sensitive_variables("plaintext", "body")
-def record_put(*, environment: Environment, record_key: str, body: Any) -> Record:
+def record_put(
+    *, environment: Environment, record_key: str, body: Any, active: KeyRegistration | None = None
+) -> Record:
     """Encrypt ``body`` (any JSON value) under the environment's active key version and
     store it as ``record_key`` (create or replace). Returns the stored :class:`Record`.
+
+    ``active``: the environment's active version as the caller already read it (the API
+    reads it with the API key, ``apikeys.api_key_authenticate(with_active_version=True)``),
+    saving the look-up; the write itself checks it is still active (see :func:`_upsert`).
 
     Raises :class:`InvalidRecordInput`, :class:`RecordTooLarge`, :class:`KeyUnavailable`.
     """
     validate_record_key(record_key)
     plaintext = encode_body(body)
-    for _ in range(WRITE_ATTEMPTS):
-        registration = active_registration(environment=environment)
+    for attempt in range(WRITE_ATTEMPTS):
+        registration = _active_for_write(environment, active if attempt == 0 else None)
         with record_cipher_for(registration) as cipher:
             ciphertext = cipher.encrypt(
                 plaintext=plaintext,
@@ -341,7 +347,9 @@ def record_put(*, environment: Environment, record_key: str, body: Any) -> Recor
 
 
 @sensitive_variables("encoded", "records")
-def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, Any]]) -> list[Record]:
+def records_put_batch(
+    *, environment: Environment, records: Sequence[tuple[str, Any]], active: KeyRegistration | None = None
+) -> list[Record]:
     """Encrypt and store many records in one transaction: all or none.
 
     ``records``: ``(record_key, body)`` pairs, at most ``settings.API_MAX_BATCH_RECORDS``,
@@ -364,8 +372,8 @@ def records_put_batch(*, environment: Environment, records: Sequence[tuple[str, 
         except RecordError as e:
             raise type(e)(f"records[{index}]: {e}") from e
     environment_id = _environment_id(environment)
-    for _ in range(WRITE_ATTEMPTS):
-        registration = active_registration(environment=environment)
+    for attempt in range(WRITE_ATTEMPTS):
+        registration = _active_for_write(environment, active if attempt == 0 else None)
         version = registration.version
         with record_cipher_for(registration) as cipher:
             stored = [
@@ -406,56 +414,67 @@ def _still_rotating() -> KeyUnavailable:
     )
 
 
-def _lock_active_version(registration_id: int) -> bool:
-    """Hold a share lock on the key version's row until the write commits, if it is still
-    active. Activation (its status UPDATE) and retirement (SELECT … FOR UPDATE, then a
-    count of its records) wait for that lock, so no write can commit a record under a
-    version after it stopped being active — Django's deferred foreign keys would not see
-    such a record until commit. PostgreSQL ``FOR SHARE``: PUTs do not block each other."""
-    if connection.vendor != "postgresql":
-        return KeyRegistration.objects.filter(pk=registration_id, status=Status.ACTIVE).exists()
-    table = connection.ops.quote_name(KeyRegistration._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND status = %s FOR SHARE", [registration_id, Status.ACTIVE])
-        return cursor.fetchone() is not None
+def _active_for_write(environment: Environment, known: KeyRegistration | None) -> KeyRegistration:
+    """``known`` if the caller read it as the active version, else a fresh look-up."""
+    if known is not None and known.status == Status.ACTIVE and known.environment_id == environment.pk:
+        return known
+    return active_registration(environment=environment)
 
 
 def _upsert(records: list[Record]) -> None:
-    """Create or replace ``records`` (all of one environment and key version) in one
-    statement: ``INSERT … ON CONFLICT (environment, record_key) DO UPDATE``. A statement is
-    atomic, so a batch is stored whole or not at all and a failed write keeps old records.
+    """Create or replace ``records`` (all of one environment and key version), only if
+    that version is still active with the generation it was read at; else raise
+    :class:`_VersionChanged` (the caller looks the active version up afresh and encrypts
+    again). A statement is atomic, so a batch is stored whole or not at all and a failed
+    write keeps old records.
 
-    PostgreSQL gets the rows as two arrays (record keys, ciphertexts) bound server-side,
-    bytea in binary: Django's ``bulk_create`` binds every value client-side (the ciphertexts
-    become a hex SQL literal the server must parse) and costs about 4x as much per record
-    (bench/bench_dataplane.py). Other databases (SQLite in development) use ``bulk_create``.
+    PostgreSQL: one statement, no transaction around it (autocommit)::
+
+        INSERT INTO record (…) SELECT reg.…, t.record_key, t.ciphertext
+        FROM (SELECT … FROM keyregistration WHERE id = %s AND status = 'active'
+              AND generation = %s FOR SHARE) reg
+        CROSS JOIN unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext)
+        ON CONFLICT (environment, record_key) DO UPDATE SET …
+
+    The guard travels with the write: ``FOR SHARE`` makes activation (its status UPDATE)
+    and retirement (``SELECT … FOR UPDATE``, then a count of the version's records) wait
+    until this statement commits; if one of them committed first, PostgreSQL re-checks
+    the WHERE on the new row version (READ COMMITTED) and writes no row. So no write
+    commits a record under a version after it stopped being active, and PUTs do not block
+    each other (share locks). The rows go as two arrays bound server-side, bytea in
+    binary: Django's ``bulk_create`` binds every value client-side and costs about 4x as
+    much per record (bench/bench_dataplane.py).
+
+    Other databases (SQLite in development): the check and ``bulk_create`` in one
+    transaction; SQLite's IMMEDIATE transactions (portal/settings.py) serialise writers.
     """
-    with transaction.atomic():
-        if not _lock_active_version(records[0].registration_id):
-            raise _VersionChanged()
-        _store(records)
-
-
-def _store(records: list[Record]) -> None:
     timestamp = timezone.now()
     for record in records:
         record.created_at = record.updated_at = timestamp
-    if connection.vendor != "postgresql":
-        Record.objects.bulk_create(
-            records,
-            update_conflicts=True,
-            unique_fields=["environment", "record_key"],
-            update_fields=["ciphertext", "registration", "key_version", "updated_at"],
-        )
-        return
     first = records[0]
+    generation = first.registration.generation
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            if not KeyRegistration.objects.filter(
+                pk=first.registration_id, status=Status.ACTIVE, generation=generation
+            ).exists():
+                raise _VersionChanged()
+            Record.objects.bulk_create(
+                records,
+                update_conflicts=True,
+                unique_fields=["environment", "record_key"],
+                update_fields=["ciphertext", "registration", "key_version", "updated_at"],
+            )
+        return
     params = [
-        first.environment_id, first.registration_id, first.key_version, timestamp, timestamp,
+        timestamp, timestamp, first.registration_id, Status.ACTIVE, generation,
         [r.record_key for r in records], [bytes(r.ciphertext) for r in records],
     ]
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_upsert_sql(), params)
+        if cursor.rowcount != len(records):
+            raise _VersionChanged()
 
 
 @functools.cache
@@ -464,13 +483,22 @@ def _upsert_sql() -> str:
     column = {name: meta.get_field(name).column for name in (
         "environment", "registration", "key_version", "created_at", "updated_at", "record_key", "ciphertext"
     )}
+    reg = {name: KeyRegistration._meta.get_field(name).column for name in (
+        "id", "environment", "version", "status", "generation"
+    )}
     q = connection.ops.quote_name
     return (
         f"INSERT INTO {q(meta.db_table)} ({', '.join(q(c) for c in column.values())}) "
-        "SELECT %s, %s, %s, %s, %s, t.record_key, t.ciphertext "
-        "FROM unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) "
+        f"SELECT reg.{q(reg['environment'])}, reg.{q(reg['id'])}, reg.{q(reg['version'])}, "
+        "%s, %s, t.record_key, t.ciphertext "
+        f"FROM (SELECT {q(reg['id'])}, {q(reg['environment'])}, {q(reg['version'])} "
+        f"FROM {q(KeyRegistration._meta.db_table)} WHERE {q(reg['id'])} = %s AND {q(reg['status'])} = %s "
+        f"AND {q(reg['generation'])} = %s FOR SHARE) AS reg "
+        "CROSS JOIN unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) "
         f"ON CONFLICT ({q(column['environment'])}, {q(column['record_key'])}) DO UPDATE SET "
-        + ", ".join(f"{q(column[f])} = EXCLUDED.{q(column[f])}" for f in ("ciphertext", "registration", "key_version", "updated_at"))
+        + ", ".join(
+            f"{q(column[f])} = EXCLUDED.{q(column[f])}" for f in ("ciphertext", "registration", "key_version", "updated_at")
+        )
     )
 
 
@@ -478,7 +506,10 @@ def record_delete(*, environment: Environment, record_key: str) -> None:
     """Delete a record. Needs no data key, so it works while a key version is inaccessible.
     Raises :class:`InvalidRecordInput`, :class:`RecordNotFound`."""
     validate_record_key(record_key)
-    deleted, _ = Record.objects.filter(environment=environment, record_key=record_key).delete()
+    # _raw_delete: one DELETE statement. QuerySet.delete() would wrap it in a transaction
+    # (BEGIN, DELETE, COMMIT) to collect cascades and signals; records have neither.
+    rows = Record.objects.filter(environment=environment, record_key=record_key)
+    deleted = rows._raw_delete(rows.db)
     if not deleted:
         raise RecordNotFound(f"No record {record_key!r} in this environment.")
 
@@ -535,10 +566,17 @@ def record_get(*, environment: Environment, record_key: str) -> DecryptedRecord:
     (its key version is unusable or KMS refuses), :class:`IntegrityFailure`.
     """
     validate_record_key(record_key)
-    try:
-        record = Record.objects.select_related("registration").get(environment=environment, record_key=record_key)
-    except Record.DoesNotExist:
-        raise RecordNotFound(f"No record {record_key!r} in this environment.") from None
+    record = Record.objects.select_related("registration").filter(environment=environment, record_key=record_key).first()
+    return record_read(environment=environment, record_key=record_key, record=record)
+
+
+def record_read(*, environment: Environment, record_key: str, record: Record | None) -> DecryptedRecord:
+    """Decrypt a record row the caller already read with its registration (the API reads
+    it with the API key: ``apikeys.api_key_authenticate(record_key=…)``); None means
+    there is none. Raises like :func:`record_get`."""
+    validate_record_key(record_key)
+    if record is None or record.environment_id != environment.pk or record.record_key != record_key:
+        raise RecordNotFound(f"No record {record_key!r} in this environment.")
     with record_cipher_for(record.registration) as cipher:
         return _decrypt(_stored(record), record.registration, environment, cipher)
 
@@ -570,18 +608,15 @@ def records_find(
     """
     _check_count(record_keys, "record key")
     wanted = list(dict.fromkeys(validate_record_key(k) for k in record_keys))
-    rows = [
-        _Stored(key, bytes(ciphertext), registration_id, version, updated_at)
-        for key, ciphertext, registration_id, version, updated_at in Record.objects.filter(
-            environment=environment, record_key__in=wanted
-        ).values_list("record_key", "ciphertext", "registration_id", "key_version", "updated_at")
-    ]
-    # The key versions, fresh from the database (status and generation for the cache);
-    # only this environment's: a record pointing elsewhere fails its integrity check.
-    registrations = {
-        r.pk: r
-        for r in KeyRegistration.objects.filter(environment=environment, pk__in={row.registration_id for row in rows})
-    }
+    # One query: the records with their key versions, fresh (status and generation for
+    # the cache); only this environment's versions: a record pointing elsewhere fails its
+    # integrity check.
+    rows: list[_Stored] = []
+    registrations: dict[int, KeyRegistration] = {}
+    for record in Record.objects.filter(environment=environment, record_key__in=wanted).select_related("registration"):
+        rows.append(_stored(record))
+        if record.registration.environment_id == environment.pk:
+            registrations[record.registration_id] = record.registration
     by_version: dict[int, list[_Stored]] = {}
     for row in rows:
         by_version.setdefault(row.registration_id, []).append(row)

@@ -26,6 +26,7 @@ from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse
+from django.db import connections
 from django.urls import set_urlconf
 
 API_PREFIX = "/api/"
@@ -49,6 +50,13 @@ class ApiHandlerMixin(BaseHandler):
 
     def get_response(self, request: HttpRequest) -> HttpResponse:
         request.urlconf = settings.API_URLCONF
+        # No CONN_HEALTH_CHECKS "SELECT 1" before the first query: it would double the
+        # round trips of a one-statement read. A connection that died since its last use
+        # fails that request's first statement instead (503 service_unavailable, a client
+        # retries after Retry-After), and Django closes it when the request ends (it saw the
+        # error), so the next request on this thread connects afresh.
+        for conn in connections.all(initialized_only=True):
+            conn.health_check_done = True
         try:
             return super().get_response(request)
         finally:

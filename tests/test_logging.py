@@ -306,7 +306,7 @@ def test_it_keeps_the_canary_out_of_the_data_plane_apis_error_log(console, envir
     def explode(**kwargs):
         raise RuntimeError(f"forced failure with {CANARIES}")
 
-    monkeypatch.setattr(records, "record_get", explode)
+    monkeypatch.setattr(records, "record_read", explode)
     response = Client().get(
         f"/api/v1/environments/{environment.public_id}/records/{ACCESS_KEY_ID}",
         HTTP_AUTHORIZATION=f"Bearer {api_key}",

@@ -73,7 +73,7 @@ def test_the_canary_record_key_appears_in_no_log_line_mail_or_metric_on_any_path
     cache.clear()
     monkeypatch.setattr(kms, "decrypt", throttle)
     answers["503 key"] = api.get(CANARY)
-    monkeypatch.setattr(records, "record_get", _explode)
+    monkeypatch.setattr(records, "record_read", _explode)
     answers["500"] = api.get(CANARY)
 
     statuses = {name: answer.status_code for name, answer in answers.items()}

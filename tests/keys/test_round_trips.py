@@ -1,0 +1,171 @@
+"""Round trips of the data plane to PostgreSQL (issue 12, item 1), counted at the driver by
+tests/statements.py: every statement psycopg sends, from Django's cursors and raw ones,
+including BEGIN / COMMIT and the connection health check's SELECT 1.
+
+Steady state: the data key is cached and the API key's ``last_used_at`` is fresh (it is
+written at most once a minute, an UPDATE of its own). Requests go through the production
+entry point, ``portal.wsgi.application`` (so Django's request_started / request_finished
+signals and the connection health check run as under gunicorn), and through the test
+client for comparison; both must send the same statements."""
+
+import io
+import json
+import sys
+
+import pytest
+from django.db import connection
+
+from keys.models import KeyRegistration, Record
+from portal import wsgi
+from tests.statements import count_statements
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"data": "x" * 1000}
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the counts are pinned on PostgreSQL, where production runs")
+
+
+class Wsgi:
+    """Requests through ``portal.wsgi.application``, as gunicorn makes them."""
+
+    def __init__(self, base: str, api_key: str) -> None:
+        self.base, self.api_key = base, api_key
+
+    def __call__(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        environ = {
+            "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1",
+            "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http", "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            "HTTP_AUTHORIZATION": f"Bearer {self.api_key}", "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        status = []
+        chunks = wsgi.application(environ, lambda s, h, e=None: status.append(int(s.split()[0])))
+        try:
+            data = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()  # fires request_finished, as a server does
+        return status[0], data
+
+    def get(self, key):
+        return self("GET", f"{self.base}/{key}")
+
+    def put(self, key, body=BODY):
+        return self("PUT", f"{self.base}/{key}", json.dumps({"body": body}).encode())
+
+    def delete(self, key):
+        return self("DELETE", f"{self.base}/{key}")
+
+    def post(self, what, payload):
+        return self("POST", f"{self.base}/{what}", json.dumps(payload).encode())
+
+
+@pytest.fixture
+def persistent_connections(monkeypatch):
+    """Connections kept between requests, as in production (CONN_MAX_AGE=60 by default;
+    pyproject sets 0 for tests): each request would otherwise connect afresh."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    connection.close()
+    yield
+    connection.close()
+
+
+@pytest.fixture
+def server(api, api_key, persistent_connections):
+    http = Wsgi(api.base, api_key)
+    assert http.put("warm")[0] == 200  # loads the data key, writes last_used_at
+    assert http.get("warm")[0] == 200
+    return http
+
+
+def kinds(sent) -> list[str]:
+    return [s.split()[0].upper() for s in sent.sql]
+
+
+def test_a_get_is_one_statement(server):
+    with count_statements() as sent:
+        status, data = server.get("warm")
+    assert status == 200 and json.loads(data)["body"] == BODY
+    assert len(sent) == 1, str(sent)
+    assert kinds(sent) == ["SELECT"]
+
+
+def test_a_get_of_a_missing_record_is_one_statement(server):
+    with count_statements() as sent:
+        status, _ = server.get("missing")
+    assert status == 404
+    assert len(sent) == 1, str(sent)
+
+
+def test_a_put_is_two_statements_with_no_transaction_around_them(server):
+    with count_statements() as sent:
+        status, _ = server.put("new-one")
+    with count_statements() as replaced:
+        status_again, _ = server.put("new-one", {"v": 2})
+    assert status == status_again == 200
+    assert len(sent) == 2 and kinds(sent) == ["SELECT", "INSERT"], str(sent)
+    assert len(replaced) == 2, str(replaced)
+    assert "FOR SHARE" in sent.sql[1]  # the active-version guard travels with the write
+
+
+def test_a_delete_is_two_statements(server):
+    with count_statements() as sent:
+        status, _ = server.delete("warm")
+    assert status == 204
+    assert kinds(sent) == ["SELECT", "DELETE"], str(sent)
+
+
+@pytest.mark.parametrize("n", [1, 10, 999])
+def test_a_batch_and_a_find_are_two_statements_whatever_their_size(server, n):
+    keys = [f"b-{i}" for i in range(n)]
+    with count_statements() as written:
+        status, _ = server.post("batch", {"records": [{"record_key": k, "body": BODY} for k in keys]})
+    with count_statements() as found:
+        status_find, data = server.post("find", {"record_keys": keys + ["missing"]})
+    assert status == status_find == 200
+    assert len(json.loads(data)["records"]) == n
+    assert len(written) == 2 and kinds(written) == ["SELECT", "INSERT"], str(written)
+    assert len(found) == 2 and kinds(found) == ["SELECT", "SELECT"], str(found)
+
+
+def test_the_test_client_sends_the_same_statements(api, server):
+    with count_statements() as sent:
+        api.get("warm")
+        api.put("warm", {"body": 1})
+    assert kinds(sent) == ["SELECT", "SELECT", "INSERT"], str(sent)
+
+
+def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new_version(
+    server, environment, monkeypatch
+):
+    """GIVEN the API key query saw version 1 active
+    WHEN another version is activated before the write
+    THEN the guarded write matches nothing, the active version is looked up afresh and the
+    record is stored under the new version, never under the one that stopped being active."""
+    from keys import apikeys
+    from tests.factories import new_managed_version
+
+    original = apikeys.api_key_authenticate
+
+    def then_rotate(**kwargs):
+        row = original(**kwargs)
+        if kwargs.get("with_active_version"):
+            new_managed_version(environment)
+        return row
+
+    monkeypatch.setattr(apikeys, "api_key_authenticate", then_rotate)
+    with count_statements() as sent:
+        status, data = server.put("raced")
+    monkeypatch.undo()
+
+    assert status == 200 and json.loads(data)["key_version"] == 2
+    assert Record.objects.get(record_key="raced").registration.version == 2
+    assert KeyRegistration.objects.get(environment=environment, version=1).status == "decrypt_only"
+    inserts = [s for s in sent.sql if s.upper().startswith("INSERT INTO \"KEYS_RECORD\"")]
+    assert len(inserts) == 2  # the first matched no active version; the retry did
