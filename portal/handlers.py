@@ -25,8 +25,8 @@ from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
-from django.http import HttpRequest, HttpResponse
 from django.db import connections
+from django.http import HttpRequest, HttpResponse
 from django.urls import set_urlconf
 
 API_PREFIX = "/api/"
