@@ -22,7 +22,12 @@ from . import cache, crypto
 from .clock import now
 from .models import AuditEvent, KeyRegistration, Record
 from .records import KeyUnavailable, active_registration, data_key_for
-from .services import audit, managed_registration_create, registration_transition, sealed_state
+from .services import (
+    audit,
+    managed_registration_create,
+    registration_transition,
+    sealed_state,
+)
 from .validation import ValidationRequestRefused, registration_request_validation
 
 log = logging.getLogger(__name__)
@@ -109,6 +114,42 @@ def registration_retire(*, registration: KeyRegistration, actor) -> KeyRegistrat
         )
     cache.evict(registration.pk)
     return retired
+
+
+def registration_discard(*, registration: KeyRegistration, actor) -> KeyRegistration:
+    """Discard a BYOK version that never served (pending, failed, or valid and never
+    activated): overwrite its sealed IAM credentials and encrypted data key and move it to
+    ``discarded`` in the same UPDATE, with a ``material_destroyed`` audit event. Its access
+    key is free again (``access_key_in_use`` counts only live versions). Irreversible.
+
+    Raises :class:`LifecycleRefused` for any other status (a version in service is retired
+    after re-encryption instead).
+    """
+    with transaction.atomic():
+        locked = KeyRegistration.objects.select_for_update().filter(pk=registration.pk).first()
+        if locked is None:
+            raise LifecycleRefused("This key version no longer exists.")
+        if not locked.is_editable:
+            raise LifecycleRefused(
+                f"Only a key version that never served can be discarded; version {locked.version} is "
+                f"{locked.get_status_display().lower()}."
+            )
+        if Record.objects.filter(registration=locked).exists():
+            raise LifecycleRefused(f"Version {locked.version} encrypts records: it cannot be discarded.")
+        before = _material_summary(locked)
+        discarded = registration_transition(
+            registration=locked, to=Status.DISCARDED, actor=actor,
+            message=f"Version {locked.version} discarded.",
+            updates={**DESTROYED_FIELDS, "retired_at": now()},
+        )
+        audit(
+            action=AuditEvent.Action.MATERIAL_DESTROYED, registration=discarded, actor=actor,
+            before=before, after={field: "destroyed" for field in before},
+            message=f"Key material of version {discarded.version} destroyed: "
+            + ", ".join(field.replace("_", " ") for field in before) + ".",
+        )
+    cache.evict(registration.pk)
+    return discarded
 
 
 def _material_summary(registration: KeyRegistration) -> dict[str, str]:

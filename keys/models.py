@@ -24,15 +24,16 @@ class KeyRegistration(models.Model):
 
         pending_validation -> validating
         validating         -> valid | failed | pending_validation (KMS could not be reached)
-        failed             -> validating        (validate again, or new credentials)
-        valid              -> validating | active
+        failed             -> validating | pending_validation (validate again, edited)
+        valid              -> validating | active | pending_validation (edited)
+        pending_validation | failed | valid -> discarded (never in service: material destroyed)
         active             -> decrypt_only      (another version was activated)
         active             -> inaccessible      (KMS refuses permanently)
         decrypt_only       -> inaccessible | retired | active
         inaccessible       -> active | decrypt_only   (access restored: back to restore_status)
 
     A ``managed`` version is created ``active`` (version 1 of every new environment).
-    A ``retired`` version's sealed material is destroyed (overwritten) and never returns.
+    A ``discarded`` version (one that never served) and a ``retired`` version's sealed material is destroyed (overwritten) and never returns.
     """
 
     class Kind(models.TextChoices):
@@ -52,17 +53,23 @@ class KeyRegistration(models.Model):
         DECRYPT_ONLY = "decrypt_only", "Decrypt-only"
         INACCESSIBLE = "inaccessible", "Inaccessible"
         RETIRED = "retired", "Retired"
+        DISCARDED = "discarded", "Discarded"
 
     TRANSITIONS: dict[str, frozenset[str]] = {
-        Status.PENDING_VALIDATION: frozenset({Status.VALIDATING}),
+        Status.PENDING_VALIDATION: frozenset({Status.VALIDATING, Status.DISCARDED}),
         Status.VALIDATING: frozenset({Status.VALID, Status.FAILED, Status.PENDING_VALIDATION}),
-        Status.FAILED: frozenset({Status.VALIDATING, Status.PENDING_VALIDATION}),
-        Status.VALID: frozenset({Status.VALIDATING, Status.ACTIVE}),
+        Status.FAILED: frozenset({Status.VALIDATING, Status.PENDING_VALIDATION, Status.DISCARDED}),
+        Status.VALID: frozenset({Status.VALIDATING, Status.ACTIVE, Status.PENDING_VALIDATION, Status.DISCARDED}),
         Status.ACTIVE: frozenset({Status.DECRYPT_ONLY, Status.INACCESSIBLE}),
         Status.DECRYPT_ONLY: frozenset({Status.INACCESSIBLE, Status.RETIRED, Status.ACTIVE}),
         Status.INACCESSIBLE: frozenset({Status.ACTIVE, Status.DECRYPT_ONLY}),
         Status.RETIRED: frozenset(),
+        Status.DISCARDED: frozenset(),
     }
+    # Statuses a version never put in service is in: it may be edited or discarded.
+    EDITABLE_STATUSES = frozenset({Status.PENDING_VALIDATION, Status.FAILED, Status.VALID})
+    # Statuses whose sealed material is destroyed: not live, their access key is free again.
+    DEAD_STATUSES = frozenset({Status.RETIRED, Status.DISCARDED})
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     environment = models.ForeignKey(Environment, models.CASCADE, related_name="key_registrations")
@@ -138,6 +145,15 @@ class KeyRegistration(models.Model):
         return ("•" * 16 + self.access_key_id_last4) if self.access_key_id_last4 else ""
 
     @property
+    def is_editable(self) -> bool:
+        """A BYOK version that never served (pending, failed, valid, never activated)."""
+        return self.is_byok and self.status in self.EDITABLE_STATUSES and self.activated_at is None
+
+    @property
+    def is_live(self) -> bool:
+        return self.status not in self.DEAD_STATUSES
+
+    @property
     def can_decrypt(self) -> bool:
         """Versions whose records the data plane may read."""
         return self.status in (self.Status.ACTIVE, self.Status.DECRYPT_ONLY)
@@ -189,6 +205,7 @@ class AuditEvent(models.Model):
     class Action(models.TextChoices):
         REGISTRATION_CREATED = "registration_created", "Registration created"
         CREDENTIALS_REPLACED = "credentials_replaced", "Credentials replaced"
+        REGISTRATION_EDITED = "registration_edited", "Registration edited"
         STATUS_CHANGED = "status_changed", "Status changed"
         VALIDATION_RUN = "validation_run", "Validation run"
         SEALING_KEY_ROTATED = "sealing_key_rotated", "Sealing key rotated"

@@ -268,9 +268,10 @@ class DuplicateAccessKey(Exception):
 
 
 def access_key_in_use(*, environment: Environment, access_key_id: str, exclude: KeyRegistration | None = None) -> bool:
-    """Whether ``access_key_id`` is already registered on a non-retired version of ``environment``."""
+    """Whether ``access_key_id`` is already registered on a live version of ``environment``
+    (a retired or discarded version's credentials were destroyed: its access key is free)."""
     qs = environment.key_registrations.filter(access_key_id_digest=access_key_id_digest(access_key_id))
-    qs = qs.exclude(status=Status.RETIRED)
+    qs = qs.exclude(status__in=KeyRegistration.DEAD_STATUSES)
     if exclude is not None:
         qs = qs.exclude(pk=exclude.pk)
     return qs.exists()
@@ -403,6 +404,96 @@ def registration_replace_credentials(
         registration_id = locked.pk
         transaction.on_commit(lambda: enqueue_validation(registration_id, "credentials"))
     return locked
+
+
+class NotEditable(TransitionError):
+    """The key version is in service (or was), validating, retired or discarded."""
+
+
+@sensitive_variables("secret_access_key", "access_key_id")
+def registration_update(
+    *,
+    registration: KeyRegistration,
+    actor,
+    kms_key_arn: str,
+    region: str,
+    account_id: str,
+    encryption_context: dict[str, str],
+    encrypted_data_key: bytes | None = None,
+    access_key_id: str = "",
+    secret_access_key: str = "",
+) -> KeyRegistration:
+    """Edit a BYOK version that never served (pending, failed, or valid and never
+    activated): its KMS key ARN, region, encryption context and, when given, a new
+    encrypted data key and new IAM credentials (``None``/``""`` keep the registered ones;
+    the secret is write-only). The version goes back to pending validation (generation
+    bumped) and a validation job is queued after commit; one ``registration_edited``
+    audit event lists what changed, as safe summaries.
+
+    Raises ``NotEditable`` for another status and ``DuplicateAccessKey`` if the new access
+    key ID is registered on another live version of the environment.
+    """
+    from .tasks import enqueue_validation
+
+    with transaction.atomic():
+        locked = KeyRegistration.objects.select_for_update().filter(pk=registration.pk).first()
+        if locked is None or not locked.is_editable:
+            state = locked.get_status_display().lower() if locked else "gone"
+            raise NotEditable(
+                f"Key version {registration.version} cannot be edited now ({state}): only a version that "
+                "never served and is not being validated can be."
+            )
+        before = _edit_summary(locked)
+        if access_key_id:
+            if access_key_in_use(environment=locked.environment, access_key_id=access_key_id, exclude=locked):
+                raise DuplicateAccessKey(
+                    "This access key ID is already registered on another key version of this environment."
+                )
+            locked.sealed_access_key_id = _seal(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
+            locked.sealed_secret_access_key = _seal(locked, "sealed_secret_access_key", secret_access_key.encode("ascii"))
+            locked.access_key_id_last4 = access_key_id[-4:]
+            locked.access_key_id_digest = access_key_id_digest(access_key_id)
+            locked.credentials_version = F("credentials_version") + 1
+        if encrypted_data_key is not None:
+            locked.encrypted_data_key = bytes(encrypted_data_key)
+        locked.kms_key_arn, locked.region, locked.account_id = kms_key_arn, region, account_id
+        locked.encryption_context = dict(encryption_context)
+        locked.save()
+        locked.refresh_from_db()
+        after = _edit_summary(locked)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        if locked.status != Status.PENDING_VALIDATION:
+            locked = registration_transition(
+                registration=locked, to=Status.PENDING_VALIDATION, actor=actor,
+                message=f"Version {locked.version} edited: validation starts again.",
+            )
+        else:
+            KeyRegistration.objects.filter(pk=locked.pk).update(generation=F("generation") + 1)
+        audit(
+            action=AuditEvent.Action.REGISTRATION_EDITED,
+            registration=locked,
+            actor=actor,
+            before={k: before[k] for k in changed},
+            after=changed,
+            message=f"Version {locked.version} edited: "
+            + (", ".join(k.replace("_", " ") for k in changed) or "nothing changed")
+            + ".",
+        )
+        registration_id = locked.pk
+        transaction.on_commit(lambda: enqueue_validation(registration_id, "registration"))
+    return locked
+
+
+def _edit_summary(registration: KeyRegistration) -> dict[str, Any]:
+    """What an edit may change, as safe summaries (the access key's last four, a fingerprint)."""
+    blob = bytes(registration.encrypted_data_key or b"")
+    return {
+        "kms_key_arn": registration.kms_key_arn,
+        "region": registration.region,
+        "encryption_context": dict(registration.encryption_context or {}),
+        "access_key_id": registration.masked_access_key_id,
+        "encrypted_data_key_fingerprint": crypto.fingerprint(blob) if blob else "",
+    }
 
 
 def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
