@@ -17,12 +17,13 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from environments.selectors import get_environment_for_user
 
 from . import apikeys, records
 from .models import ApiKey
+from .validation_views import render_confirmation
 
 
 class ApiKeyForm(forms.Form):
@@ -89,8 +90,9 @@ def api_key_new(request: HttpRequest, environment_id) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def api_key_revoke(request: HttpRequest, environment_id, prefix: str) -> HttpResponse:
+    """GET: the confirmation step; POST: revoke."""
     resolved = _environment_for_change(request, environment_id)
     if resolved is None:
         return _forbidden(request)
@@ -99,6 +101,16 @@ def api_key_revoke(request: HttpRequest, environment_id, prefix: str) -> HttpRes
         api_key = environment.api_keys.get(prefix=prefix)
     except ApiKey.DoesNotExist:
         raise Http404("No such API key.")
+    if request.method != "POST":
+        return render_confirmation(
+            request, environment=environment, title=f"Revoke API key “{api_key.name}”",
+            consequences=[
+                f"Refuse every request that sends byok_{api_key.prefix}_… from now on (401), in every process.",
+                "Be permanent: an application that still needs access needs a new API key.",
+                "Leave the environment's records and its other API keys as they are.",
+            ],
+            button="Revoke API key", back_url=reverse("environment_detail", args=[environment.public_id]) + "#api-keys",
+        )
     try:
         apikeys.api_key_revoke(api_key=api_key, actor=request.user)
     except apikeys.ApiKeyAlreadyRevoked as e:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from keys import kms, sts
@@ -65,7 +66,19 @@ ROLE_CHECKS: tuple[tuple[str, str], ...] = (
 )
 _LABELS = dict(ROLE_CHECKS)
 
-_RETRY_REMEDY = "Nothing to change on your side: the platform validates again automatically."
+def _revalidation_minutes() -> int:
+    return max(1, round(settings.REVALIDATION_INTERVAL_SECONDS / 60))
+
+
+def _retry_remedy() -> str:
+    """What to do about a platform-side failure, saying when the platform tries again: the
+    validation job's retries (keys.tasks: about 2, 4, 8, 16 s with jitter, under a minute
+    in all) and the periodic re-validation of versions in service."""
+    minutes = _revalidation_minutes()
+    return (
+        "Nothing to change on your side: the platform tries again within about a minute, and re-validates "
+        f"every key version in service every {minutes} min; “Validate again” tries at once."
+    )
 
 
 @dataclass(frozen=True)
@@ -333,7 +346,7 @@ def _check_state(description: KeyDescription, registration: _Registration) -> Ch
             FAIL,
             f"The key is still {state.lower()} (a multi-Region key being set up or changed); "
             "KMS cannot use it yet.",
-            _RETRY_REMEDY,
+            _retry_remedy(),
             reason=f"key_{state.lower()}",
             transient=True,
         )
@@ -593,7 +606,11 @@ def _excess_privilege_check(
 ) -> CheckResult:
     name = "policy.excess_privilege"
     if not requested:
-        return _skip(name, "Not checked: not requested.")
+        return _skip(
+            name,
+            "Not checked: this platform does not test for extra permissions. Make sure the IAM policy allows only "
+            "kms:Decrypt and kms:DescribeKey.",
+        )
     if not decrypted:
         return _skip(name, "Not checked: Decrypt did not succeed.")
     try:
@@ -651,7 +668,7 @@ def _error_texts(error: KmsError, registration: _Registration) -> tuple[str, str
     if reason == Reason.INCORRECT_KEY:
         return _incorrect_key_texts(error, registration)
     if reason in _TRANSIENT_TEXTS:
-        return _TRANSIENT_TEXTS[reason].format(region=region), _RETRY_REMEDY
+        return _TRANSIENT_TEXTS[reason].format(region=region), _retry_remedy()
     if reason in _PERMANENT_TEXTS:
         cause, remedy = _PERMANENT_TEXTS[reason]
         return cause.format(arn=arn, region=region), remedy.format(arn=arn, region=region)
@@ -807,6 +824,8 @@ def _sts_error_texts(error: StsError, role: RoleAccess, region: str) -> tuple[st
         "account": role.role_arn.split(":")[4] if role.role_arn.count(":") >= 5 else "",
         "code": error.code or "no error code",
         "message": error.message,
+        "retry": _retry_remedy(),
+        "minutes": _revalidation_minutes(),
     }
     cause, remedy = texts
     return cause.format(**values), remedy.format(**values)
@@ -814,7 +833,8 @@ def _sts_error_texts(error: StsError, role: RoleAccess, region: str) -> tuple[st
 
 _PLATFORM_REMEDY = (
     "Nothing to change on your side: the platform's operators have to renew the platform's own AWS "
-    "credentials; the platform validates again automatically."
+    "credentials; the platform then tries again at the next periodic re-validation (every {minutes} min), "
+    "or at once with “Validate again”."
 )
 
 _STS_TEXTS = {
@@ -852,18 +872,27 @@ _STS_TEXTS = {
     ),
     StsReason.THROTTLED: (
         "STS throttled the request: the AssumeRole request rate was exceeded for a moment.",
-        _RETRY_REMEDY,
+        "{retry}",
     ),
-    StsReason.INTERNAL: ("STS had an internal error or was unavailable.", _RETRY_REMEDY),
-    StsReason.TIMEOUT: ("STS in {region} did not answer within the time limit.", _RETRY_REMEDY),
-    StsReason.NETWORK: ("The platform could not reach STS in {region} (network error).", _RETRY_REMEDY),
+    StsReason.INTERNAL: ("STS had an internal error or was unavailable.", "{retry}"),
+    StsReason.TIMEOUT: ("STS in {region} did not answer within the time limit.", "{retry}"),
+    StsReason.NETWORK: ("The platform could not reach STS in {region} (network error).", "{retry}"),
     StsReason.CLOCK_SKEW: (
         "STS rejected the request as expired: the platform's clock differs from AWS time (clock skew). "
         "This is not a problem with your AWS set-up.",
-        _RETRY_REMEDY,
+        "{retry}",
     ),
     StsReason.VALIDATION: (
         "STS rejected the AssumeRole request as invalid: {message}",
         "Check the role ARN (arn:aws:iam::ACCOUNT:role/NAME), then validate again.",
     ),
 }
+def explain_reason(
+    *, reason: str, kms_key_arn: str, region: str, account_id: str = "", has_encryption_context: bool = False,
+    operation: str = "Decrypt",
+) -> tuple[str, str]:
+    """``(cause, remedy)`` for a KMS failure known only by its reason (a :class:`Reason`
+    value), e.g. the one the data plane stored when it marked a version inaccessible: the
+    same texts a validation's failing check shows for that reason."""
+    error = KmsError(reason, operation=operation, message=f"KMS refused {operation} ({reason}).")
+    return _error_texts(error, _Registration(kms_key_arn, region, account_id, has_encryption_context))

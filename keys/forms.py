@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.views.decorators.debug import sensitive_variables
 
@@ -171,3 +173,56 @@ class RegistrationForm(CredentialsFields):
 
 class ReplaceCredentialsForm(CredentialsFields):
     """New IAM credentials for an existing BYOK key version (the customer rotated their access key)."""
+
+
+class EditRegistrationForm(RegistrationForm):
+    """Edit a key version that never served: the same five items and the encryption
+    context. The KMS key ARN, region and context start filled in; the encrypted data key
+    and the IAM credentials are write-only, left empty to keep the registered ones."""
+
+    KEEP = "Leave empty to keep the registered one."
+
+    def __init__(self, *args, registration, **kwargs):
+        super().__init__(*args, registration=registration, **kwargs)
+        if not self.is_bound:
+            self.initial.update({
+                "kms_key_arn": registration.kms_key_arn,
+                "region": registration.region,
+                "encryption_context": json.dumps(registration.encryption_context) if registration.encryption_context else "",
+            })
+        for name in ("encrypted_data_key", "access_key_id", "secret_access_key"):
+            self.fields[name].required = False
+        self.fields["encrypted_data_key"].help_text = (
+            f"{self.KEEP} Paste a new CiphertextBlob only if you generated a new encrypted data key."
+        )
+        self.fields["access_key_id"].help_text = (
+            f"Registered: {registration.masked_access_key_id}. {self.KEEP} A new one needs its secret access key too."
+        )
+        self.fields["secret_access_key"].help_text = "Write-only: never shown. Enter it only with a new access key ID."
+
+    def clean_encrypted_data_key(self) -> bytes | None:
+        if not self.cleaned_data.get("encrypted_data_key", "").strip():
+            return None
+        return super().clean_encrypted_data_key()
+
+    def clean_access_key_id(self) -> str:
+        if not self.cleaned_data.get("access_key_id", "").strip():
+            return ""
+        return super().clean_access_key_id()
+
+    @sensitive_variables("value")
+    def clean_secret_access_key(self) -> str:
+        value = self.cleaned_data.get("secret_access_key", "")
+        if not value:
+            return ""
+        return super().clean_secret_access_key()
+
+    @sensitive_variables("cleaned")
+    def clean(self):
+        cleaned = super().clean()
+        has_id, has_secret = bool(cleaned.get("access_key_id")), bool(cleaned.get("secret_access_key"))
+        if has_id and not has_secret and "secret_access_key" not in self._errors:
+            self.add_error("secret_access_key", "Enter the secret access key of the new access key ID.")
+        if has_secret and not has_id and "access_key_id" not in self._errors:
+            self.add_error("access_key_id", "Enter the access key ID this secret access key belongs to.")
+        return cleaned

@@ -29,8 +29,16 @@ from . import lifecycle, reencryption
 from .clock import now
 from .forms import ReplaceCredentialsForm
 from .models import KeyRegistration, ReencryptionJob
-from .services import DuplicateAccessKey, TransitionError, registration_replace_credentials
-from .validation_views import _get_registration_for_user, run_action
+from .services import (
+    DuplicateAccessKey,
+    TransitionError,
+    registration_replace_credentials,
+)
+from .validation_views import (
+    _get_registration_for_user,
+    render_confirmation,
+    run_action,
+)
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status
@@ -62,7 +70,10 @@ def lifecycle_context(environment: Environment, membership: Membership) -> dict[
             "progress": v,
             "registration": v.registration,
             "can_activate": can_change and v.registration.status == Status.VALID and not v.registration.is_byok,
-            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.status != Status.RETIRED,
+            "can_discard": can_change and v.registration.is_editable,
+            # A version that never served is edited instead (all five items, not just the credentials).
+            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.is_live
+            and not v.registration.is_editable and v.registration.status != Status.VALIDATING,
             "can_retire": is_owner and v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
             "drained": v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
         }
@@ -158,6 +169,7 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
                 request,
                 f"IAM credentials of key version {registration.version} replaced; validation with the new "
                 "credentials has started. Nothing was re-encrypted.",
+                extra_tags=f"validation-started-{registration.version}",
             )
             return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
     return render(
@@ -224,8 +236,27 @@ def reencryption_resume_view(request: HttpRequest, environment_id) -> HttpRespon
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def reencryption_cancel_view(request: HttpRequest, environment_id) -> HttpResponse:
+    """GET: the confirmation step; POST: cancel."""
+    if request.method != "POST":
+        environment, refused = _changer(request, environment_id)
+        if refused:
+            return refused
+        job = _latest_job(environment)
+        remaining = reencryption.job_progress(environment=environment).remaining
+        target = f"version {job.target.version}" if job else "the active version"
+        return render_confirmation(
+            request, environment=environment, title="Cancel the re-encryption",
+            consequences=[
+                "Stop moving records after the batch in progress.",
+                (f"Keep the records already moved under {target}, and the {remaining} record(s) not moved yet under "
+                 "their older versions, readable as before."),
+                ("Keep the older versions from being retired until their records are re-encrypted: you can start a "
+                 "new re-encryption at any time."),
+            ],
+            button="Cancel the re-encryption", back_url=_back(environment).url,
+        )
     return _job_action(
         request, environment_id, reencryption.reencryption_cancel,
         "Re-encryption cancelled. Records already moved stay under the active version; the others stay readable.",
@@ -238,11 +269,25 @@ def reencryption_cancel_view(request: HttpRequest, environment_id) -> HttpRespon
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def registration_retire_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    """GET: the confirmation step; POST: retire."""
     registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
     if not membership.is_owner:
         return _forbidden(request)
+    if request.method != "POST":
+        what = "sealed IAM credentials and encrypted data key" if registration.is_byok else "sealed data key"
+        return render_confirmation(
+            request, environment=registration.environment, title=f"Retire key version {registration.version}",
+            consequences=[
+                (f"Destroy the {what} of key version {registration.version}. This cannot be undone: a record "
+                 "still encrypted with it could never be read again (there is none now, or retiring is refused)."),
+                f"Keep version {registration.version} listed as retired, with an entry in the audit trail.",
+                "Change nothing in AWS: delete the IAM user's access key there too once you no longer need it."
+                if registration.is_byok else "Change nothing else.",
+            ],
+            button=f"Retire version {registration.version}", back_url=_back(registration.environment).url,
+        )
     run_action(
         request, lambda: lifecycle.registration_retire(registration=registration, actor=request.user),
         refused=lifecycle.LifecycleRefused,

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 
 from environments.models import Environment
 
@@ -14,10 +14,20 @@ VALIDATION_HISTORY_LENGTH = 10
 
 
 def active_versions_by_environment(environments: Iterable[Environment]) -> dict[int, KeyRegistration]:
-    """The active key version of each environment, keyed by environment database id."""
+    """The version serving each environment's new records, keyed by environment database
+    id: the active one, or the one that was active until KMS refused it (inaccessible), so
+    the environment list says what is wrong rather than "no active key"."""
+    Status = KeyRegistration.Status
     ids = [e.pk for e in environments]
-    qs = KeyRegistration.objects.filter(environment_id__in=ids, status=KeyRegistration.Status.ACTIVE)
-    return {r.environment_id: r for r in qs}
+    qs = KeyRegistration.objects.filter(environment_id__in=ids).filter(
+        Q(status=Status.ACTIVE) | Q(status=Status.INACCESSIBLE, restore_status=Status.ACTIVE)
+    ).order_by("version")
+    serving: dict[int, KeyRegistration] = {}
+    for registration in qs:  # an active version wins over an inaccessible older one
+        current = serving.get(registration.environment_id)
+        if current is None or current.status != Status.ACTIVE:
+            serving[registration.environment_id] = registration
+    return serving
 
 
 def recent_validation_runs(registration: KeyRegistration) -> list[ValidationRun]:

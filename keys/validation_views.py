@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from environments.models import Membership
 from environments.selectors import get_environment_for_user
@@ -53,7 +53,10 @@ def _get_registration_for_user(user, environment_id, registration_id) -> tuple[K
     return registration, membership
 
 
-def run_action(request: HttpRequest, action: Callable[[], Any], *, refused: type[Exception], success: str | Callable[[Any], str]) -> None:
+def run_action(
+    request: HttpRequest, action: Callable[[], Any], *, refused: type[Exception], success: str | Callable[[Any], str],
+    extra_tags: str = "",
+) -> None:
     """Run one service call of a POST action and tell the user how it went with Django
     messages: the refusal's own text (``refused`` is the service's exception class) as an
     error, else ``success`` (a text, or a function of the service's result)."""
@@ -62,7 +65,38 @@ def run_action(request: HttpRequest, action: Callable[[], Any], *, refused: type
     except refused as e:
         messages.error(request, str(e))
         return
-    messages.success(request, success(result) if callable(success) else success)
+    messages.success(request, success(result) if callable(success) else success, extra_tags=extra_tags)
+
+
+def render_confirmation(
+    request: HttpRequest, *, environment, title: str, consequences: list[str], button: str,
+    back_url: str, danger: bool = True,
+) -> HttpResponse:
+    """The confirmation step of a destructive or hard-to-undo action: a GET page saying
+    exactly what will happen, whose form POSTs to the same URL (no script, so it works
+    under the strict Content-Security-Policy and without JavaScript)."""
+    return render(request, "keys/confirm.html", {
+        "environment": environment, "title": title, "consequences": consequences, "button": button,
+        "danger": danger, "back_url": back_url, "action_url": request.path,
+    })
+
+
+def activation_consequences(registration: KeyRegistration) -> list[str]:
+    """What activating ``registration`` does, in the admin's words."""
+    active = registration.environment.key_registrations.filter(status=Status.ACTIVE).first()
+    sentences = [f"Make key version {registration.version} active: every record written from now on is encrypted with it."]
+    if active is not None:
+        sentences.append(
+            f"Make version {active.version} (active now) decrypt-only: its records stay readable, and "
+            "re-encryption can move them to the new version."
+        )
+    if registration.is_byok:
+        sentences.append(
+            f"Make this environment depend on your KMS key {registration.kms_key_arn}: disabling it, scheduling "
+            "its deletion or removing the IAM policy stops reads and writes."
+        )
+    sentences.append("You can switch back by activating another valid or decrypt-only version later.")
+    return sentences
 
 
 def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
@@ -72,14 +106,17 @@ def validation_context(registration: KeyRegistration, membership: Membership) ->
     # The newest run with checks: a running run shows its last attempt's, else the previous run's.
     checked = next((r for r in runs if r.checks), None)
     can_change = membership.can_change
+    busy = validation_in_progress(registration, latest)
     return {
         "registration": registration,
         "runs": runs,
         "latest_run": latest,
         "checked_run": checked,
-        "busy": validation_in_progress(registration, latest),
+        "busy": busy,
         "staleness": staleness(registration) if registration.is_byok else "",
-        "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES,
+        # Not while a validation is queued or running: it would only queue a second one.
+        "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,
+        "can_edit": can_change and registration.is_editable,
         "can_activate": can_change and registration.status == Status.VALID,
         "status_url": reverse(
             "registration_status", args=[registration.environment.public_id, registration.public_id]
@@ -121,16 +158,24 @@ def registration_validate_again(request: HttpRequest, environment_id, registrati
         request, lambda: registration_request_validation(registration=registration, actor=request.user),
         refused=ValidationRequestRefused,
         success=f"Validation of key version {registration.version} against KMS has started.",
+        extra_tags=f"validation-started-{registration.version}",
     )
     return _back(registration)
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def registration_activate_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    """GET: the confirmation step; POST: activate."""
     registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
     if not membership.can_change:
         return render(request, "403.html", status=403)
+    if request.method != "POST":
+        return render_confirmation(
+            request, environment=registration.environment, title=f"Activate key version {registration.version}",
+            consequences=activation_consequences(registration), button=f"Activate version {registration.version}",
+            back_url=_back(registration).url, danger=False,
+        )
     run_action(
         request, lambda: registration_activate(registration=registration, actor=request.user),
         refused=ActivationError,

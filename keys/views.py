@@ -18,20 +18,29 @@ SENSITIVE_FIELDS = ("secret_access_key", "access_key_id", "encrypted_data_key")
 
 
 def _guide(kms_key_arn: str, encryption_context_text: str) -> dict:
-    """The setup guide's command and IAM policy for what the admin typed so far."""
-    arn = kms_key_arn.strip() or "arn:aws:kms:<region>:<account-id>:key/<key-id>"
+    """The setup guide's command and IAM policy for what the admin typed so far:
+    ``{"cli_command", "iam_policy", "arn_ok", "hint"}``. Only a valid key ARN (or nothing
+    yet: a template with placeholders) gets a command and a policy; for anything else, an
+    alias above all, both are empty and ``hint`` says how to find the key ARN."""
+    typed = kms_key_arn.strip()
     try:
         context = parsers.parse_encryption_context(encryption_context_text or "")
     except parsers.InputError:
         context = {}
     try:
         arn_ok = bool(parsers.parse_kms_key_arn(kms_key_arn))
-    except parsers.InputError:
-        arn_ok = False
+    except parsers.InputError as e:
+        arn_ok, hint = False, e.message
+    else:
+        hint = ""
+    if typed and not arn_ok:
+        return {"cli_command": "", "iam_policy": "", "arn_ok": False, "hint": hint}
+    arn = typed or "arn:aws:kms:<region>:<account-id>:key/<key-id>"
     return {
         "cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=context),
         "iam_policy": parsers.iam_policy_json(kms_key_arn=arn),
         "arn_ok": arn_ok,
+        "hint": "",
     }
 
 
@@ -65,6 +74,7 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
             messages.success(
                 request,
                 f"Key version {registration.version} registered; validation against KMS has started.",
+                extra_tags=f"validation-started-{registration.version}",
             )
             return redirect("environment_detail", environment_id=environment.public_id)
     guide = _guide(request.POST.get("kms_key_arn", ""), request.POST.get("encryption_context", ""))
@@ -78,7 +88,7 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
 @login_required
 @require_GET
 def registration_guide(request: HttpRequest, environment_id) -> JsonResponse:
-    """JSON for the live setup guide: ``{"cli_command", "iam_policy", "arn_ok"}`` for ``?kms_key_arn=…&encryption_context=…``."""
+    """JSON for the live setup guide: ``{"cli_command", "iam_policy", "arn_ok", "hint"}`` for ``?kms_key_arn=…&encryption_context=…``."""
     get_environment_for_user(request.user, environment_id)
     return JsonResponse(_guide(request.GET.get("kms_key_arn", "")[:2048], request.GET.get("encryption_context", "")[:10_000]))
 

@@ -114,6 +114,11 @@ def _registration_form(world: World) -> dict:
     }
 
 
+def _edit_form(world: World) -> dict:
+    return {**_registration_form(world), "encrypted_data_key": "", "access_key_id": "", "secret_access_key": "",
+            "encryption_context": "env=matrix"}
+
+
 def _new_password(world: World) -> dict:
     new = "a quite different passphrase 42"
     return {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
@@ -162,7 +167,11 @@ EXPECTED: dict[str, Rule] = {
     "registration_guide": Rule(get=roles(200, outsider=404), post=roles(405)),
     "registration_status": _look(),
     "registration_validate": _action(),
-    "registration_activate": _action(),
+    "registration_activate": _change_form(SUCCESS, lambda world: {}, doc="GET: the confirmation step"),
+    "registration_edit": _change_form(
+        SUCCESS, lambda world: _edit_form(world), doc="a version that never served: the five items and the context"
+    ),
+    "registration_discard": _change_form(SUCCESS, lambda world: {}, doc="GET: the confirmation step"),
     # Keys: lifecycle (rotation, credentials, re-encryption, retirement, revocation drill)
     "managed_version_new": _action(),
     "registration_credentials": _change_form(
@@ -171,12 +180,13 @@ EXPECTED: dict[str, Rule] = {
         doc="new IAM credentials for the same key version",
     ),
     "registration_retire": Rule(
-        get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only; refused with a message unless drained"
+        get=roles(200, admin=403, outsider=404), post=roles(SUCCESS, admin=403, outsider=404),
+        doc="owners only; GET: the confirmation step; refused with a message unless drained",
     ),
     "reencryption_start": _action(),
     "reencryption_pause": _action(),
     "reencryption_resume": _action(),
-    "reencryption_cancel": _action(),
+    "reencryption_cancel": _change_form(SUCCESS, lambda world: {}, doc="GET: the confirmation step"),
     "reencryption_progress": _look(),
     "revocation_drill": Rule(get=roles(200, admin=403, outsider=404), post=roles(405), doc="owners only"),
     "revocation_drill_start": Rule(get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only"),
@@ -184,7 +194,7 @@ EXPECTED: dict[str, Rule] = {
     "revocation_drill_status": Rule(get=roles(200, admin=403, outsider=404), post=roles(405), doc="owners only"),
     # Keys: API keys and "Try it"
     "api_key_new": _change_form(200, lambda world: {"name": "matrix"}, doc="the new key is shown once, not redirected"),
-    "api_key_revoke": _action(),
+    "api_key_revoke": _change_form(SUCCESS, lambda world: {}, doc="GET: the confirmation step"),
     "try_it": _change_form(200, lambda world: {"record_key": "matrix-1", "body": '{"a": 1}'}),
     # The user's own account: every signed-in user, on their own account only.
     "two_factor": Rule(get=roles(200), post=roles(200), post_data=lambda world: {"code": "000000"}),
@@ -403,6 +413,11 @@ def test_it_answers_each_role_as_the_matrix_says(world, route, role):
 def test_it_lets_an_owner_really_change_state_through_the_matrix_payloads(world):
     """The POST payloads are not duds: an owner's requests change org A."""
     client = client_as(world, "alice")
+    client.post(reverse("registration_edit", args=[world.environment.public_id, world.registration.public_id]),
+                _edit_form(world))
+    world.registration.refresh_from_db()
+    assert world.registration.encryption_context == {"env": "matrix"}
+    KeyRegistration.objects.filter(pk=world.registration.pk).update(status=KeyRegistration.Status.VALID)
     client.post(reverse("registration_activate", args=[world.environment.public_id, world.registration.public_id]))
     client.post(reverse("api_key_revoke", args=[world.environment.public_id, world.api_key.prefix]))
     client.post(reverse("environment_new"), EXPECTED["environment_new"].post_data(world))
@@ -411,6 +426,14 @@ def test_it_lets_an_owner_really_change_state_through_the_matrix_payloads(world)
     assert world.registration.status == KeyRegistration.Status.ACTIVE
     assert world.api_key.revoked_at is not None
     assert world.org_a.environments.filter(name="matrix-new").exists()
+
+
+def test_it_lets_an_owner_really_discard_through_the_matrix_payload(world):
+    client_as(world, "alice").post(
+        reverse("registration_discard", args=[world.environment.public_id, world.registration.public_id])
+    )
+    world.registration.refresh_from_db()
+    assert world.registration.status == KeyRegistration.Status.DISCARDED
 
 
 def test_it_refuses_an_outsider_posting_for_org_a_on_the_new_environment_page(world):

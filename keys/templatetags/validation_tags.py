@@ -12,3 +12,20 @@ def registration_validation(registration, membership) -> dict:
     from keys.validation_views import validation_context
 
     return validation_context(registration, membership)
+
+
+@register.filter
+def kms_problem(registration) -> dict | None:
+    """``registration|kms_problem``: for a version the data plane or a re-validation made
+    inaccessible, ``{"reason", "cause", "remedy"}`` in the words a failing validation check
+    uses for that reason (``keys.diagnosis.explain_reason``); None otherwise."""
+    from keys import diagnosis
+    from keys.models import KeyRegistration
+
+    if registration.status != KeyRegistration.Status.INACCESSIBLE or not registration.inaccessible_reason:
+        return None
+    cause, remedy = diagnosis.explain_reason(
+        reason=registration.inaccessible_reason, kms_key_arn=registration.kms_key_arn, region=registration.region,
+        account_id=registration.account_id, has_encryption_context=bool(registration.encryption_context),
+    )
+    return {"reason": registration.inaccessible_reason, "cause": cause, "remedy": remedy}

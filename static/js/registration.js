@@ -19,6 +19,10 @@
         if (!data || ticket !== latest) { return; }
         cli.textContent = data.cli_command;
         policy.textContent = data.iam_policy;
+        // No command or policy for what is not a key ARN (an alias above all): say how to find it.
+        var hint = document.getElementById("guide-hint");
+        if (hint) { hint.textContent = data.hint || ""; hint.hidden = !data.hint; }
+        document.querySelectorAll("[data-guide-block]").forEach(function (block) { block.hidden = !!data.hint; });
       })
       .catch(function () { /* keep the last guide shown */ });
   }

@@ -27,7 +27,11 @@
           if (panel) { panel.innerHTML = data.panel_html; }
           group.dataset.status = data.status;
           group.dataset.busy = data.busy ? "true" : "false";
-          if (data.busy) { schedule(); }
+          if (data.busy) { schedule(); return; }
+          // The banner "validation … has started" follows the state: gone once it ended.
+          document.querySelectorAll(".msg[data-validation-banner='" + data.version + "']").forEach(function (banner) {
+            banner.remove();
+          });
         })
         .catch(schedule);  // network hiccup: try again later
     }
@@ -35,5 +39,10 @@
     schedule();
   }
 
+  // A banner about a validation that already ended when the page was rendered goes at once.
+  document.querySelectorAll(".msg[data-validation-banner]").forEach(function (banner) {
+    var group = document.querySelector(".key-version[data-version='" + banner.dataset.validationBanner + "']");
+    if (group && group.dataset.busy !== "true") { banner.remove(); }
+  });
   document.querySelectorAll("[data-status-url][data-busy='true']").forEach(watch);
 })();

@@ -98,7 +98,7 @@ def test_it_shows_the_validation_live_and_activates_the_key(page, live_server, s
     assert navigations == []
     checks = version.locator("table.checks")
     expect(checks).to_be_visible()
-    expect(checks.locator("[data-check='decrypt.call']")).to_contain_text("pass")
+    expect(checks.locator("[data-check='decrypt.call']")).to_contain_text("Passed")
     expect(checks.locator("[data-check='decrypt.plaintext_size']")).to_contain_text("256 bits")
     expect(version.get_by_text("Validation history")).to_be_visible()
 

@@ -206,7 +206,7 @@ def test_it_answers_405_for_the_wrong_method(client_for, environment, alice):
     row, _ = apikeys.api_key_create(environment=environment, name="app", actor=alice)
     client = client_for(alice)
 
-    assert client.get(revoke_url(environment, row)).status_code == 405
+    assert client.put(revoke_url(environment, row)).status_code == 405
     assert client.delete(new_url(environment)).status_code == 405
     assert client.put(try_it_url(environment)).status_code == 405
 

@@ -156,7 +156,7 @@ DENIED = f"User: {PLATFORM} is not authorized to perform: sts:AssumeRole on reso
          "platform_credentials", ["InvalidClientTokenId", "platform's side, not in your AWS account"],
          ["Nothing to change on your side"]),
         ("Throttling", 400, "Rate exceeded", "unverified", "sts_throttled", ["STS throttled"],
-         ["validates again automatically"]),
+         ["tries again within about a minute", "every 15 min"]),
     ],
 )
 def test_it_explains_each_assume_role_failure(sts_stub, code, status, message, outcome, reason, causes, remedies):

@@ -72,10 +72,12 @@ ACTIONS = [
     ("managed_version_new", "env", "post", "change"),
     ("registration_credentials", "version", "get", "change"),
     ("registration_credentials", "version", "post", "change"),
+    ("registration_retire", "version", "get", "owner"),  # the confirmation step
     ("registration_retire", "version", "post", "owner"),
     ("reencryption_start", "env", "post", "change"),
     ("reencryption_pause", "env", "post", "change"),
     ("reencryption_resume", "env", "post", "change"),
+    ("reencryption_cancel", "env", "get", "change"),  # the confirmation step
     ("reencryption_cancel", "env", "post", "change"),
     ("reencryption_progress", "env", "get", "look"),
     ("revocation_drill", "env", "get", "owner"),
@@ -114,7 +116,7 @@ def test_it_answers_405_to_the_wrong_method(name, scope, method, who, client_for
     url = _url(name, scope, environment, byok_registration)
     client = client_for(alice)
 
-    if name == "registration_credentials":
+    if name in ("registration_credentials", "registration_retire", "reencryption_cancel"):
         assert client.put(url).status_code == 405
     else:
         wrong = client.get if method == "post" else client.post
@@ -182,7 +184,7 @@ def test_it_creates_a_valid_platform_managed_version_to_activate(client_for, car
     v2 = environment.key_registrations.get(version=2)
     assert (v2.kind, v2.status, v2.created_by) == ("managed", Status.VALID, carol)
     assert "Activate it to use it for new records" in response.content.decode()
-    assert f'action="{_version_url("registration_activate", v2)}"' in response.content.decode()
+    assert f'href="{_version_url("registration_activate", v2)}"' in response.content.decode()
     assert environment.key_registrations.get(version=1).status == Status.ACTIVE
 
 

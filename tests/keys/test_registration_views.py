@@ -441,7 +441,7 @@ def test_it_lists_key_versions_on_the_environment_page(client_for, alice, enviro
     assert ACCESS_KEY_ID not in html
     assert "by alice" in row
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row)
-    assert "Registration created" in html and "BYOK key registered as version 2." in html
+    assert "Version 2 registered" in html and "BYOK key registered as version 2." in html
 
 
 def test_it_shows_the_register_button_to_owners_and_admins_only(client_for, alice, bob, carol, environment):
@@ -470,19 +470,21 @@ def test_it_answers_the_guide_for_the_arn_typed(client_for, alice, environment):
     ]
 
 
-def test_it_answers_the_guide_for_a_half_typed_arn(client_for, alice, environment):
+def test_it_renders_no_command_or_policy_for_a_half_typed_arn(client_for, alice, environment):
+    """Only a valid key ARN gets a command and a policy (issue 13): a half-typed one gets
+    the parser's message instead."""
     response = client_for(alice).get(guide_url(environment), {"kms_key_arn": "arn:aws:kms:eu-"})
 
     guide = response.json()
-    assert guide["arn_ok"] is False
-    assert "--key-id arn:aws:kms:eu-" in guide["cli_command"]
-    assert "--region" not in guide["cli_command"]
+    assert (guide["arn_ok"], guide["cli_command"], guide["iam_policy"]) == (False, "", "")
+    assert guide["hint"]
 
 
-def test_it_shell_quotes_what_is_typed_into_the_guide(client_for, alice, environment):
+def test_it_never_puts_what_is_typed_into_a_command_unless_it_is_a_key_arn(client_for, alice, environment):
     response = client_for(alice).get(guide_url(environment), {"kms_key_arn": "x; rm -rf / $(id)"})
 
-    assert "--key-id 'x; rm -rf / $(id)'" in response.json()["cli_command"]
+    guide = response.json()
+    assert guide["cli_command"] == "" and "rm -rf" not in guide["hint"]
 
 
 def test_it_shows_a_placeholder_guide_before_anything_is_typed(client_for, alice, environment):

@@ -299,10 +299,18 @@ def test_it_hides_activate_from_an_outsider(client_for, charlie, registration):
     assert registration.status == Status.VALID
 
 
-def test_it_refuses_get_on_activate(client_for, alice, registration):
+def test_it_asks_to_confirm_activation_on_get_and_changes_nothing(client_for, alice, registration):
     _with_status(registration, Status.VALID)
 
-    assert client_for(alice).get(_url("registration_activate", registration)).status_code == 405
+    response = client_for(alice).get(_url("registration_activate", registration))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Activate key version 2?" in html
+    assert "Make key version 2 active: every record written from now on is encrypted with it." in html
+    assert "Make version 1 (active now) decrypt-only" in html
+    assert f'<form method="post" action="{_url("registration_activate", registration)}">' in html
+    assert "<script>" not in html
     registration.refresh_from_db()
     assert registration.status == Status.VALID
 

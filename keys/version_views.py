@@ -1,0 +1,126 @@
+"""Fixing or discarding a key version that never served: "Edit" (the five items and the
+encryption context, validated again) and "Discard" (its sealed material destroyed, its
+access key free again), with a confirmation step before the discard.
+
+Thin: resolve access (``_get_registration_for_user``, 404 outside the user's
+organizations), owners and admins only (403 otherwise), call one service, redirect.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_http_methods
+
+from . import crypto, lifecycle
+from .forms import EditRegistrationForm
+from .models import KeyRegistration
+from .services import DuplicateAccessKey, NotEditable, registration_update
+from .validation_views import (
+    _get_registration_for_user,
+    render_confirmation,
+    run_action,
+)
+from .views import SENSITIVE_FIELDS, _guide
+
+
+def _version_url(registration: KeyRegistration) -> str:
+    return f"{reverse('environment_detail', args=[registration.environment.public_id])}#version-{registration.version}"
+
+
+@login_required
+@never_cache
+@sensitive_post_parameters(*SENSITIVE_FIELDS)
+@require_http_methods(["GET", "HEAD", "POST"])
+@sensitive_variables()
+def registration_edit(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.can_change:
+        return render(request, "403.html", status=403)
+    if not registration.is_editable:
+        messages.error(
+            request,
+            f"Key version {registration.version} is {registration.get_status_display().lower()}: only a version "
+            "that never served and is not being validated can be edited.",
+        )
+        return redirect(_version_url(registration))
+    environment = registration.environment
+    form = EditRegistrationForm(
+        request.POST if request.method == "POST" else None, environment=environment, registration=registration
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        arn = data["kms_key_arn"]
+        try:
+            registration_update(
+                registration=registration, actor=request.user,
+                kms_key_arn=arn.arn, region=data["region"], account_id=arn.account_id,
+                encryption_context=data["encryption_context"],
+                encrypted_data_key=data["encrypted_data_key"],
+                access_key_id=data["access_key_id"], secret_access_key=data["secret_access_key"],
+            )
+        except DuplicateAccessKey as e:
+            form.add_error_after_clean("access_key_id", str(e))
+        except NotEditable as e:
+            messages.error(request, str(e))
+            return redirect(_version_url(registration))
+        else:
+            messages.success(
+                request, f"Key version {registration.version} saved; its validation against KMS has started.",
+                extra_tags=f"validation-started-{registration.version}",
+            )
+            return redirect(_version_url(registration))
+    arn_text = request.POST.get("kms_key_arn", "") if request.method == "POST" else registration.kms_key_arn
+    context_text = request.POST.get("encryption_context", "") if request.method == "POST" else form.initial.get("encryption_context", "")
+    blob = bytes(registration.encrypted_data_key or b"")
+    return render(request, "keys/registration_edit.html", {
+        "environment": environment, "membership": membership, "registration": registration, "form": form,
+        "guide": _guide(arn_text, context_text),
+        "fingerprint": f"{len(blob)} bytes, fingerprint {crypto.fingerprint(blob)}" if blob else "",
+    })
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def registration_discard(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    """GET: the confirmation step; POST: discard."""
+    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    if not membership.can_change:
+        return render(request, "403.html", status=403)
+    if request.method != "POST":
+        return render_confirmation(
+            request, environment=registration.environment, title=f"Discard key version {registration.version}",
+            consequences=discard_consequences(registration), button=f"Discard version {registration.version}",
+            back_url=_version_url(registration),
+        )
+    run_action(
+        request, lambda: lifecycle.registration_discard(registration=registration, actor=request.user),
+        refused=lifecycle.LifecycleRefused,
+        success=f"Key version {registration.version} discarded: its IAM credentials and encrypted data key were "
+        "destroyed, and its access key can be registered again.",
+    )
+    return redirect(_version_url(registration))
+
+
+def discard_consequences(registration: KeyRegistration) -> list[str]:
+    access_key = f" ({registration.masked_access_key_id[-8:]})" if registration.masked_access_key_id else ""
+    return [
+        (f"Destroy the sealed IAM credentials{access_key} and the encrypted data key of key version "
+         f"{registration.version}. This cannot be undone."),
+        f"Keep version {registration.version} listed as discarded, with an entry in the audit trail.",
+        "Free its access key: you can register it again on a new key version.",
+        "Change nothing else: this version never served, so no record uses it and nothing in AWS changes.",
+    ]
+
+
+_VERSION = "environments/<uuid:environment_id>/keys/<uuid:registration_id>"
+
+urlpatterns = [
+    path(f"{_VERSION}/edit/", registration_edit, name="registration_edit"),
+    path(f"{_VERSION}/discard/", registration_discard, name="registration_discard"),
+]
