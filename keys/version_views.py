@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 from . import crypto, lifecycle
 from .forms import EditRegistrationForm
 from .models import KeyRegistration
+from .selectors import recent_validation_runs
 from .services import DuplicateAccessKey, NotEditable, registration_update
 from .validation_views import (
     _get_registration_for_user,
@@ -78,7 +79,10 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
     arn_text = request.POST.get("kms_key_arn", "") if request.method == "POST" else registration.kms_key_arn
     context_text = request.POST.get("encryption_context", "") if request.method == "POST" else form.initial.get("encryption_context", "")
     blob = bytes(registration.encrypted_data_key or b"")
+    last = next(iter(recent_validation_runs(registration)), None)
+    failing = [c for c in (last.checks if last else []) if c.get("status") == "fail" and not c.get("transient")]
     return render(request, "keys/registration_edit.html", {
+        "failing": failing if registration.status == KeyRegistration.Status.FAILED else [],
         "environment": environment, "membership": membership, "registration": registration, "form": form,
         "guide": _guide(arn_text, context_text),
         "fingerprint": f"{len(blob)} bytes, fingerprint {crypto.fingerprint(blob)}" if blob else "",

@@ -84,3 +84,19 @@ def audit_change(event: AuditEvent) -> str:
     if not (before or after):
         return ""
     return f"{_status_word(before) if before else '—'} → {_status_word(after) if after else '—'}"
+
+
+# Words that make an event's message no more informative than its summary.
+_FILLER = {"of", "the", "a", "against", "kms", "key", "is", "now", "to", "and"}
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,:;()").lower() for w in text.split()} - {""}
+
+
+@register.filter
+def audit_detail(event: AuditEvent) -> str:
+    """The event's own message when it says more than :func:`audit_summary` ("" otherwise):
+    "Version 2 activated; version 1 is decrypt-only." stays, "Validation passed." goes."""
+    extra = _words(event.message) - _words(audit_summary(event)) - _FILLER
+    return event.message if extra else ""

@@ -7,6 +7,18 @@
   var SLOW_MS = 15000;         // after FAST_POLLS, in case a worker is slow or down
   var FAST_POLLS = 200;        // about five minutes of fast polling
 
+  // One status everywhere: the lifecycle card lists the same versions, so it is
+  // re-rendered (by the same partial as the page) whenever a version's status changes.
+  function refreshLifecycle() {
+    var card = document.querySelector("[data-progress-url]");
+    var body = card && card.querySelector("[data-lifecycle-body]");
+    if (!body) { return; }
+    fetch(card.dataset.progressUrl, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) { if (data && data.html) { body.innerHTML = data.html; } })
+      .catch(function () { /* the next change tries again */ });
+  }
+
   function watch(group) {
     var url = group.dataset.statusUrl;
     var statusCell = group.querySelector("[data-status-cell]");
@@ -24,6 +36,7 @@
         .then(function (data) {
           if (!data) { schedule(); return; }
           if (statusCell) { statusCell.innerHTML = data.status_html; }
+          if (group.dataset.status !== data.status) { refreshLifecycle(); }
           if (panel) { panel.innerHTML = data.panel_html; }
           group.dataset.status = data.status;
           group.dataset.busy = data.busy ? "true" : "false";

@@ -65,7 +65,7 @@ def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
     page.goto(f"{live_server.url}/environments/{environment.public_id}/")
     card = page.locator("#key-lifecycle")
     expect(card.locator('[data-records-version="1"] [data-count]')).to_have_text(str(RECORDS))
-    expect(card.get_by_role("button", name="Retire version 1")).to_have_count(0)
+    expect(card.get_by_role("link", name="Retire version 1…")).to_have_count(0)
 
     card.get_by_role("button", name="Start re-encryption").click()
     expect(page.get_by_text("Re-encryption to version 2 started")).to_be_visible()
@@ -83,7 +83,7 @@ def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
     expect(card.locator("[data-progress-bar]")).to_have_attribute("value", "100")
     expect(card.locator("[data-job-status]")).to_have_attribute("data-job-status", "done")
     expect(card.locator('[data-records-version="1"] [data-count]')).to_have_text("0")
-    retire = card.get_by_role("button", name="Retire version 1")
+    retire = card.get_by_role("link", name="Retire version 1…")
     expect(retire).to_be_visible()
     shot("3-done")
     assert page.evaluate("window.__sameDocument") == "yes"  # no reload
@@ -91,8 +91,13 @@ def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
     assert ReencryptionJob.objects.get().records_moved == RECORDS
 
     retire.click()
+    expect(page.get_by_role("heading", name="Retire key version 1?")).to_be_visible()
+    expect(page.locator("[data-consequences]")).to_contain_text("Destroy the sealed data key of key version 1")
+    shot("4-confirm-retirement")
+    assert KeyRegistration.objects.get(environment=environment, version=1).sealed_data_key  # nothing done yet
+    page.get_by_role("button", name="Retire version 1").click()
     expect(page.get_by_text("Key version 1 retired")).to_be_visible()
-    shot("4-retired")
+    shot("5-retired")
     v1 = KeyRegistration.objects.get(environment=environment, version=1)
     assert (v1.status, v1.sealed_data_key) == (KeyRegistration.Status.RETIRED, "")
     assert not violations, violations

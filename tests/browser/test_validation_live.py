@@ -102,11 +102,15 @@ def test_it_shows_the_validation_live_and_activates_the_key(page, live_server, s
     expect(checks.locator("[data-check='decrypt.plaintext_size']")).to_contain_text("256 bits")
     expect(version.get_by_text("Validation history")).to_be_visible()
 
-    version.get_by_role("button", name="Activate version 2").click()
+    version.get_by_role("link", name="Activate version 2…").click()
+    expect(page.get_by_role("heading", name="Activate key version 2?")).to_be_visible()
+    expect(page.locator("[data-consequences]")).to_contain_text("Make version 1 (active now) decrypt-only")
+    shot("4-confirm-activation")
+    page.get_by_role("button", name="Activate version 2").click()
     expect(page.get_by_text("Key version 2 is now active")).to_be_visible()
     expect(page.locator(f"#registration-{registration.public_id} [data-status-cell] .status")).to_have_text("Active")
     expect(page.locator("#version-1 .status")).to_have_text("Decrypt-only")
-    shot("4-active")
+    shot("5-active")
     assert KeyRegistration.objects.get(pk=registration.pk).status == KeyRegistration.Status.ACTIVE
 
 
