@@ -6,9 +6,15 @@ Run from the repository root (``make bench`` does)::
 
 Prints figures and ratios; it is not a test and asserts nothing. Four parts:
 
+0. Statements each request sends to PostgreSQL (GET, PUT, DELETE, batch and find of 100),
+   counted at the driver (tests/statements.py) through portal.wsgi.application.
 1. Single-record GET and PUT requests/s and p50/p99 latency at 32 connections, for a
-   platform-managed and a BYOK environment (data key cached), against a bare Django JSON
-   endpoint (bench/urls.py, same server, same run) as the baseline.
+   platform-managed and a BYOK environment (data key cached), against three baselines on
+   the same server in the same run, all on the lean /api/ handler (bench/api_views.py):
+   bare Django (no middleware, no database), bare + one SELECT by key, bare + one
+   INSERT … ON CONFLICT DO UPDATE; and bare Django through the portal's middleware for
+   reference. Through the front proxy (docker/nginx, HTTPS) when nginx is installed, then
+   directly; the headline figures are the proxy's.
 2. Cold cache: fresh workers, 64 concurrent GETs for one BYOK environment; KMS Decrypt
    calls counted per worker process (single-flight: at most one per process).
 3. Batch: 10,000 records of 1 KiB through POST …/records/batch (1,000 per request), then
@@ -16,7 +22,10 @@ Prints figures and ratios; it is not a test and asserts nothing. Four parts:
    services alone) for comparison.
 4. Peak RSS (VmHWM) of one gunicorn worker after 1,000 and after 100,000 requests.
 
-It uses its own database (``byok_bench``, dropped and created afresh, dropped at the end),
+Every figure goes to test-output/bench/dataplane.json, with the crypto figures of
+bench_crypto.measure() and the load average before and after (the machine may be shared).
+
+It uses its own database (``byok_bench``, or ``BENCH_DATABASE_URL``; dropped and created afresh, dropped at the end),
 a generated sealing key, and fake AWS credentials for the moto server.
 """
 
@@ -30,6 +39,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -266,8 +276,10 @@ def _booted(pid: int) -> bool:
 
 
 def request(url: str, method: str, path: str, body: bytes | None = None, api_key: str = "") -> tuple[int, bytes]:
-    host = url.removeprefix("http://")
-    conn = http.client.HTTPConnection(host, timeout=60)
+    if url.startswith("https://"):  # the front proxy's self-signed certificate
+        conn = http.client.HTTPSConnection(url.removeprefix("https://"), timeout=60, context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -304,28 +316,163 @@ def memory_kib(pid: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 
 
+# Every figure of the run, written to test-output/bench/dataplane.json at the end.
+RESULTS: dict = {}
+TARGETS = {
+    "get_vs_bare": 0.6, "get_vs_select": 0.85, "put_vs_bare": 0.5, "put_vs_upsert": 0.8,
+    "p99_ms": 50, "batch_write_rps": 30_000, "find_rps": 40_000,
+}
+
+
+class Front:
+    """nginx from docker/nginx (the production template, rendered by its own entry point)
+    in front of a gunicorn, over HTTPS with a throw-away self-signed certificate."""
+
+    def __init__(self, tmp: Path, upstream_port: int) -> None:
+        self.directory = tmp / "front"
+        self.directory.mkdir()
+        self.directory.chmod(0o755)
+        certificate, key = self.directory / "cert.pem", self.directory / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True,
+        )
+        http_port, self.port = free_port(), free_port()
+        env = os.environ | {
+            "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin",
+            "NGINX_PREFIX": f"{self.directory}/", "PROXY_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "PROXY_HTTPS_LISTEN": f"127.0.0.1:{self.port}", "PROXY_UPSTREAM": f"127.0.0.1:{upstream_port}",
+            "PROXY_TLS_CERTIFICATE": str(certificate), "PROXY_TLS_CERTIFICATE_KEY": str(key),
+        }
+        self.process = Process([str(BASE_DIR / "docker" / "nginx" / "entrypoint.sh")], LOG_DIR / "nginx.log", env)
+        wait_for_port(self.port)
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    @staticmethod
+    def available() -> bool:
+        import shutil
+
+        return (BASE_DIR / "docker" / "nginx" / "entrypoint.sh").exists() and bool(
+            shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        )
+
+
 def part1_single_records(tmp: Path, envs: dict, args) -> None:
-    print("\n== 1. Single-record requests through gunicorn (2 workers x 16 threads), 32 connections ==")
+    print("\n== 1. Single-record requests, gunicorn (2 workers x 16 threads), 32 connections ==")
     server = Server(tmp, workers=2, threads=16, name="single")
     body = json.dumps({"body": RECORD_BODY})
-    mixes = [("bare Django JSON (/bench/hello)", loadgen.Mix("hello", "/bench/hello"))]
-    for name in ("managed", "byok"):
-        base = f"/api/v1/environments/{envs[name]['id']}/records"
-        mixes.append((f"GET record, {name} key", loadgen.Mix("get", base, envs[name]["api_key"])))
-        mixes.append((f"PUT record, {name} key", loadgen.Mix("put", base, envs[name]["api_key"], body)))
+    managed = f"/api/v1/environments/{envs['managed']['id']}/records"
+    byok = f"/api/v1/environments/{envs['byok']['id']}/records"
+    mixes = {
+        "bare": ("bare Django, no middleware (/api/bench/hello)", loadgen.Mix("hello", "/api/bench/hello")),
+        "select": ("bare + one SELECT by key", loadgen.Mix("get", "/api/bench/select")),
+        "upsert": ("bare + one INSERT ON CONFLICT UPDATE", loadgen.Mix("get", "/api/bench/upsert")),
+        "get": ("GET record, managed key", loadgen.Mix("get", managed, envs["managed"]["api_key"])),
+        "put": ("PUT record, managed key", loadgen.Mix("put", managed, envs["managed"]["api_key"], body)),
+        "get_byok": ("GET record, BYOK key", loadgen.Mix("get", byok, envs["byok"]["api_key"])),
+        "put_byok": ("PUT record, BYOK key", loadgen.Mix("put", byok, envs["byok"]["api_key"], body)),
+        "portal_hello": ("bare Django JSON through the portal's middleware", loadgen.Mix("hello", "/bench/hello")),
+    }
+    fronts = [("direct", server.url)]
+    front = None
+    if Front.available() and not args.no_proxy:
+        front = Front(tmp, server.port)
+        fronts.insert(0, ("proxy", front.url))
     try:
-        results = []
-        for label, mix in mixes:
-            expect_ok(server.url, mix)
-            loadgen.run(server.url, mix, connections=32, seconds=2, tool=args.tool)  # warm-up
-            result = loadgen.run(server.url, mix, connections=32, seconds=args.seconds, tool=args.tool)
-            results.append((label, result))
-        baseline = results[0][1].rps
-        print(f"{'endpoint':38} {'req/s':>9} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  tool")
-        for label, r in results:
-            print(f"{label:38} {r.rps:9.0f} {r.rps / baseline:8.2f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {r.errors:7d}  {r.tool}")
+        for where, url in fronts:
+            results = {}
+            for name, (_label, mix) in mixes.items():
+                expect_ok(url, mix)
+                loadgen.run(url, mix, connections=32, seconds=1, tool=args.tool)  # warm-up
+                results[name] = loadgen.run(url, mix, connections=32, seconds=args.seconds, tool=args.tool)
+            _report_single(where, mixes, results)
     finally:
+        if front is not None:
+            front.stop()
         server.stop()
+
+
+def _report_single(where: str, mixes: dict, results: dict) -> None:
+    bare, select, upsert = results["bare"].rps, results["select"].rps, results["upsert"].rps
+    print(f"-- {where} ({'nginx from docker/nginx, HTTPS, in front of gunicorn' if where == 'proxy' else 'gunicorn'}) --")
+    print(f"{'endpoint':50} {'req/s':>8} {'vs bare':>8} {'vs bare+SQL':>11} {'p50 ms':>7} {'p99 ms':>7} {'err':>5}  tool")
+    for name, (label, _) in mixes.items():
+        r = results[name]
+        against = select if name.startswith("get") else upsert if name.startswith("put") else None
+        print(f"{label:50} {r.rps:8.0f} {r.rps / bare:8.2f} "
+              + (f"{r.rps / against:11.2f}" if against else f"{'':11}")
+              + f" {r.p50_ms:7.1f} {r.p99_ms:7.1f} {r.errors:5d}  {r.tool}")
+    figures = {
+        "bare_rps": round(bare), "select_rps": round(select), "upsert_rps": round(upsert),
+        "get_rps": round(results["get"].rps), "put_rps": round(results["put"].rps),
+        "get_byok_rps": round(results["get_byok"].rps), "put_byok_rps": round(results["put_byok"].rps),
+        "portal_bare_rps": round(results["portal_hello"].rps),
+        "get_vs_bare": round(results["get"].rps / bare, 3), "put_vs_bare": round(results["put"].rps / bare, 3),
+        "get_vs_select": round(results["get"].rps / select, 3), "put_vs_upsert": round(results["put"].rps / upsert, 3),
+        "p99_ms": {name: round(r.p99_ms, 1) for name, r in results.items()},
+        "p50_ms": {name: round(r.p50_ms, 1) for name, r in results.items()},
+        "errors": {name: r.errors for name, r in results.items()},
+        "tool": results["bare"].tool,
+    }
+    RESULTS.setdefault("single", {})[where] = figures
+    # The headline figures are the deployed set-up's: through the proxy when there is one.
+    if where == "proxy" or "proxy" not in RESULTS["single"]:
+        RESULTS.update({k: v for k, v in figures.items() if k != "tool"})
+        RESULTS["measured_through"] = where
+
+
+def count_statements_per_request(envs: dict) -> None:
+    """Statements each request sends to PostgreSQL, counted at the driver
+    (tests/statements.py) through portal.wsgi.application in this process, steady state."""
+    import io
+
+    from django.db import connection
+
+    from portal import wsgi
+    from tests.statements import count_statements
+
+    connection.settings_dict["CONN_MAX_AGE"] = 300
+    env = envs["managed"]
+    base = f"/api/v1/environments/{env['id']}/records"
+    body = json.dumps({"body": RECORD_BODY}).encode()
+    batch = json.dumps({"records": [{"record_key": f"q-{i}", "body": RECORD_BODY} for i in range(100)]}).encode()
+    find = json.dumps({"record_keys": [f"q-{i}" for i in range(100)]}).encode()
+    requests_ = {
+        "get": ("GET", f"{base}/bench-1", b""), "put": ("PUT", f"{base}/bench-1", body),
+        "delete": ("DELETE", f"{base}/q-0", b""), "batch_100": ("POST", f"{base}/batch", batch),
+        "find_100": ("POST", f"{base}/find", find),
+    }
+
+    def call(method: str, path: str, data: bytes) -> int:
+        environ = {
+            "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+            "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            "HTTP_AUTHORIZATION": f"Bearer {env['api_key']}", "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(data)),
+        }
+        status: list[int] = []
+        chunks = wsgi.application(environ, lambda s, h, e=None: status.append(int(s.split()[0])))
+        b"".join(chunks)
+        chunks.close()
+        return status[0]
+
+    counts = {}
+    for name, (method, path, data) in requests_.items():
+        call(method, path, data)  # warm: data key, last_used_at
+        if name == "delete":
+            call("POST", f"{base}/batch", batch)
+        with count_statements() as sent:
+            status = call(method, path, data)
+        counts[name] = len(sent)
+        assert status < 300, (name, status)
+    RESULTS["queries_per_request"] = counts
+    print("\nstatements sent to PostgreSQL per request (driver-level count, steady state): "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def part2_cold_cache(tmp: Path, envs: dict, args) -> None:
@@ -365,6 +512,10 @@ def part2_cold_cache(tmp: Path, envs: dict, args) -> None:
         total += c.get("kms_decrypts", 0)
         print(f"{s['pid']:>10} {served:>9} {c.get('kms_decrypts', 0):>12} {c.get('misses', 0):>7} "
               f"{c.get('waits', 0):>6} {c.get('hits', 0):>5}")
+    RESULTS["cold_cache"] = {
+        "requests": concurrency, "ok": ok, "processes": len(stats), "kms_decrypts": total,
+        "kms_decrypts_per_process": [s["cache"].get("kms_decrypts", 0) if s["cache"] else 0 for s in stats],
+    }
     print(f"KMS Decrypt calls in all: {total} for {concurrency} requests over {len(stats)} processes "
           f"(at most one per process that served a request)")
 
@@ -390,6 +541,8 @@ def part3_batch(tmp: Path, envs: dict, args) -> None:
         for label, path, bodies in (("batch write", "/batch", batches), ("find (read)", "/find", finds)):
             for connections in (1, 2):
                 rate, errors = _post_all(server.url, base + path, bodies, env["api_key"], connections)
+                if connections == 2:
+                    RESULTS["batch_write_rps" if path == "/batch" else "find_rps"] = round(rate)
                 print(f"{label:12} over HTTP, {connections} connection(s): {rate:9,.0f} records/s"
                       + (f"  ({errors} errors)" if errors else ""))
     finally:
@@ -455,6 +608,7 @@ def _in_process(envs: dict) -> None:
     for start in range(0, len(keys), 1000):
         records.records_find(environment=environment, record_keys=keys[start:start + 1000])
     read = len(keys) / (time.monotonic() - started)
+    RESULTS["in_process"] = {"batch_write_rps": round(write), "find_rps": round(read)}
     print(f"in process (services only, no HTTP/JSON parsing): write {write:9,.0f} records/s, "
           f"find {read:9,.0f} records/s")
 
@@ -487,11 +641,29 @@ def part4_rss(tmp: Path, envs: dict, args) -> None:
         if done < target:
             print(f"(stopped at {done:,} of {target:,} requests: the {args.rss_seconds:.0f} s budget ran out)")
         print(f"peak growth from 1,000 to {done:,} requests: {(last['VmHWM'] - first['VmHWM']) / 1024:+.1f} MiB")
+        RESULTS["rss"] = {"requests": done, "vmhwm_growth_mib": round((last["VmHWM"] - first["VmHWM"]) / 1024, 1)}
     finally:
         server.stop()
 
 
 # ---------------------------------------------------------------------------
+
+
+def write_results() -> None:
+    """test-output/bench/dataplane.json: every figure of this run, and the targets."""
+    RESULTS["targets"] = TARGETS
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    path = LOG_DIR / "dataplane.json"
+    path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
+    print(f"\nfigures written to {path}")
+    for name, target in TARGETS.items():
+        value = RESULTS.get(name)
+        if name == "p99_ms":
+            value = max(RESULTS.get("p99_ms", {}).get(k, 0) for k in ("get", "put")) if RESULTS.get("p99_ms") else None
+            verdict = "met" if value is not None and value <= target else "missed"
+        else:
+            verdict = "met" if value is not None and value >= target else "missed"
+        print(f"target {name:16} {target!s:>8}: {value!s:>10}  {verdict}")
 
 
 def main() -> None:
@@ -502,6 +674,8 @@ def main() -> None:
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--quick", action="store_true", help="3 s loads, 20,000 requests for RSS")
     parser.add_argument("--parts", default="1234")
+    parser.add_argument("--no-proxy", action="store_true", help="measure gunicorn directly only")
+    parser.add_argument("--no-crypto", action="store_true", help="skip bench_crypto.measure()")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rss_requests = 3, 20_000
@@ -528,8 +702,17 @@ def main() -> None:
             print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, PostgreSQL {pg}, "
                   f"load generator: {tool}; everything on 127.0.0.1")
             parts = {"1": part1_single_records, "2": part2_cold_cache, "3": part3_batch, "4": part4_rss}
+            RESULTS.update(load_average_before=list(os.getloadavg()), cpus=os.cpu_count(), postgresql=pg,
+                           started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            count_statements_per_request(envs)
             for key in args.parts:
                 parts[key](tmp, envs, args)
+            if not args.no_crypto:
+                from bench import bench_crypto
+
+                RESULTS.update(bench_crypto.measure())
+            RESULTS["load_average_after"] = list(os.getloadavg())
+            write_results()
         finally:
             moto.stop()
             try:

@@ -16,3 +16,6 @@ LOGGING["root"]["level"] = "WARNING"
 
 # Plain HTTP on 127.0.0.1: in production TLS ends at the proxy in front of gunicorn.
 SECURE_SSL_REDIRECT = False
+
+# The baselines (bare Django + one SELECT / one upsert) on the lean /api/ handler.
+API_URLCONF = "bench.api_urls"
