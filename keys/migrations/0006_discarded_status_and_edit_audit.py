@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0004_audit_organization_and_recovery_codes'),
+        ('keys', '0005_role_access'),
     ]
 
     operations = [
