@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from . import parsers
+from .models import KeyRegistration
 from .services import access_key_in_use
+
+AccessMode = KeyRegistration.AccessMode
+CREDENTIAL_FIELDS = ("access_key_id", "secret_access_key")
 
 SECRET_NOT_KEPT = "Not kept after an error, for your safety: enter the secret access key again."
 
@@ -86,7 +91,7 @@ class CredentialsFields(forms.Form):
 
     def full_clean(self) -> None:
         super().full_clean()
-        if self.is_bound and self._errors and "secret_access_key" not in self._errors:
+        if self.is_bound and self._errors and "secret_access_key" in self.fields and "secret_access_key" not in self._errors:
             # The secret is never echoed back; tell the admin why the field is empty again.
             if self.data.get(self.add_prefix("secret_access_key")):
                 self._errors["secret_access_key"] = self.error_class([SECRET_NOT_KEPT])
@@ -95,7 +100,30 @@ class CredentialsFields(forms.Form):
 class RegistrationForm(CredentialsFields):
     """The seed document's five items, in its words, plus an optional encryption context."""
 
-    field_order = ["encrypted_data_key", "access_key_id", "secret_access_key", "kms_key_arn", "region", "encryption_context"]
+    field_order = [
+        "access_mode", "encrypted_data_key", "access_key_id", "secret_access_key", "role_arn", "kms_key_arn", "region",
+        "encryption_context",
+    ]
+
+    # Role mode (issue 14) is offered when the platform has its own principal (PLATFORM_AWS_PRINCIPAL_ARN).
+    access_mode = forms.ChoiceField(
+        label="How the platform reaches your key",
+        choices=[(AccessMode.ACCESS_KEY, AccessMode.ACCESS_KEY.label), (AccessMode.ROLE, AccessMode.ROLE.label)],
+        initial=AccessMode.ACCESS_KEY,
+        required=False,
+        help_text="IAM role: you create a role that trusts the platform with this environment's external ID; "
+        "no secret of yours is stored. IAM user access key: the platform stores an access key, sealed.",
+        widget=forms.RadioSelect(attrs={"class": "access-mode"}),
+    )
+    role_arn = forms.CharField(
+        label="Role ARN",
+        max_length=parsers.ROLE_ARN_MAX_LENGTH,
+        required=False,
+        error_messages=_messages("role ARN", required=""),
+        help_text="arn:aws:iam::<account>:role/<name> — the role you created with the trust policy of the setup guide.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off",
+                                      "placeholder": "arn:aws:iam::111122223333:role/byok-portal-access"}),
+    )
 
     encrypted_data_key = forms.CharField(
         label="Encrypted Data Key",
@@ -137,6 +165,26 @@ class RegistrationForm(CredentialsFields):
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not settings.PLATFORM_AWS_PRINCIPAL_ARN:
+            del self.fields["access_mode"], self.fields["role_arn"]
+        elif self.role_mode:
+            # No access key in role mode: the fields are not asked for, so nothing of them is kept.
+            for name in CREDENTIAL_FIELDS:
+                del self.fields[name]
+
+    @property
+    def role_mode(self) -> bool:
+        return (
+            "access_mode" in self.fields
+            and self.is_bound
+            and self.data.get(self.add_prefix("access_mode")) == AccessMode.ROLE
+        )
+
+    def clean_access_mode(self) -> str:
+        return self.cleaned_data.get("access_mode") or AccessMode.ACCESS_KEY
+
     def clean_encrypted_data_key(self) -> bytes:
         value = self.cleaned_data["encrypted_data_key"]
         try:
@@ -164,7 +212,18 @@ class RegistrationForm(CredentialsFields):
                 cleaned["region"] = parsers.parse_region(self.data.get("region", ""), kms_key_arn=arn)
             except parsers.InputError as e:
                 self.add_error("region", e.message)
+        if self.role_mode and "role_arn" not in self._errors:
+            try:
+                cleaned["role_arn"] = parsers.parse_role_arn(
+                    self.data.get(self.add_prefix("role_arn"), ""), kms_key_arn=cleaned.get("kms_key_arn")
+                )
+            except parsers.InputError as e:
+                self.add_error("role_arn", e.message)
         return cleaned
+
+    def clean_role_arn(self) -> str:
+        # Checked in clean(), once the key ARN (and so its partition) is known.
+        return self.cleaned_data.get("role_arn", "")
 
     def clean_region(self) -> str:
         # Checked in clean(), once the ARN is known.

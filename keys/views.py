@@ -1,5 +1,8 @@
 """Key registration pages. Thin: resolve access, validate a form, call one service."""
 
+import json
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -17,11 +20,14 @@ from .services import DuplicateAccessKey, registration_create
 SENSITIVE_FIELDS = ("secret_access_key", "access_key_id", "encrypted_data_key")
 
 
-def _guide(kms_key_arn: str, encryption_context_text: str) -> dict:
+def _guide(kms_key_arn: str, encryption_context_text: str, environment=None, role_arn: str = "") -> dict:
     """The setup guide's command and IAM policy for what the admin typed so far:
     ``{"cli_command", "iam_policy", "arn_ok", "hint"}``. Only a valid key ARN (or nothing
     yet: a template with placeholders) gets a command and a policy; for anything else, an
-    alias above all, both are empty and ``hint`` says how to find the key ARN."""
+    alias above all, both are empty and ``hint`` says how to find the key ARN.
+
+    With the environment, also the environment-bound variants and, when the platform has
+    a principal, the role-mode trust policy, external ID and commands (issue 14)."""
     typed = kms_key_arn.strip()
     try:
         context = parsers.parse_encryption_context(encryption_context_text or "")
@@ -33,15 +39,53 @@ def _guide(kms_key_arn: str, encryption_context_text: str) -> dict:
         arn_ok, hint = False, e.message
     else:
         hint = ""
-    if typed and not arn_ok:
-        return {"cli_command": "", "iam_policy": "", "arn_ok": False, "hint": hint}
     arn = typed or "arn:aws:kms:<region>:<account-id>:key/<key-id>"
-    return {
-        "cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=context),
-        "iam_policy": parsers.iam_policy_json(kms_key_arn=arn),
-        "arn_ok": arn_ok,
-        "hint": "",
+    if typed and not arn_ok:
+        guide = {"cli_command": "", "iam_policy": "", "arn_ok": False, "hint": hint}
+    else:
+        guide = {
+            "cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=context),
+            # The Decrypt condition follows the context typed, so a bound data key gets a bound policy.
+            "iam_policy": parsers.iam_policy_json(kms_key_arn=arn, encryption_context=context),
+            "arn_ok": arn_ok,
+            "hint": "",
+        }
+    if environment is None:
+        return guide
+    binding = parsers.environment_encryption_context(environment.public_id)
+    key_ok = not typed or arn_ok
+    guide |= {
+        "bound_cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=binding) if key_ok else "",
+        "binding": json.dumps(binding),
+        "bound_policy": parsers.iam_policy_json(kms_key_arn=arn, encryption_context=binding) if key_ok else "",
+        "bound": context == binding,
     }
+    if settings.PLATFORM_AWS_PRINCIPAL_ARN:
+        guide |= {
+            "external_id": environment.aws_external_id,
+            "platform_principal": settings.PLATFORM_AWS_PRINCIPAL_ARN,
+            "trust_policy": parsers.trust_policy_json(
+                platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN, external_id=environment.aws_external_id
+            ),
+            "role_commands": "\n".join(parsers.role_cli_commands(role_arn=role_arn.strip())),
+        }
+    return guide
+    guide |= {
+        "bound_cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=binding),
+        "binding": json.dumps(binding),
+        "bound_policy": parsers.iam_policy_json(kms_key_arn=arn, encryption_context=binding),
+        "bound": context == binding,
+    }
+    if settings.PLATFORM_AWS_PRINCIPAL_ARN:
+        guide |= {
+            "external_id": environment.aws_external_id,
+            "platform_principal": settings.PLATFORM_AWS_PRINCIPAL_ARN,
+            "trust_policy": parsers.trust_policy_json(
+                platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN, external_id=environment.aws_external_id
+            ),
+            "role_commands": "\n".join(parsers.role_cli_commands(role_arn=role_arn.strip())),
+        }
+    return guide
 
 
 @login_required
@@ -56,6 +100,10 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         arn = data["kms_key_arn"]
+        if form.role_mode:
+            access = {"role_arn": data["role_arn"].arn}
+        else:
+            access = {"access_key_id": data["access_key_id"], "secret_access_key": data["secret_access_key"]}
         try:
             registration = registration_create(
                 environment=environment,
@@ -65,8 +113,7 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
                 account_id=arn.account_id,
                 encrypted_data_key=data["encrypted_data_key"],
                 encryption_context=data["encryption_context"],
-                access_key_id=data["access_key_id"],
-                secret_access_key=data["secret_access_key"],
+                **access,
             )
         except DuplicateAccessKey as e:
             form.add_error_after_clean("access_key_id", str(e))
@@ -77,7 +124,12 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
                 extra_tags=f"validation-started-{registration.version}",
             )
             return redirect("environment_detail", environment_id=environment.public_id)
-    guide = _guide(request.POST.get("kms_key_arn", ""), request.POST.get("encryption_context", ""))
+    guide = _guide(
+        request.POST.get("kms_key_arn", ""),
+        request.POST.get("encryption_context", ""),
+        environment,
+        request.POST.get("role_arn", ""),
+    )
     return render(
         request,
         "keys/registration_new.html",
@@ -88,9 +140,16 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
 @login_required
 @require_GET
 def registration_guide(request: HttpRequest, environment_id) -> JsonResponse:
-    """JSON for the live setup guide: ``{"cli_command", "iam_policy", "arn_ok", "hint"}`` for ``?kms_key_arn=…&encryption_context=…``."""
-    get_environment_for_user(request.user, environment_id)
-    return JsonResponse(_guide(request.GET.get("kms_key_arn", "")[:2048], request.GET.get("encryption_context", "")[:10_000]))
+    """JSON for the live setup guide: ``{"cli_command", "iam_policy", "arn_ok", "hint", …}`` for ``?kms_key_arn=…&encryption_context=…``."""
+    environment, _ = get_environment_for_user(request.user, environment_id)
+    return JsonResponse(
+        _guide(
+            request.GET.get("kms_key_arn", "")[:2048],
+            request.GET.get("encryption_context", "")[:10_000],
+            environment,
+            request.GET.get("role_arn", "")[:2048],
+        )
+    )
 
 
 urlpatterns = [

@@ -464,9 +464,12 @@ def test_it_answers_the_guide_for_the_arn_typed(client_for, alice, environment):
         f"aws kms generate-data-key-without-plaintext --key-id {CN_ARN} --key-spec AES_256 "
         "--encryption-context app=billing --region cn-north-1 --output json"
     )
+    # The policy's Decrypt follows the context typed (issue 14): only data keys made with it.
     policy = json.loads(guide["iam_policy"])
     assert policy["Statement"] == [
-        {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": CN_ARN}
+        {"Sid": "DescribeTheKey", "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": CN_ARN},
+        {"Sid": "DecryptThisEnvironmentsDataKeys", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": CN_ARN,
+         "Condition": {"StringEquals": {"kms:EncryptionContext:app": "billing"}}},
     ]
 
 
