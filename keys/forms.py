@@ -243,6 +243,9 @@ class EditRegistrationForm(RegistrationForm):
 
     def __init__(self, *args, registration, **kwargs):
         super().__init__(*args, registration=registration, **kwargs)
+        # The access mode is not edited here: switching modes is a rotation to a new key version.
+        self.fields.pop("access_mode", None)
+        self.fields.pop("role_arn", None)
         if not self.is_bound:
             self.initial.update({
                 "kms_key_arn": registration.kms_key_arn,
