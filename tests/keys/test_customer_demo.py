@@ -201,3 +201,46 @@ def test_it_runs_against_real_aws_only_with_the_flag(settings, monkeypatch):
 ])
 def test_it_tells_aws_endpoints_from_emulators(url, real):
     assert is_real_aws(url) is real
+
+
+def test_it_plays_role_mode_and_the_portal_validates_what_it_prints(moto_url, environment, settings, monkeypatch):
+    """GIVEN the platform principal and the emulator WHEN customer_demo --role runs for an environment
+    THEN the form accepts the role items and validation (AssumeRole, DescribeKey, Decrypt with the
+    environment's context) passes. moto checks neither the trust policy nor the external ID."""
+    from keys import kms, sts
+    from keys.models import KeyRegistration
+    from keys.services import registration_create
+    from keys.validation import registration_validate
+
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = "arn:aws:iam::123456789012:role/byok-platform"
+    settings.AWS_KMS_ENDPOINT_URL = settings.AWS_STS_ENDPOINT_URL = moto_url
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "platform")  # the platform's own credentials (standard chain)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "platform-secret")
+    sts.clear_clients()
+    kms.clear_clients()
+
+    items = json.loads(_run("--endpoint-url", moto_url, "--json", "--role", str(environment.public_id)))
+    form = RegistrationForm({
+        "access_mode": "role", "role_arn": items["Role ARN"], "encrypted_data_key": items["Encrypted Data Key"],
+        "kms_key_arn": items["KMS Key ARN"], "region": items["Region code"],
+        "encryption_context": items["Encryption context"],
+    }, environment=environment)
+    assert form.is_valid(), form.errors
+    data = form.cleaned_data
+    registration = registration_create(
+        environment=environment, actor=None, kms_key_arn=data["kms_key_arn"].arn, region=data["region"],
+        account_id=data["kms_key_arn"].account_id, encrypted_data_key=data["encrypted_data_key"],
+        encryption_context=data["encryption_context"], role_arn=data["role_arn"].arn,
+    )
+    run = registration_validate(registration_id=registration.pk, trigger="registration")
+
+    assert "Access Key" not in items and "Secret Access Key" not in items
+    assert json.loads(items["Encryption context"]) == {"portal:environment": str(environment.public_id)}
+    assert KeyRegistration.objects.get(pk=registration.pk).status == KeyRegistration.Status.VALID, run.checks
+    iam = _client("iam", moto_url)
+    role_name = items["Role ARN"].rsplit("/", 1)[1]
+    trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    trust = trust if isinstance(trust, dict) else json.loads(trust)
+    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"sts:ExternalId": environment.aws_external_id}}
+    sts.clear_clients()
+    kms.clear_clients()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json as jsonlib
 import secrets
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +24,8 @@ import boto3
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from keys.parsers import iam_policy_json
+from environments.models import Environment
+from keys.parsers import environment_encryption_context, iam_policy_json, trust_policy_json
 
 # Host names of real AWS endpoints (commercial, China, dual-stack): never written to
 # without --real-aws.
@@ -35,6 +37,8 @@ SECRET_ACCESS_KEY = "Secret Access Key"
 KMS_KEY_ARN = "KMS Key ARN"
 REGION_CODE = "Region code"
 ENCRYPTION_CONTEXT = "Encryption context"
+ACCESS_MODE = "How the platform reaches your key"
+ROLE_ARN = "Role ARN"
 
 
 def is_real_aws(endpoint_url: str | None) -> bool:
@@ -60,6 +64,12 @@ class Command(BaseCommand):
             "--real-aws", action="store_true",
             help="Allow running against real AWS with the default credential chain (creates real resources).",
         )
+        parser.add_argument(
+            "--role", default=None, metavar="ENVIRONMENT_ID",
+            help="Role mode (issue 14) for the environment with this public id: a role trusting "
+            "PLATFORM_AWS_PRINCIPAL_ARN with that environment's external ID, a permissions policy bound to the "
+            "environment's encryption context, and no access key.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the five items as one JSON object only.")
         parser.add_argument(
             "--json-file", default=None, metavar="PATH",
@@ -79,7 +89,12 @@ class Command(BaseCommand):
         context = _context(encryption_context)
         quiet = options["json"]
         say = (lambda *_: None) if quiet else self.stdout.write
-        items = self._play_customer(say, region=region, endpoint_url=endpoint_url, context=context, real_aws=real_aws)
+        role_for = _role_environment(options.get("role"))
+        if role_for is not None:
+            context = environment_encryption_context(role_for.public_id)
+        items = self._play_customer(
+            say, region=region, endpoint_url=endpoint_url, context=context, real_aws=real_aws, role_for=role_for
+        )
         if json_file:
             path = Path(json_file)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +111,10 @@ class Command(BaseCommand):
             say(f"  {label.ljust(width)}  {value}")
         say("")
 
-    def _play_customer(self, say, *, region: str, endpoint_url: str | None, context: dict[str, str], real_aws: bool) -> dict[str, str]:
+    def _play_customer(
+        self, say, *, region: str, endpoint_url: str | None, context: dict[str, str], real_aws: bool,
+        role_for: Environment | None = None,
+    ) -> dict[str, str]:
         session = boto3.session.Session(
             aws_access_key_id=None if real_aws else "customer-demo",
             aws_secret_access_key=None if real_aws else "customer-demo-secret",
@@ -123,6 +141,9 @@ class Command(BaseCommand):
             kwargs["EncryptionContext"] = context
         blob = kms.generate_data_key_without_plaintext(**kwargs)["CiphertextBlob"]
         say(f"   {len(blob)}-byte ciphertext blob; the plaintext data key never left KMS")
+
+        if role_for is not None:
+            return self._play_role(say, iam, role_for, arn=arn, blob=blob, region=region, context=context, suffix=suffix)
 
         policy_name = f"byok-portal-decrypt-{suffix}"
         say(f"3. Creating the IAM policy {policy_name}: kms:Decrypt and kms:DescribeKey on that key ARN only "
@@ -151,6 +172,51 @@ class Command(BaseCommand):
         if context:
             items[ENCRYPTION_CONTEXT] = _dumps(context)
         return items
+
+
+    def _play_role(self, say, iam, environment: Environment, *, arn: str, blob: bytes, region: str,
+                   context: dict[str, str], suffix: str) -> dict[str, str]:
+        role_name = f"byok-portal-access-{suffix}"
+        say(f"3. Creating the role {role_name}: its trust policy lets only {settings.PLATFORM_AWS_PRINCIPAL_ARN} "
+            f"assume it, with the external ID {environment.aws_external_id} (aws iam create-role) …")
+        trust = trust_policy_json(
+            platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN, external_id=environment.aws_external_id
+        )
+        role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        say("4. Attaching the permissions policy: kms:DescribeKey on the key, kms:Decrypt only with this "
+            "environment's encryption context (aws iam put-role-policy) …")
+        iam.put_role_policy(
+            RoleName=role_name, PolicyName="byok-portal-kms",
+            PolicyDocument=iam_policy_json(kms_key_arn=arn, encryption_context=context),
+        )
+        say(f"   role ARN {role_arn}")
+        return {
+            ACCESS_MODE: "IAM role (recommended)",
+            ENCRYPTED_DATA_KEY: base64.b64encode(blob).decode("ascii"),
+            ROLE_ARN: role_arn,
+            KMS_KEY_ARN: arn,
+            REGION_CODE: region,
+            ENCRYPTION_CONTEXT: _dumps(context),
+        }
+
+
+def _role_environment(public_id: str | None) -> Environment | None:
+    if public_id is None:
+        return None
+    if not settings.PLATFORM_AWS_PRINCIPAL_ARN:
+        raise CommandError("--role needs PLATFORM_AWS_PRINCIPAL_ARN: the principal the role's trust policy names.")
+    environment = Environment.objects.filter(public_id=public_id).first() if _is_uuid(public_id) else None
+    if environment is None:
+        raise CommandError(f"--role: no environment with the public id {public_id!r} (see its page's address).")
+    return environment
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _context(text: str) -> dict[str, str]:
