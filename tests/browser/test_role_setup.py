@@ -1,0 +1,71 @@
+"""An owner sets up role mode from the registration page alone, in headless Chromium (issue 14).
+
+Screenshots under test-output/screenshots/: the generated trust and permissions policies,
+and the field error for a refused role ARN. (Validation against the emulator is in
+tests/keys/test_customer_demo.py and test_role_mode.py; moto's AssumeRole checks neither
+the trust policy nor the external ID, so the refusals are Stubber tests.)"""
+
+import base64
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from keys.models import KeyRegistration
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+ARN = f"arn:aws:kms:eu-west-1:111122223333:key/{KEY_ID}"
+BLOB_B64 = base64.b64encode(KEY_ID.encode() + bytes(range(100, 160))).decode()
+PLATFORM = "arn:aws:iam::999988887777:role/byok-platform"
+ROLE_ARN = "arn:aws:iam::111122223333:role/team/byok-portal-access"
+
+
+@pytest.fixture(autouse=True)
+def role_mode(settings, monkeypatch):
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = PLATFORM
+    monkeypatch.setattr("keys.tasks.validate_registration.delay", lambda *args, **kwargs: None)
+
+
+def test_it_sets_up_role_mode_from_the_page(page, live_server, sign_in, shot, alice, environment):
+    """GIVEN alice, owner of "production" WHEN she picks "IAM role (recommended)", types the key ARN
+    and the role ARN THEN the guide shows the trust policy (platform principal, external ID) and the
+    bound permissions policy; a user ARN is refused; the role ARN registers with no access key."""
+    sign_in(alice)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/keys/new/")
+    page.get_by_label("IAM role (recommended)").check()
+    expect(page.get_by_label("Secret Access Key")).to_be_hidden()
+    expect(page.get_by_label("Role ARN")).to_be_visible()
+    page.get_by_label("KMS Key ARN").fill(ARN)
+    page.get_by_label("Role ARN").fill(ROLE_ARN)
+    commands = page.locator("#guide-role-commands")
+    expect(commands).to_contain_text("--role-name byok-portal-access --path /team/")
+    trust = json.loads(page.locator("#guide-trust-policy").text_content())
+    permissions = json.loads(page.locator("#guide-role-policy").text_content())
+    assert trust["Statement"][0]["Principal"] == {"AWS": PLATFORM}
+    assert trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] == environment.aws_external_id
+    assert permissions["Statement"][1]["Resource"] == ARN
+    assert permissions["Statement"][1]["Condition"]["StringEquals"] == {
+        "kms:EncryptionContext:portal:environment": str(environment.public_id)
+    }
+    page.locator("#role-guide").scroll_into_view_if_needed()
+    shot("1-role-guide-policies")
+
+    page.get_by_label("Encrypted Data Key").fill(BLOB_B64)
+    page.get_by_label("Region code").fill("eu-west-1")
+    page.get_by_label("Role ARN").fill("arn:aws:iam::111122223333:user/byok")
+    page.get_by_role("button", name="Register key").click()
+    expect(page.locator("#id_role_arn_error")).to_contain_text("This is an IAM user ARN")
+    shot("2-user-arn-refused")
+
+    page.get_by_label("IAM role (recommended)").check()
+    page.get_by_label("Encrypted Data Key").fill(BLOB_B64)
+    page.get_by_label("Role ARN").fill(ROLE_ARN)
+    page.get_by_role("button", name="Register key").click()
+    page.wait_for_url(f"**/environments/{environment.public_id}/**")
+    registration = KeyRegistration.objects.get(environment=environment, version=2)
+    assert (registration.access_mode, registration.role_arn, registration.sealed_secret_access_key) == (
+        "role", ROLE_ARN, ""
+    )
+    shot("3-registered")
