@@ -1,6 +1,7 @@
 """Key registration pages. Thin: resolve access, validate a form, call one service."""
 
 import json
+import shlex
 
 from django.conf import settings
 from django.contrib import messages
@@ -41,6 +42,9 @@ def _guide(kms_key_arn: str, encryption_context_text: str, environment=None, rol
         hint = ""
     arn = typed or "arn:aws:kms:<region>:<account-id>:key/<key-id>"
     if typed and not arn_ok:
+        if typed.lower().startswith("alias/") or ":alias/" in typed:
+            # The command that finds the key ARN, for the alias typed (shell-quoted).
+            hint = hint.replace("alias/YOUR-ALIAS", shlex.quote(typed[:300]))
         guide = {"cli_command": "", "iam_policy": "", "arn_ok": False, "hint": hint}
     else:
         guide = {

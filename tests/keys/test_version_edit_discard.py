@@ -397,7 +397,15 @@ def test_it_renders_no_policy_for_an_alias_and_says_how_to_find_the_key_arn(clie
     guide = client_for(alice).get(url, {"kms_key_arn": "alias/byok-demo"}).json()
 
     assert (guide["cli_command"], guide["iam_policy"], guide["arn_ok"]) == ("", "", False)
-    assert "aws kms describe-key --key-id alias/" in guide["hint"]
+    assert "aws kms describe-key --key-id alias/byok-demo --query KeyMetadata.Arn --output text" in guide["hint"]
+
+
+def test_it_shell_quotes_the_alias_in_the_describe_key_hint(client_for, alice, environment):
+    url = reverse("registration_guide", args=[environment.public_id])
+
+    guide = client_for(alice).get(url, {"kms_key_arn": "alias/x;rm$(id)"}).json()
+
+    assert "--key-id 'alias/x;rm$(id)' --query" in guide["hint"]
 
 
 def test_it_renders_no_policy_for_an_alias_on_the_registration_page_either(client_for, alice, environment):
