@@ -119,7 +119,7 @@ class RegistrationForm(CredentialsFields):
         label="Role ARN",
         max_length=parsers.ROLE_ARN_MAX_LENGTH,
         required=False,
-        error_messages=_messages("role ARN", required=""),
+        error_messages=_messages("role ARN", required=f"Enter the role ARN, for example {parsers.EXAMPLE_ROLE_ARN}."),
         help_text="arn:aws:iam::<account>:role/<name> — the role you created with the trust policy of the setup guide.",
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off",
                                       "placeholder": "arn:aws:iam::111122223333:role/byok-portal-access"}),
@@ -173,6 +173,11 @@ class RegistrationForm(CredentialsFields):
             # No access key in role mode: the fields are not asked for, so nothing of them is kept.
             for name in CREDENTIAL_FIELDS:
                 del self.fields[name]
+            self.fields["role_arn"].required = True
+        elif self.is_bound:
+            del self.fields["role_arn"]  # access-key mode: a posted role ARN is not taken
+        else:
+            self.fields["role_arn"].required = True  # shown without "(optional)": it is needed in role mode
 
     @property
     def role_mode(self) -> bool:
