@@ -33,6 +33,15 @@ class CodeForm(forms.Form):
     )
 
 
+class VerifyForm(forms.Form):
+    code = forms.CharField(
+        label="Code from your authenticator app, or a recovery code",
+        max_length=40,
+        help_text="6 digits from the app; if you lost your phone, one of your recovery codes (xxxx-xxxx-xxxx-xxxx).",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false"}),
+    )
+
+
 def _next_url(request: HttpRequest) -> str:
     """Where to go after a two-factor step: ``next`` if it is on this site, else home."""
     wanted = request.POST.get("next") or request.GET.get("next") or ""
@@ -54,23 +63,31 @@ def two_factor_page(request: HttpRequest) -> HttpResponse:
     """The account's security page: set up TOTP (secret and otpauth:// URI shown as text,
     a QR image beside them), or see that it is on and remove it."""
     device = two_factor.confirmed_device(request.user)
+    verified = two_factor.is_verified(request)
+    # A new phone (or a lost one, after a recovery code): set up again from a verified session.
+    replacing = device is not None and verified and request.GET.get("replace") == "1"
     form = CodeForm(request.POST or None)
-    if device is None and request.method == "POST" and form.is_valid():
+    if (device is None or replacing) and request.method == "POST" and form.is_valid():
         try:
             two_factor.device_confirm(request=request, token=form.cleaned_data["code"])
         except two_factor.TwoFactorError as e:
             form.add_error("code", str(e))
         else:
-            messages.success(request, "Two-factor authentication is on. You will be asked for a code at each sign-in.")
+            messages.success(
+                request,
+                "Two-factor authentication is on. You will be asked for a code at each sign-in. "
+                "Generate recovery codes on the Account security page, in case you lose your phone.",
+            )
             return redirect(_next_url(request))
-    context = _context(request, device=device, form=form, verified=two_factor.is_verified(request))
-    if device is None:
+    context = _context(request, device=device, form=form, verified=verified, replacing=replacing)
+    if device is None or replacing:
         pending = two_factor.pending_device(request)
         context["otpauth_uri"] = pending.config_url
         context["secret"] = _grouped(b32encode(pending.bin_key).decode("ascii"))
-    else:
+    if device is not None:
         context["remove_form"] = CodeForm(auto_id="remove_%s")
         context["requiring"] = two_factor.organizations_requiring_two_factor(request.user)
+        context["recovery_codes_left"] = two_factor.recovery_codes_left(request.user)
     return render(request, "accounts/two_factor.html", context)
 
 
@@ -78,8 +95,10 @@ def two_factor_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def two_factor_qr(request: HttpRequest) -> HttpResponse:
-    """The pending set-up's otpauth:// URI as an SVG QR code (404 once set up)."""
-    if two_factor.confirmed_device(request.user) is not None:
+    """The pending set-up's otpauth:// URI as an SVG QR code (404 once set up, unless a
+    verified session is replacing the app)."""
+    replacing = two_factor.is_verified(request) and two_factor.PENDING_KEY_SESSION_KEY in request.session
+    if two_factor.confirmed_device(request.user) is not None and not replacing:
         return HttpResponse(status=404)
     uri = two_factor.pending_device(request).config_url
     out = io.BytesIO()
@@ -97,7 +116,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
     """Enter a code to finish signing in (or before a change an organization protects)."""
     if two_factor.confirmed_device(request.user) is None:
         return redirect(f"{reverse_lazy('two_factor')}?{request.GET.urlencode()}")
-    form = CodeForm(request.POST or None)
+    form = VerifyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             two_factor.session_verify(request=request, token=form.cleaned_data["code"])
@@ -106,6 +125,20 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
         else:
             return redirect(_next_url(request))
     return render(request, "accounts/two_factor_verify.html", _context(request, form=form))
+
+
+@login_required
+@never_cache
+@require_POST
+def two_factor_recovery_codes(request: HttpRequest) -> HttpResponse:
+    """Generate new recovery codes and show them this once (the response is not cached;
+    only their digests are stored). Replaces any earlier codes."""
+    try:
+        codes = two_factor.recovery_codes_generate(request=request)
+    except two_factor.TwoFactorError as e:
+        messages.error(request, str(e))
+        return redirect("two_factor")
+    return render(request, "accounts/recovery_codes.html", {"codes": codes})
 
 
 @login_required

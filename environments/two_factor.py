@@ -12,12 +12,15 @@ Two rules, both enforced in one place, ``portal.middleware.TwoFactorMiddleware``
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 
 from django.db import transaction
 from django.http import HttpRequest
 from django_otp import login as otp_login
 from django_otp.oath import TOTP
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.util import random_hex
 
@@ -25,6 +28,16 @@ from .models import Environment, Membership, Organization
 
 DEVICE_NAME = "Authenticator app"
 PENDING_KEY_SESSION_KEY = "two_factor_pending_key"
+
+# Recovery codes (django-otp's static device): each opens one session when the phone is
+# lost, then is gone. 16 characters of a 32-letter alphabet without look-alikes (no 0/O,
+# 1/l/I) = 80 bits, grouped by four. The database keeps only a SHA-256 digest of each (in
+# StaticToken.token, 16 hex digits), so a database reader cannot sign in with them; 80
+# bits make guessing the code behind a digest infeasible without a key to keep.
+RECOVERY_DEVICE_NAME = "Recovery codes"
+RECOVERY_CODE_COUNT = 10
+RECOVERY_CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+RECOVERY_CODE_LENGTH = 16
 
 
 class TwoFactorError(Exception):
@@ -56,11 +69,14 @@ def pending_device(request: HttpRequest) -> TOTPDevice:
 def device_confirm(*, request: HttpRequest, token: str) -> TOTPDevice:
     """Save the pending device once a code from it checks out, and verify this session.
 
-    Raises ``TwoFactorError`` when the user already has a device, no set-up is pending,
-    or the code is wrong.
+    A user who already has a device may replace it (a new phone, or a lost one after
+    signing in with a recovery code) from a verified session only.
+
+    Raises ``TwoFactorError`` when the user already has a device and this session is not
+    verified, no set-up is pending, or the code is wrong.
     """
     user = request.user
-    if confirmed_device(user) is not None:
+    if confirmed_device(user) is not None and not is_verified(request):
         raise TwoFactorError("Two-factor authentication is already set up.")
     key = request.session.get(PENDING_KEY_SESSION_KEY)
     if not key:
@@ -80,18 +96,100 @@ def device_confirm(*, request: HttpRequest, token: str) -> TOTPDevice:
     return device
 
 
-def session_verify(*, request: HttpRequest, token: str) -> TOTPDevice:
-    """Verify this session with a code from the user's confirmed device.
+def session_verify(*, request: HttpRequest, token: str) -> TOTPDevice | StaticDevice:
+    """Verify this session with a code from the user's confirmed device, or with one of
+    their recovery codes (which is then used up, and the use audited).
 
     Raises ``TwoFactorError`` for a wrong code (django-otp throttles repeated failures).
     """
     device = confirmed_device(request.user)
     if device is None:
         raise TwoFactorError("Set up two-factor authentication first.")
+    recovery = _normalized_recovery_code(token)
+    if recovery is not None:
+        return _recovery_code_use(request=request, code=recovery)
     if not device.verify_token(_digits(token)):
         raise TwoFactorError("That code is not valid. Enter the 6-digit code your app shows now.")
     otp_login(request, device)
     return device
+
+
+def recovery_codes_generate(*, request: HttpRequest) -> list[str]:
+    """Replace the user's recovery codes with ``RECOVERY_CODE_COUNT`` new ones and return
+    them, for showing once (only their digests are stored). Audited.
+
+    Raises ``TwoFactorError`` unless an authenticator app is set up and this session is
+    verified (a stolen password alone must not mint recovery codes).
+    """
+    user = request.user
+    if confirmed_device(user) is None:
+        raise TwoFactorError("Set up an authenticator app first; recovery codes stand in for it.")
+    if not is_verified(request):
+        raise TwoFactorError("Enter a code from your authenticator app first.")
+    codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
+    with transaction.atomic():
+        replaced = StaticToken.objects.filter(device__user=user).count()
+        StaticDevice.objects.filter(user=user).delete()
+        device = StaticDevice.objects.create(user=user, name=RECOVERY_DEVICE_NAME, confirmed=True)
+        StaticToken.objects.bulk_create(StaticToken(device=device, token=_recovery_digest(c)) for c in codes)
+        _audit(
+            action="RECOVERY_CODES_GENERATED",
+            user=user,
+            before={"recovery_codes_left": replaced},
+            after={"recovery_codes_left": len(codes)},
+            message=f"{user.get_username()} generated {len(codes)} new recovery codes"
+            + (f"; the {replaced} unused ones no longer work." if replaced else "."),
+        )
+    return [_grouped_code(c) for c in codes]
+
+
+def recovery_codes_left(user) -> int:
+    """How many unused recovery codes the user has (0 without any)."""
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def _recovery_code_use(*, request: HttpRequest, code: str) -> StaticDevice:
+    user = request.user
+    device = StaticDevice.objects.filter(user=user, confirmed=True).first()
+    # verify_token deletes the matching token (one use) and throttles failures.
+    if device is None or not device.verify_token(_recovery_digest(code)):
+        raise TwoFactorError("That recovery code is not valid, or it was used already.")
+    left = recovery_codes_left(user)
+    _audit(
+        action="RECOVERY_CODE_USED",
+        user=user,
+        after={"recovery_codes_left": left},
+        message=f"{user.get_username()} signed in with a recovery code; {left} left.",
+    )
+    otp_login(request, device)
+    return device
+
+
+def _audit(*, action: str, user, message: str, before: dict | None = None, after: dict | None = None) -> None:
+    from keys.models import AuditEvent
+    from keys.services import audit
+
+    audit(action=getattr(AuditEvent.Action, action), actor=user, before=before, after=after, message=message)
+
+
+def _new_recovery_code() -> str:
+    return "".join(secrets.choice(RECOVERY_CODE_ALPHABET) for _ in range(RECOVERY_CODE_LENGTH))
+
+
+def _grouped_code(code: str) -> str:
+    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+
+
+def _recovery_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("ascii")).hexdigest()[:16]
+
+
+def _normalized_recovery_code(token: str) -> str | None:
+    """``ABCD-efgh ijkm-npqr`` as ``abcdefghijkmnpqr`` if it has a recovery code's shape, else None."""
+    compact = "".join(ch for ch in (token or "").lower() if not ch.isspace() and ch != "-")
+    if len(compact) == RECOVERY_CODE_LENGTH and all(ch in RECOVERY_CODE_ALPHABET for ch in compact):
+        return compact
+    return None
 
 
 def device_remove(*, request: HttpRequest, token: str) -> None:
@@ -109,7 +207,10 @@ def device_remove(*, request: HttpRequest, token: str) -> None:
         raise TwoFactorError("Two-factor authentication is not set up.")
     if not device.verify_token(_digits(token)):
         raise TwoFactorError("That code is not valid. Enter the 6-digit code your app shows now.")
-    TOTPDevice.objects.filter(user=request.user).delete()
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=request.user).delete()
+        # Recovery codes stand in for the app: they go with it.
+        StaticDevice.objects.filter(user=request.user).delete()
 
 
 def organizations_requiring_two_factor(user) -> list[Organization]:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/two-factor/", account_views.two_factor_page, name="two_factor"),
     path("accounts/two-factor/verify/", account_views.two_factor_verify, name="two_factor_verify"),
     path("accounts/two-factor/qr.svg", account_views.two_factor_qr, name="two_factor_qr"),
+    path("accounts/two-factor/recovery-codes/", account_views.two_factor_recovery_codes, name="two_factor_recovery_codes"),
     path("accounts/two-factor/remove/", account_views.two_factor_remove, name="two_factor_remove"),
     path("accounts/password/", account_views.PasswordChangeView.as_view(), name="password_change"),
 ]

@@ -200,6 +200,7 @@ EXPECTED: dict[str, Rule] = {
     "two_factor": Rule(get=roles(200), post=roles(200), post_data=lambda world: {"code": "000000"}),
     "two_factor_verify": Rule(get=roles(TWO_FACTOR), post=roles(TWO_FACTOR), doc="no device yet: set one up"),
     "two_factor_qr": Rule(get=roles(200), post=roles(405)),
+    "two_factor_recovery_codes": Rule(get=roles(405), post=roles(TWO_FACTOR), doc="no device yet: refused, sent to set one up"),
     "two_factor_remove": Rule(get=roles(405), post=roles(TWO_FACTOR), post_data=lambda world: {"code": "000000"}),
     "password_change": Rule(get=roles(200), post=roles(SUCCESS), post_data=_new_password),
 }
