@@ -329,7 +329,7 @@ def test_it_shows_checks_history_and_buttons_on_the_environment_page(client_for,
     assert f'data-status-url="{_url("registration_status", registration)}"' in html
     assert 'data-busy="false"' in html
     assert "Checks of the latest validation" in html
-    assert "Validation history (2 most recent)" in html
+    assert "Validation history (the latest 2 runs)" in html
     assert "Activate version 2" in html and "Validate again" in html
     assert '<script src="/static/js/status.js" defer></script>' in html
     assert "<script>" not in html  # no inline script: a strict CSP is coming
@@ -407,3 +407,10 @@ def test_it_shows_validation_runs_read_only_in_the_admin(client, support, regist
 def test_it_does_not_leak_anything_in_the_json(client_for, alice, registration):
     data = json.loads(client_for(alice).get(_url("registration_status", registration)).content)
     assert SECRET not in json.dumps(data)
+
+
+def test_it_words_a_history_of_one_run_without_most_recent(client_for, alice, registration):
+    ValidationRun.objects.create(registration=registration, trigger="registration", outcome="failed", checks=CHECKS)
+    html = _page(client_for(alice), registration.environment)
+    assert "Validation history (the latest run)" in html
+    assert "most recent" not in html
