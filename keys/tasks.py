@@ -20,6 +20,7 @@ from .validation import (
     registration_validation_timed_out,
     registrations_due_for_revalidation,
 )
+from .validation_runs import validation_runs_prune
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,17 @@ def revalidate_active_registrations() -> int:
             (registration_id, "periodic"), expires=settings.REVALIDATION_INTERVAL_SECONDS
         )
     return len(ids)
+
+
+@shared_task(ignore_result=True)
+def prune_validation_runs() -> int:
+    """Celery beat: delete old validation runs (``keys.validation_runs``), keeping the
+    latest ``VALIDATION_RUNS_KEEP_LATEST`` per key version and failures for
+    ``VALIDATION_RUNS_KEEP_FAILURES_DAYS`` days. Returns how many were deleted."""
+    return validation_runs_prune(
+        keep_latest=settings.VALIDATION_RUNS_KEEP_LATEST,
+        keep_failures_days=settings.VALIDATION_RUNS_KEEP_FAILURES_DAYS,
+    )
 
 
 def enqueue_validation(registration_id: int, trigger: str) -> None:

@@ -307,6 +307,14 @@ STS_SESSION_DURATION_SECONDS = env.int("STS_SESSION_DURATION_SECONDS", default=3
 
 # How often Celery beat re-validates every active and decrypt-only BYOK key.
 REVALIDATION_INTERVAL_SECONDS = env.int("REVALIDATION_INTERVAL_SECONDS", default=15 * 60)
+# Validation runs kept per key version (the latest ones); older ones are pruned hourly...
+VALIDATION_RUNS_KEEP_LATEST = env.int("VALIDATION_RUNS_KEEP_LATEST", default=50)
+# ...except failed and unverified runs younger than this many days.
+VALIDATION_RUNS_KEEP_FAILURES_DAYS = env.int("VALIDATION_RUNS_KEEP_FAILURES_DAYS", default=90)
+# How often Celery beat prunes them.
+VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS = env.int("VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS", default=60 * 60)
+if VALIDATION_RUNS_KEEP_LATEST < 1:
+    raise ImproperlyConfigured("VALIDATION_RUNS_KEEP_LATEST must be at least 1 (a key version's latest run is kept).")
 
 # Sealing keys
 
@@ -406,6 +414,7 @@ REENCRYPTION_RESUME_INTERVAL_SECONDS = env.int("REENCRYPTION_RESUME_INTERVAL_SEC
 # Every REENCRYPTION_RESUME_INTERVAL_SECONDS, queue again the re-encryption jobs whose
 # worker died (SIGKILL, lost host): acks_late alone would wait for the broker's visibility
 # timeout (an hour) before redelivering their task.
+# Every VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS, delete old validation runs.
 CELERY_BEAT_SCHEDULE = {
     "revalidate-active-registrations": {
         "task": "keys.tasks.revalidate_active_registrations",
@@ -416,5 +425,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.resume_stale_reencryption_jobs",
         "schedule": float(REENCRYPTION_RESUME_INTERVAL_SECONDS),
         "options": {"expires": float(REENCRYPTION_RESUME_INTERVAL_SECONDS)},
+    },
+    "prune-validation-runs": {
+        "task": "keys.tasks.prune_validation_runs",
+        "schedule": float(VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS),
+        "options": {"expires": float(VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS)},
     },
 }
