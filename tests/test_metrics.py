@@ -26,7 +26,7 @@ BODY_CANARY = "Zq7vXw3Kp9Lm2Rt8Yb4Nc6Hd1Jf5Gs0Ae"
 
 # Every label value a byok_* series may carry: fixed vocabularies only.
 ALLOWED_LABEL_VALUES = {
-    "operation": {"Decrypt", "DescribeKey", "GenerateDataKey"},
+    "operation": {"Decrypt", "DescribeKey", "GenerateDataKey", "AssumeRole", "GetCallerIdentity"},
     "outcome": {"ok", "permanent", "transient", "passed", "failed", "unverified"},
     "event": {"hit", "miss", "eviction", "load_failure"},
     "trigger": {"registration", "manual", "credentials", "periodic"},
