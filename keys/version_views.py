@@ -112,11 +112,21 @@ def registration_discard(request: HttpRequest, environment_id, registration_id) 
 
 
 def discard_consequences(registration: KeyRegistration) -> list[str]:
+    """What discarding does, in the admin's words: a role-mode version holds no IAM
+    credentials, so only its encrypted data key is destroyed and no access key is freed."""
+    version = registration.version
+    if registration.uses_role:
+        return [
+            f"Destroy the encrypted data key of key version {version}. This cannot be undone.",
+            f"Keep version {version} listed as discarded, with an entry in the audit trail.",
+            "Change nothing else: this version never served, so no record uses it, and your IAM role in AWS stays "
+            "as it is.",
+        ]
     access_key = f" ({registration.masked_access_key_id[-8:]})" if registration.masked_access_key_id else ""
     return [
         (f"Destroy the sealed IAM credentials{access_key} and the encrypted data key of key version "
-         f"{registration.version}. This cannot be undone."),
-        f"Keep version {registration.version} listed as discarded, with an entry in the audit trail.",
+         f"{version}. This cannot be undone."),
+        f"Keep version {version} listed as discarded, with an entry in the audit trail.",
         "Free its access key: you can register it again on a new key version.",
         "Change nothing else: this version never served, so no record uses it and nothing in AWS changes.",
     ]

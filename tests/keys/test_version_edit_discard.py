@@ -466,3 +466,12 @@ def test_it_writes_the_audit_trail_in_words(client_for, alice, environment):
     assert "Pending validation → Validating" in html
     assert "pending_validation" not in html.split('id="audit"')[1].replace('data-audit-action="', "")
     assert "decrypt_only →" not in html and "→ decrypt_only" not in html
+
+
+def test_it_says_a_role_mode_discard_destroys_only_the_encrypted_data_key(client_for, alice, failed):
+    KeyRegistration.objects.filter(pk=failed.pk).update(access_mode=KeyRegistration.AccessMode.ROLE)
+
+    page = client_for(alice).get(_url("registration_discard", failed)).content.decode()
+
+    assert "Destroy the encrypted data key of key version 2. This cannot be undone." in page
+    assert "Free its access key" not in page
