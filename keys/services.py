@@ -208,19 +208,28 @@ def registration_transition(
     values: dict[str, Any] = {
         "status": to, "updated_at": now(), "generation": F("generation") + 1, **(updates or {})
     }
-    changed = KeyRegistration.objects.filter(pk=registration.pk, status=before).update(**values)
-    if not changed:
-        raise TransitionConflict(f"Key version {registration.version} changed status meanwhile.")
-    registration.refresh_from_db()
-    audit(
-        action=AuditEvent.Action.STATUS_CHANGED,
-        registration=registration,
-        actor=actor,
-        actor_label=actor_label,
-        before={"status": before},
-        after={"status": to, **({"reason": registration.inaccessible_reason} if registration.inaccessible_reason and to == Status.INACCESSIBLE else {})},
-        message=message,
-    )
+    # One transaction: no reader ever sees the new status without its audit event.
+    with transaction.atomic():
+        changed = KeyRegistration.objects.filter(pk=registration.pk, status=before).update(**values)
+        if not changed:
+            raise TransitionConflict(f"Key version {registration.version} changed status meanwhile.")
+        registration.refresh_from_db()
+        audit(
+            action=AuditEvent.Action.STATUS_CHANGED,
+            registration=registration,
+            actor=actor,
+            actor_label=actor_label,
+            before={"status": before},
+            after={
+                "status": to,
+                **(
+                    {"reason": registration.inaccessible_reason}
+                    if registration.inaccessible_reason and to == Status.INACCESSIBLE
+                    else {}
+                ),
+            },
+            message=message,
+        )
     return registration
 
 
