@@ -88,9 +88,16 @@ def device_confirm(*, request: HttpRequest, token: str) -> TOTPDevice:
     if not (digits.isdigit() and totp.verify(int(digits), pending.tolerance)):
         raise TwoFactorError("That code is not valid. Enter the 6-digit code your app shows now.")
     with transaction.atomic():
-        TOTPDevice.objects.filter(user=user).delete()
+        replaced = TOTPDevice.objects.filter(user=user).delete()[0] > 0
         # last_t: the code just used cannot be replayed to verify a session.
         device = TOTPDevice.objects.create(user=user, name=DEVICE_NAME, key=key, confirmed=True, last_t=totp.t())
+        _audit(
+            action="TWO_FACTOR_DEVICE_ADDED",
+            user=user,
+            after={"replaced_a_device": replaced},
+            message=f"{user.get_username()} set up two-factor authentication"
+            + (" on a new device (the old one no longer works)." if replaced else "."),
+        )
     del request.session[PENDING_KEY_SESSION_KEY]
     otp_login(request, device)
     return device
@@ -211,6 +218,11 @@ def device_remove(*, request: HttpRequest, token: str) -> None:
         TOTPDevice.objects.filter(user=request.user).delete()
         # Recovery codes stand in for the app: they go with it.
         StaticDevice.objects.filter(user=request.user).delete()
+        _audit(
+            action="TWO_FACTOR_DEVICE_REMOVED",
+            user=request.user,
+            message=f"{request.user.get_username()} turned two-factor authentication off (device and recovery codes removed).",
+        )
 
 
 def organizations_requiring_two_factor(user) -> list[Organization]:
@@ -261,7 +273,17 @@ def organization_set_policy(*, organization: Organization, require_two_factor: b
         raise TwoFactorError(
             "Set up two-factor authentication for yourself (and sign in with a code) before requiring it."
         )
-    Organization.objects.filter(pk=organization.pk).update(require_two_factor=require_two_factor)
+    before = organization.require_two_factor
+    with transaction.atomic():
+        Organization.objects.filter(pk=organization.pk).update(require_two_factor=require_two_factor)
+        _audit(
+            action="TWO_FACTOR_POLICY_CHANGED",
+            user=request.user,
+            before={"organization": organization.pk, "require_two_factor": before},
+            after={"organization": organization.pk, "require_two_factor": require_two_factor},
+            message=f"{organization.name} {'now requires' if require_two_factor else 'no longer requires'} "
+            "two-factor authentication for owners and admins.",
+        )
     organization.require_two_factor = require_two_factor
 
 

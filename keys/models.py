@@ -217,6 +217,9 @@ class AuditEvent(models.Model):
         ORGANIZATION_CREATED = "organization_created", "Organization created"
         RECOVERY_CODES_GENERATED = "recovery_codes_generated", "Recovery codes generated"
         RECOVERY_CODE_USED = "recovery_code_used", "Recovery code used"
+        TWO_FACTOR_DEVICE_ADDED = "two_factor_device_added", "Two-factor device added"
+        TWO_FACTOR_DEVICE_REMOVED = "two_factor_device_removed", "Two-factor device removed"
+        TWO_FACTOR_POLICY_CHANGED = "two_factor_policy_changed", "Two-factor policy changed"
 
     environment = models.ForeignKey(
         Environment, models.CASCADE, null=True, blank=True, related_name="audit_events"

@@ -420,3 +420,47 @@ def test_the_admin_sign_in_refuses_an_over_long_username_without_a_500(client):
     client.raise_request_exception = True
     response = client.post(reverse("admin:login"), {"username": "c" * 1000, "password": "x"})
     assert response.status_code == 200
+
+
+def _two_factor_events(user) -> list[tuple[str, dict, dict]]:
+    from keys.models import AuditEvent
+
+    prefix = "two_factor_"
+    return [
+        (e.action, e.before, e.after)
+        for e in AuditEvent.objects.filter(actor=user, action__startswith=prefix).order_by("id")
+    ]
+
+
+def test_it_audits_adding_and_removing_a_two_factor_device(client_for, alice):
+    """GIVEN alice sets up two-factor authentication, sets it up again on a new phone, then
+    removes it THEN each change is an audit event naming her, and a refused removal is not."""
+    client = client_for(alice)
+    device = set_up_two_factor(client)
+    assert [a for a, _, _ in _two_factor_events(alice)] == ["two_factor_device_added"]
+
+    client.post(reverse("two_factor_remove"), {"code": "000000"})
+    assert len(_two_factor_events(alice)) == 1
+    TOTPDevice.objects.filter(pk=device.pk).update(last_t=-1, throttling_failure_count=0, throttling_failure_timestamp=None)
+    client.post(reverse("two_factor_remove"), {"code": current_code(device.key)})
+
+    events = _two_factor_events(alice)
+    assert [a for a, _, _ in events] == ["two_factor_device_added", "two_factor_device_removed"]
+    assert events[0][2] == {"replaced_a_device": False}
+
+
+def test_it_audits_the_organizations_two_factor_policy(client_for, alice, org_a):
+    client = client_for(alice)
+    url = reverse("organization_settings", args=[org_a.pk])
+    client.post(url, {"require_two_factor": "on"})  # refused: alice has no verified session
+    assert not [e for e in _two_factor_events(alice) if e[0] == "two_factor_policy_changed"]
+
+    set_up_two_factor(client)
+    client.post(url, {"require_two_factor": "on"})
+    client.post(url, {})
+
+    changes = [(b, a) for action, b, a in _two_factor_events(alice) if action == "two_factor_policy_changed"]
+    assert changes == [
+        ({"organization": org_a.pk, "require_two_factor": False}, {"organization": org_a.pk, "require_two_factor": True}),
+        ({"organization": org_a.pk, "require_two_factor": True}, {"organization": org_a.pk, "require_two_factor": False}),
+    ]
