@@ -34,7 +34,9 @@ fi
 
 echo "==> Running the test suite against PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)"
 set +e
-.venv/bin/python -m pytest "$@"
+# Two processes (pytest-xdist) on this 2-core machine; pytest-django gives each its own
+# test database (test_…_gw0, test_…_gw1). PYTEST_WORKERS=0 runs in one process.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
