@@ -44,6 +44,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
@@ -524,6 +525,20 @@ def _cache_key(
         hashlib.sha256,
     ).digest()
     return (region, credentials.access_key_id, credentials.version, fingerprint, endpoint_url, options)
+
+
+# Host names of AWS's own endpoints (commercial, China, dual-stack).
+AWS_ENDPOINT_DOMAINS = ("amazonaws.com", "amazonaws.com.cn", "api.aws")
+
+
+def is_aws_endpoint(endpoint_url: str | None) -> bool:
+    """True when ``endpoint_url`` is unset (boto3 then calls AWS KMS itself) or names an AWS
+    host, e.g. ``https://kms.eu-west-1.amazonaws.com``; False for an emulator such as
+    ``http://127.0.0.1:4566``, which need not enforce IAM policies."""
+    if not endpoint_url:
+        return True
+    host = (urlsplit(endpoint_url).hostname or "").lower().rstrip(".")
+    return any(host == domain or host.endswith("." + domain) for domain in AWS_ENDPOINT_DOMAINS)
 
 
 @sensitive_variables("credentials")

@@ -840,3 +840,42 @@ def test_it_never_shows_the_secret_access_key(stubber) -> None:
             for text in (check.name, check.label, check.cause, check.remedy, check.aws_error_code or ""):
                 assert SECRET not in text
                 assert CREDENTIALS.access_key_id not in text
+
+
+EMULATOR = "http://127.0.0.1:4566"
+
+
+def test_it_cannot_judge_excess_privilege_against_an_emulator_that_allows_everything() -> None:
+    """GIVEN AWS_KMS_ENDPOINT_URL names an emulator (moto allows every call, whatever the
+    policy) WHEN its dry run says GenerateDataKey is allowed THEN the check is skipped as
+    "cannot be judged here", with no warning and no remedy repeating the policy."""
+    with Stubber(kms.client(region=REGION, credentials=CREDENTIALS, endpoint_url=EMULATOR)) as emulator:
+        stub_describe(emulator)
+        stub_decrypt(emulator)
+        stub_dry_run(emulator, allowed=True)
+        result = run(endpoint_url=EMULATOR)
+        emulator.assert_no_pending_responses()
+
+    check = result.check("policy.excess_privilege")
+    assert (result.outcome, check.status) == ("passed", "skip")
+    assert check.cause.startswith("Cannot be judged here: this KMS endpoint is an emulator")
+    assert not check.remedy
+
+
+def test_it_still_passes_a_denied_dry_run_on_an_emulator() -> None:
+    with Stubber(kms.client(region=REGION, credentials=CREDENTIALS, endpoint_url=EMULATOR)) as emulator:
+        stub_describe(emulator)
+        stub_decrypt(emulator)
+        stub_dry_run(emulator, allowed=False)
+        result = run(endpoint_url=EMULATOR)
+    assert result.check("policy.excess_privilege").status == "pass"
+
+
+@pytest.mark.parametrize(
+    "endpoint_url, aws",
+    [(None, True), ("https://kms.eu-west-1.amazonaws.com", True), ("https://kms.cn-north-1.amazonaws.com.cn", True),
+     ("https://kms.eu-west-1.api.aws", True), (EMULATOR, False), ("http://localstack:4566", False),
+     ("https://amazonaws.com.evil.example", False)],
+)
+def test_it_tells_aws_endpoints_from_emulators(endpoint_url, aws) -> None:
+    assert kms.is_aws_endpoint(endpoint_url) is aws
