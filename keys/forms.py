@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import forms
 from django.conf import settings
@@ -16,6 +17,16 @@ AccessMode = KeyRegistration.AccessMode
 CREDENTIAL_FIELDS = ("access_key_id", "secret_access_key")
 
 SECRET_NOT_KEPT = "Not kept after an error, for your safety: enter the secret access key again."
+
+# The shape of an AWS secret access key: 40 characters of base64's alphabet standing alone
+# (IAM User Guide, "Managing access keys"). A longer base64 run (an encrypted data key) or
+# a key ARN does not match.
+_SECRET_SHAPED = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
+def looks_like_secret_access_key(value: object) -> bool:
+    """Whether ``value`` (a posted field) contains something shaped like a secret access key."""
+    return isinstance(value, str) and bool(_SECRET_SHAPED.search(value))
 
 
 def _messages(item: str, *, required: str) -> dict[str, str]:
@@ -95,6 +106,22 @@ class CredentialsFields(forms.Form):
             # The secret is never echoed back; tell the admin why the field is empty again.
             if self.data.get(self.add_prefix("secret_access_key")):
                 self._errors["secret_access_key"] = self.error_class([SECRET_NOT_KEPT])
+        if self.is_bound and self._errors:
+            self._drop_secret_shaped_values()
+
+    def _drop_secret_shaped_values(self) -> None:
+        """A form shown again after an error renders no value shaped like a secret access
+        key, whichever field it was pasted into (the cleaned data is already taken)."""
+        data = self.data.copy()
+        for name in self.fields:
+            key = self.add_prefix(name)
+            if looks_like_secret_access_key(data.get(key)):
+                data[key] = ""
+                if name not in self._errors:
+                    self._errors[name] = self.error_class(
+                        ["This looked like a secret access key, so it was not kept: enter it in its own field."]
+                    )
+        self.data = data
 
 
 class RegistrationForm(CredentialsFields):

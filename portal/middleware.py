@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 
 from .logging import request_id_var
 
@@ -169,3 +170,19 @@ def _same_site_referer(request: HttpRequest) -> str | None:
     if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()}):
         return referer
     return None
+
+
+class NoStoreMiddleware:
+    """Every portal page answers ``Cache-Control: no-store`` (unless the view set its own
+    caching): the pages take and show secrets (sign-in, IAM credentials, a new API key,
+    recovery codes) and an organization's keys, none of which a browser or proxy may keep.
+    Static files are answered by WhiteNoise before this runs and stay cacheable."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response

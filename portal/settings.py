@@ -71,6 +71,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files under gunicorn (no web server needed in front).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Portal pages are never cached (they take and show secrets); static files are, above.
+    "portal.middleware.NoStoreMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

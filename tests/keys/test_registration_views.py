@@ -601,3 +601,23 @@ def test_it_never_renders_back_a_pasted_plaintext_data_key(client_for, alice, en
     assert "exposes the plaintext data key" in unescape(response.content.decode())
     assert plaintext not in response.content.decode()
     assert (KeyRegistration.objects.count(), AuditEvent.objects.count()) == registered_counts
+
+
+SECRET_CANARY = "Zk3pQ9rT2vW8yB1nM4cX7hJ0sL5dF6gA2eR9tY3u"  # 40 characters, shaped like a secret access key
+
+
+@pytest.mark.parametrize("field", ["access_key_id", "kms_key_arn", "region", "encryption_context", "encrypted_data_key"])
+def test_it_never_renders_back_a_secret_pasted_into_the_wrong_field(client_for, alice, environment, field):
+    url = reverse("registration_new", args=[environment.public_id])
+    data = {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "kms_key_arn": "not an arn", "region": "eu-west-1",
+            "encryption_context": "", "encrypted_data_key": "", "secret_access_key": ""}
+    data[field] = SECRET_CANARY if field != "encryption_context" else f"app={SECRET_CANARY}"
+    response = client_for(alice).post(url, data)
+    assert response.status_code == 200
+    assert SECRET_CANARY not in response.content.decode()
+    assert not environment.key_registrations.filter(kind="byok").exists()
+
+
+def test_it_sends_no_store_on_the_pages_that_take_secrets(client_for, alice, environment):
+    response = client_for(alice).get(reverse("registration_new", args=[environment.public_id]))
+    assert "no-store" in response["Cache-Control"]
