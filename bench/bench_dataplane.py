@@ -185,9 +185,9 @@ def seed(kms_port: int) -> dict:
 
     from environments.models import Membership, Organization
     from environments.services import environment_create
-    from keys import apikeys, records, services
     from keys.clock import now
     from keys.models import KeyRegistration
+    from keys.services import api_keys, records, registrations, sealing
 
     user = get_user_model().objects.create_user("bench", "bench@example.org", "bench-password-1")
     org = Organization.objects.create(name="Bench Corp")
@@ -199,19 +199,19 @@ def seed(kms_port: int) -> dict:
     metadata = admin.create_key(Description="bench", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
     blob = admin.generate_data_key_without_plaintext(KeyId=metadata["Arn"], KeySpec="AES_256")["CiphertextBlob"]
     v1 = byok.key_registrations.get()
-    services.registration_transition(registration=v1, to=KeyRegistration.Status.DECRYPT_ONLY, actor_label="bench")
+    registrations.registration_transition(registration=v1, to=KeyRegistration.Status.DECRYPT_ONLY, actor_label="bench")
     registration = KeyRegistration(
         environment=byok, version=2, kind=KeyRegistration.Kind.BYOK, status=KeyRegistration.Status.ACTIVE,
         kms_key_arn=metadata["Arn"], region=REGION, account_id=metadata["AWSAccountId"], encrypted_data_key=blob,
         access_key_id_last4="MPLE", activated_at=now(),
     )
-    registration.sealed_access_key_id = services._seal(registration, "sealed_access_key_id", b"AKIAIOSFODNN7EXAMPLE")
-    registration.sealed_secret_access_key = services._seal(registration, "sealed_secret_access_key", b"bench-secret")
+    registration.sealed_access_key_id = sealing._seal(registration, "sealed_access_key_id", b"AKIAIOSFODNN7EXAMPLE")
+    registration.sealed_secret_access_key = sealing._seal(registration, "sealed_secret_access_key", b"bench-secret")
     registration.save()
 
     out = {}
     for environment in (managed, byok):
-        _, api_key = apikeys.api_key_create(environment=environment, name="bench", actor=user)
+        _, api_key = api_keys.api_key_create(environment=environment, name="bench", actor=user)
         records.records_put_batch(environment=environment, records=[(f"bench-{i}", RECORD_BODY) for i in range(1000)])
         out[environment.name] = {"id": str(environment.public_id), "api_key": api_key}
     return out
@@ -594,7 +594,7 @@ def _post_all(url: str, path: str, bodies: list[bytes], api_key: str, connection
 
 def _in_process(envs: dict) -> None:
     from environments.models import Environment
-    from keys import records
+    from keys.services import records
 
     environment = Environment.objects.get(public_id=envs["byok"]["id"])
     items = [(f"inproc-{i}", RECORD_BODY) for i in range(10_000)]

@@ -11,7 +11,7 @@ its own:
 1. seed: the records are written under platform-managed v1 through the data plane's bulk
    write (``records_put_batch``, 1,000 per call), then a new platform-managed v2 is
    activated;
-2. timed run: ``keys.reencryption.reencryption_run`` moves every record to v2 with
+2. timed run: ``keys.services.reencryption.reencryption_run`` moves every record to v2 with
    throttle 0 and the given batch size; records/s, and the process's peak RSS during the
    job (VmHWM, reset before the job through /proc/self/clear_refs; ``ru_maxrss`` where
    that is not available);
@@ -120,7 +120,7 @@ def peak_rss_mib() -> float:
 
 def seed(org, user, size: int):
     from environments.services import environment_create
-    from keys import records
+    from keys.services import records
 
     environment = environment_create(organization=org, name=f"reencrypt-{size}", actor=user)
     started = time.perf_counter()
@@ -133,8 +133,8 @@ def seed(org, user, size: int):
 
 
 def rotate(environment, user):
-    from keys.lifecycle import managed_version_create
-    from keys.validation import registration_activate
+    from keys.services.lifecycle import managed_version_create
+    from keys.services.validation import registration_activate
 
     registration = managed_version_create(environment=environment, actor=user)
     return registration_activate(registration=registration, actor=user)
@@ -143,7 +143,7 @@ def rotate(environment, user):
 def reencrypt(environment, user, batch_size: int) -> tuple[float, int]:
     from keys import tasks
     from keys.models import ReencryptionJob
-    from keys.reencryption import reencryption_run, reencryption_start
+    from keys.services.reencryption import reencryption_run, reencryption_start
 
     # No broker here (Celery would run the job eagerly, throttled, inside the start call):
     # this process runs the job itself, timed, as one worker would.

@@ -22,7 +22,8 @@ def environment_create(*, organization: Organization, name: str, actor) -> Envir
     requests (the second insert waits for the first to commit, then fails).
     """
     from keys.models import AuditEvent
-    from keys.services import audit, managed_registration_create
+    from keys.services.audit import audit
+    from keys.services.registrations import managed_registration_create
 
     name = name.strip()
     taken = EnvironmentNameTaken(f"{organization} already has an environment named “{name}”.")
@@ -53,7 +54,7 @@ def organization_create(*, name: str, owner, actor_label: str = "") -> Organizat
     Raises ``OrganizationNameTaken`` when an organization has that name in any letter case.
     """
     from keys.models import AuditEvent
-    from keys.services import audit
+    from keys.services.audit import audit
 
     name = name.strip()
     taken = OrganizationNameTaken(f"An organization named “{name}” exists already; choose another name.")

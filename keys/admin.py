@@ -3,9 +3,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
-from .models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
-from .services import sealed_state
-from .validation import ValidationRequestRefused, registration_request_validation
+from keys.models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
+from keys.services.sealing import sealed_state
+from keys.services.validation import ValidationRequestRefused, registration_request_validation
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -61,7 +61,7 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Encrypted data key")
     def encrypted_data_key_summary(self, obj: KeyRegistration) -> str:
-        from .crypto import fingerprint
+        from keys.crypto import fingerprint
 
         blob = bytes(obj.encrypted_data_key or b"")
         return f"{len(blob)} bytes, fingerprint {fingerprint(blob)}" if blob else "not set"

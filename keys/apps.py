@@ -6,4 +6,4 @@ class KeysConfig(AppConfig):
     verbose_name = "Keys and records"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks keys.E001…)
+        from keys import system_checks  # noqa: F401  (registers system checks keys.E001…)

@@ -48,7 +48,7 @@ Cross-process eviction (why a state change takes effect on the very next request
     data-plane request already loads the ``KeyRegistration`` row it is about to use, with
     the query that finds the key version (the environment's active version for a write;
     ``select_related`` from the record for a read; the versions of the records found, for
-    ``find``). That row carries ``status`` and ``generation``: no extra query. ``keys.services.registration_transition`` bumps ``generation`` on every
+    ``find``). That row carries ``status`` and ``generation``: no extra query. ``keys.services.registrations.registration_transition`` bumps ``generation`` on every
     status change, and ``registration_replace_credentials`` bumps it too, in the same
     UPDATE. The cache then:
 
@@ -80,9 +80,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from . import crypto, kms, metrics
-from .models import KeyRegistration
-from .services import CredentialsUnreadable, _unseal, registration_credentials
+from keys import crypto, kms, metrics
+from keys.models import KeyRegistration
+from keys.services.sealing import CredentialsUnreadable, _unseal, registration_credentials
 
 Clock = Callable[[], float]
 Loader = Callable[[KeyRegistration], bytearray]

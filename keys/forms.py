@@ -9,9 +9,10 @@ from django import forms
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from . import parsers
-from .models import KeyRegistration
-from .services import access_key_in_use
+from keys import parsers
+from keys.models import KeyRegistration
+from keys.services import api_keys, records
+from keys.services.registrations import access_key_in_use
 
 AccessMode = KeyRegistration.AccessMode
 CREDENTIAL_FIELDS = ("access_key_id", "secret_access_key")
@@ -320,3 +321,38 @@ class EditRegistrationForm(RegistrationForm):
         if has_secret and not has_id and "access_key_id" not in self._errors:
             self.add_error("access_key_id", "Enter the access key ID this secret access key belongs to.")
         return cleaned
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=api_keys.NAME_MAX_LENGTH,
+        help_text="What uses this key, e.g. “billing service (production)”.",
+    )
+
+
+class TryItForm(forms.Form):
+    record_key = forms.CharField(
+        label="Record key",
+        max_length=records.RECORD_KEY_MAX_LENGTH,
+        initial="customer:42:profile",
+        help_text="1–255 characters of A–Z, a–z, 0–9, “.”, “_”, “:” or “-”, starting with a letter or digit.",
+    )
+    body = forms.CharField(
+        label="Body (JSON)",
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        initial='{\n  "name": "Ada Lovelace",\n  "email": "ada@example.org"\n}',
+        help_text="Any JSON value. It is encrypted with the environment's active key version.",
+    )
+
+    def clean_record_key(self) -> str:
+        try:
+            return records.validate_record_key(self.cleaned_data["record_key"])
+        except records.InvalidRecordInput as e:
+            raise forms.ValidationError(str(e))
+
+    def clean_body(self):
+        try:
+            return json.loads(self.cleaned_data["body"])
+        except ValueError as e:
+            raise forms.ValidationError(f"This is not valid JSON: {e}.")

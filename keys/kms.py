@@ -51,7 +51,7 @@ import botocore.exceptions
 from botocore.config import Config
 from django.views.decorators.debug import sensitive_variables
 
-from . import metrics
+from keys import metrics
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",

@@ -6,9 +6,9 @@ What is counted, and where::
     byok_kms_calls_total{operation, outcome}                keys.kms._call (every KMS call)
     byok_kms_call_duration_seconds{operation}               keys.kms._call (histogram)
     byok_data_key_cache_events_total{event}                 keys.cache (hit, miss, eviction, load_failure)
-    byok_validation_runs_total{outcome, trigger}            keys.validation._finish_run
-    byok_api_requests_total{method, route, status_class}    keys.api (data-plane requests)
-    byok_api_request_duration_seconds{method, route, status_class}   keys.api (histogram)
+    byok_validation_runs_total{outcome, trigger}            keys.services.validation._finish_run
+    byok_api_requests_total{method, route, status_class}    keys.api.views (data-plane requests)
+    byok_api_request_duration_seconds{method, route, status_class}   keys.api.views (histogram)
 
 plus, computed from the database at each scrape (``portal.metrics_view``)::
 

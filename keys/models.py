@@ -310,9 +310,9 @@ class ApiKey(models.Model):
 
 class ReencryptionJob(models.Model):
     """Moving every record of an environment's older key versions to its active version
-    (``keys.reencryption``), in batches, resumably.
+    (``keys.services.reencryption``), in batches, resumably.
 
-    Allowed status transitions (enforced by ``keys.reencryption``)::
+    Allowed status transitions (enforced by ``keys.services.reencryption``)::
 
         queued    -> running | paused | cancelled
         running   -> queued     (end of a work slice: the job re-queues itself; or KMS was
@@ -329,7 +329,7 @@ class ReencryptionJob(models.Model):
 
     Counters change in the same transaction as the records they count, so they stay exact
     across crashes. How many records remain per version is not stored: it is counted from
-    ``Record`` (``keys.reencryption.job_progress``).
+    ``Record`` (``keys.services.reencryption.job_progress``).
     """
 
     class Status(models.TextChoices):

@@ -6,8 +6,7 @@ from typing import Any
 from django.db.models import Prefetch, Q
 
 from environments.models import Environment
-
-from .models import AuditEvent, KeyRegistration, ValidationRun
+from keys.models import AuditEvent, KeyRegistration, ValidationRun
 
 # How many validation runs a key version's history panel shows.
 VALIDATION_HISTORY_LENGTH = 10

@@ -49,8 +49,8 @@ import botocore.exceptions
 from botocore.config import Config
 from django.views.decorators.debug import sensitive_variables
 
-from . import metrics
-from .kms import KmsCredentials, KmsError, KmsPermanentError, KmsTransientError
+from keys import metrics
+from keys.kms import KmsCredentials, KmsError, KmsPermanentError, KmsTransientError
 
 __all__ = [
     "DEFAULT_DURATION_SECONDS",

@@ -7,20 +7,20 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from .reencryption import (
+from keys.services.reencryption import (
     RETRY_LATER_SECONDS,
     SLICE_SECONDS,
     Outcome,
     reencryption_jobs_to_resume,
     reencryption_run,
 )
-from .validation import (
+from keys.services.validation import (
     TransientValidationError,
     registration_validate,
     registration_validation_timed_out,
     registrations_due_for_revalidation,
 )
-from .validation_runs import validation_runs_prune
+from keys.validation_runs import validation_runs_prune
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def backoff_seconds(retries: int) -> float:
     ignore_result=True,
 )
 def validate_registration(self, registration_id: int, trigger: str) -> None:
-    """Validate a registration against KMS (``keys.validation.registration_validate``).
+    """Validate a registration against KMS (``keys.services.validation.registration_validate``).
 
     Transient KMS failures are retried with exponential backoff and jitter; the last
     attempt records "could not verify" instead of failing the key. Running twice, or
@@ -138,7 +138,7 @@ def enqueue_validation(registration_id: int, trigger: str) -> None:
 )
 def reencrypt_environment(self, job_id: int) -> None:
     """Move records of older key versions to the active one for one slice of time
-    (``keys.reencryption.reencryption_run``), then queue itself again until none remain.
+    (``keys.services.reencryption.reencryption_run``), then queue itself again until none remain.
 
     ``acks_late``: a worker that dies mid-slice leaves its message unacknowledged; the
     batch in progress rolls back, and the job is taken over by the next runner (the

@@ -1,8 +1,12 @@
 """Portal pages of the keys app. Each views module declares its own ``urlpatterns``."""
 
-from . import apikey_views, lifecycle_views, validation_views, version_views, views
+from keys.views import api_keys, lifecycle, registration, try_it, validation, versions
 
 urlpatterns = (
-    views.urlpatterns + validation_views.urlpatterns + apikey_views.urlpatterns + lifecycle_views.urlpatterns
-    + version_views.urlpatterns
+    registration.urlpatterns
+    + validation.urlpatterns
+    + api_keys.urlpatterns
+    + try_it.urlpatterns
+    + lifecycle.urlpatterns
+    + versions.urlpatterns
 )

@@ -3,9 +3,9 @@
 
 from django.urls import include, path, re_path
 
-from keys import api
+from keys.api import views as api
 
 urlpatterns = [
-    path("api/v1/", include("keys.api")),
+    path("api/v1/", include("keys.api.views")),
     re_path(r"^api/", api.unknown_path, name="api_outside_v1"),
 ]

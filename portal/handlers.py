@@ -8,7 +8,7 @@ sees the request (``route``):
 * :class:`PortalHandler` — Django's ``WSGIHandler``: ``settings.MIDDLEWARE`` and
   ``settings.ROOT_URLCONF``, unchanged;
 * :class:`ApiHandler` — no middleware at all and ``settings.API_URLCONF``. What the API
-  needs of the browser stack it does itself, in ``keys.api`` (request id, access log
+  needs of the browser stack it does itself, in ``keys.api.views`` (request id, access log
   without the path, the Host check, ``nosniff``); see docs/architecture.md, "The lean
   /api/ path", for why this is a separate handler and not a middleware that skips.
 

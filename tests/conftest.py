@@ -16,7 +16,8 @@ from moto import mock_aws
 
 from environments.models import Membership, Organization
 from environments.services import environment_create
-from keys import apikeys, cache, kms
+from keys import cache, kms
+from keys.services import api_keys
 from portal.handlers import ApiHandlerMixin, Dispatcher, route
 from portal.logging import JsonFormatter
 from tests.aws import isolate_aws_environment
@@ -169,7 +170,7 @@ def byok(environment, aws) -> Byok:
 
 @pytest.fixture
 def api_key(environment, alice) -> str:
-    _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    _, key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     return key
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keys import kms, records, reencryption, services
+from keys import kms
 from keys.clock import now
-from keys.lifecycle import managed_version_create
 from keys.models import KeyRegistration, Record, ReencryptionJob
-from keys.validation import registration_activate
+from keys.services import records, reencryption, registrations, sealing
+from keys.services.lifecycle import managed_version_create
+from keys.services.validation import registration_activate
 
 Status = KeyRegistration.Status
 # The key ARN and secret of registrations that never reach KMS (validation views, lifecycle).
@@ -58,7 +59,7 @@ def make_byok(environment, admin, *, encryption_context: dict[str, str] | None =
     )["CiphertextBlob"]
     current = environment.key_registrations.filter(status=Status.ACTIVE).first()
     if current is not None:
-        services.registration_transition(registration=current, to=Status.DECRYPT_ONLY, actor_label="test")
+        registrations.registration_transition(registration=current, to=Status.DECRYPT_ONLY, actor_label="test")
     version = (environment.key_registrations.order_by("-version").values_list("version", flat=True).first() or 0) + 1
     registration = KeyRegistration(
         environment=environment,
@@ -71,11 +72,11 @@ def make_byok(environment, admin, *, encryption_context: dict[str, str] | None =
         encrypted_data_key=blob,
         encryption_context=encryption_context or {},
         access_key_id_last4=ACCESS_KEY_ID[-4:],
-        access_key_id_digest=services.access_key_id_digest(ACCESS_KEY_ID),
+        access_key_id_digest=sealing.access_key_id_digest(ACCESS_KEY_ID),
         activated_at=now(),
     )
-    registration.sealed_access_key_id = services._seal(registration, "sealed_access_key_id", ACCESS_KEY_ID.encode())
-    registration.sealed_secret_access_key = services._seal(
+    registration.sealed_access_key_id = sealing._seal(registration, "sealed_access_key_id", ACCESS_KEY_ID.encode())
+    registration.sealed_secret_access_key = sealing._seal(
         registration, "sealed_secret_access_key", SECRET_ACCESS_KEY.encode()
     )
     registration.save()

@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import connection
 
-from keys import apikeys
+from keys.services import api_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "nginx" / "entrypoint.sh"
@@ -207,7 +207,7 @@ def front(transactional_db) -> Iterator[Front]:
 @pytest.fixture
 def api(front, environment, alice):
     """An API key of ``environment`` and one record written through the proxy."""
-    _, api_key = apikeys.api_key_create(environment=environment, name="front", actor=alice)
+    _, api_key = api_keys.api_key_create(environment=environment, name="front", actor=alice)
     url = f"{front.https_url}/api/v1/environments/{environment.public_id}/records"
     headers = {"Authorization": f"Bearer {api_key}"}
     response = requests.put(f"{url}/customer:42", json={"body": {"name": "Ada"}}, headers=headers,

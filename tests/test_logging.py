@@ -195,7 +195,7 @@ class CallSite:
 
 
 def _module_loggers(tree: ast.Module, module: str) -> dict[str, str]:
-    """``{"log": "keys.api"}`` for module-level ``log = logging.getLogger(__name__ | "name")``."""
+    """``{"log": "keys.api.views"}`` for module-level ``log = logging.getLogger(__name__ | "name")``."""
     names = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
@@ -239,7 +239,7 @@ CALL_SITES = log_call_sites()
 
 def test_it_finds_the_log_call_sites_of_the_project():
     loggers = {site.logger for site in CALL_SITES}
-    assert {"keys.api", "keys.records", "portal.request"} <= loggers, loggers
+    assert {"keys.api.views", "keys.services.records", "portal.request"} <= loggers, loggers
 
 
 @pytest.mark.parametrize("site", CALL_SITES, ids=lambda s: f"{s.path}:{s.line}")
@@ -299,9 +299,9 @@ def test_it_keeps_the_canary_out_of_a_server_error_log_and_the_mail_to_admins(
 
 @pytest.mark.django_db
 def test_it_keeps_the_canary_out_of_the_data_plane_apis_error_log(console, environment, alice, monkeypatch):
-    from keys import apikeys, records
+    from keys.services import api_keys, records
 
-    _, api_key = apikeys.api_key_create(environment=environment, name="canary", actor=alice)
+    _, api_key = api_keys.api_key_create(environment=environment, name="canary", actor=alice)
 
     def explode(**kwargs):
         raise RuntimeError(f"forced failure with {CANARIES}")
@@ -322,7 +322,7 @@ def test_it_keeps_the_canary_out_of_the_data_plane_apis_error_log(console, envir
 @pytest.mark.django_db
 def test_it_keeps_the_canary_out_of_the_inline_validation_retry_log(console, monkeypatch):
     from keys import tasks
-    from keys.validation import TransientValidationError
+    from keys.services.validation import TransientValidationError
 
     def transient(**kwargs):
         raise TransientValidationError(f"throttled {CANARIES}")
@@ -337,7 +337,8 @@ def test_it_keeps_the_canary_out_of_the_inline_validation_retry_log(console, mon
 
 @pytest.mark.django_db
 def test_it_keeps_the_canary_out_of_the_data_planes_inaccessible_log(console, environment, monkeypatch):
-    from keys import kms, records
+    from keys import kms
+    from keys.services import records
 
     registration = environment.key_registrations.get()
     error = kms.KmsPermanentError(
@@ -347,7 +348,7 @@ def test_it_keeps_the_canary_out_of_the_data_planes_inaccessible_log(console, en
     def fail(**kwargs):
         raise RuntimeError(f"forced failure with {CANARIES}")
 
-    monkeypatch.setattr("keys.validation.registration_mark_inaccessible", fail)
+    monkeypatch.setattr("keys.services.validation.registration_mark_inaccessible", fail)
     if hasattr(records, "registration_mark_inaccessible"):  # imported at module level
         monkeypatch.setattr(records, "registration_mark_inaccessible", fail)
     records._mark_inaccessible(registration, error)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from keys import apikeys, metrics, records
+from keys import metrics
 from keys.models import KeyRegistration, Record
+from keys.services import api_keys, records
 from tests.factories import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def sample(scraped: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def api_key(environment, alice) -> str:
-    _, key = apikeys.api_key_create(environment=environment, name="metrics", actor=alice)
+    _, key = api_keys.api_key_create(environment=environment, name="metrics", actor=alice)
     return key
 
 
@@ -206,7 +207,7 @@ def test_it_counts_a_kms_refusal_as_a_permanent_outcome(client, metrics_token, b
 
 @pytest.mark.django_db
 def test_it_counts_validation_outcomes_by_trigger(client, metrics_token, byok):  # noqa: F811
-    from keys.validation import registration_validate
+    from keys.services.validation import registration_validate
 
     before = samples(scrape(client))
 

@@ -10,7 +10,8 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from keys import apikeys, cache, kms
+from keys import cache, kms
+from keys.services import api_keys
 from portal import outages
 from tests.factories import error_of, throttle
 from tests.support import free_port
@@ -54,7 +55,7 @@ def database_down():
 def test_it_answers_503_service_unavailable_when_the_database_is_unreachable(
     client, environment, alice, mails_to_admins, warnings_and_errors, request
 ):
-    _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    _, key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     base = f"/api/v1/environments/{environment.public_id}/records"
     auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
     request.getfixturevalue("database_down")

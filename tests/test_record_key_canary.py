@@ -14,8 +14,9 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from keys import cache, kms, records
+from keys import cache, kms
 from keys.models import Record
+from keys.services import records
 from portal import outages
 from tests.factories import throttle
 from tests.support import free_port
@@ -94,9 +95,9 @@ def test_the_canary_record_key_stays_out_when_the_database_is_unreachable(
 ):
     if connection.vendor != "postgresql":
         pytest.skip("needs a database server to take away")
-    from keys import apikeys
+    from keys.services import api_keys
 
-    _, key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    _, key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     saved = dict(connection.settings_dict)
     connection.close()
     connection.settings_dict["PORT"] = str(free_port())

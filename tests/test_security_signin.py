@@ -391,9 +391,9 @@ def test_it_keeps_the_device_of_a_user_whose_organization_requires_it(client_for
 
 
 def test_it_leaves_the_data_plane_api_to_its_api_keys(client_for, carol, environment, required):
-    from keys import apikeys
+    from keys.services import api_keys
 
-    _, api_key = apikeys.api_key_create(environment=environment, name="app", actor=carol)
+    _, api_key = api_keys.api_key_create(environment=environment, name="app", actor=carol)
     response = Client().put(
         f"/api/v1/environments/{environment.public_id}/records/r1", '{"body": 1}',
         content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_key}",

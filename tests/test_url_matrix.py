@@ -36,9 +36,10 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, resolve, reverse
 
 from environments.models import Organization
-from keys import apikeys, records, tasks
+from keys import tasks
 from keys.models import ApiKey, KeyRegistration
-from keys.services import registration_create
+from keys.services import api_keys, records
+from keys.services.registrations import registration_create
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -321,7 +322,7 @@ def world(alice, carol, bob, charlie, org_a, environment, environment_b) -> Worl
     # Valid: "Activate" by an owner would really change it, so a refusal is visible.
     KeyRegistration.objects.filter(pk=registration.pk).update(status=KeyRegistration.Status.VALID)
     registration.refresh_from_db()
-    api_key, _ = apikeys.api_key_create(environment=environment, name="matrix", actor=alice)
+    api_key, _ = api_keys.api_key_create(environment=environment, name="matrix", actor=alice)
     records.record_put(environment=environment, record_key="customer-1", body={"n": 1})
     users = {"alice": alice, "carol": carol, "bob": bob, "charlie": charlie}
     return World(org_a, environment, registration, api_key, users)

@@ -8,7 +8,7 @@ register = template.Library()
 @register.simple_tag
 def environment_lifecycle(environment, membership) -> dict:
     """``{% environment_lifecycle environment membership as lc %}``: what the environment
-    page's lifecycle card shows (``keys.lifecycle_views.lifecycle_context``)."""
-    from keys.lifecycle_views import lifecycle_context
+    page's lifecycle card shows (``keys.views.lifecycle.lifecycle_context``)."""
+    from keys.views.lifecycle import lifecycle_context
 
     return lifecycle_context(environment, membership)

@@ -8,7 +8,7 @@ register = template.Library()
 @register.filter
 def credentials_state(registration) -> str:
     """``"set"``, ``"unreadable"`` or ``"not set"`` for a key version's sealed IAM credentials
-    (``keys.services.credentials_state``)."""
-    from keys.services import credentials_state as state
+    (``keys.services.sealing.credentials_state``)."""
+    from keys.services.sealing import credentials_state as state
 
     return state(registration=registration)

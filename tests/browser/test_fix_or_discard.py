@@ -13,8 +13,9 @@ from django.db import connection
 from moto import mock_aws
 from playwright.sync_api import expect
 
-from keys import kms, tasks, validation
+from keys import kms, tasks
 from keys.models import AuditEvent, KeyRegistration
+from keys.services import validation
 from tests.keys.moto_customer import register, set_up_customer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

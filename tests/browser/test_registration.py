@@ -95,9 +95,9 @@ def test_it_shows_credentials_sealed_under_a_removed_sealing_key_as_unreadable(
     """GIVEN a BYOK key version registered while the sealing key "test1" was configured
     WHEN the operator configures only a new sealing key
     THEN the environment page says its credentials are unreadable and must be entered again."""
-    from keys import services
+    from keys.services import registrations
 
-    services.registration_create(
+    registrations.registration_create(
         environment=environment, actor=alice, kms_key_arn=ARN, region="us-east-1", account_id="444455556666",
         encrypted_data_key=base64.b64decode(BLOB_B64), encryption_context={},
         access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY,

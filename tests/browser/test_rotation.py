@@ -14,8 +14,9 @@ import pytest
 from django.db import connection
 from playwright.sync_api import expect
 
-from keys import reencryption, tasks
+from keys import tasks
 from keys.models import KeyRegistration, ReencryptionJob
+from keys.services import reencryption
 from tests.factories import counts, keys, new_managed_version, put_records
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

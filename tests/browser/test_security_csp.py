@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from environments.models import Membership
-from keys import apikeys
+from keys.services import api_keys
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -84,7 +84,7 @@ def test_it_runs_the_portal_pages_under_the_strict_policy(page, live_server, vio
     """The portal's own scripts (live guide, copy buttons, status polling) and the
     two-factor page's QR image all load from 'self'."""
     sign_in(alice)
-    _, api_key = apikeys.api_key_create(environment=environment, name="browser", actor=alice)
+    _, api_key = api_keys.api_key_create(environment=environment, name="browser", actor=alice)
     for url in [
         reverse("home"),
         reverse("environment_detail", args=[environment.public_id]),

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from keys.models import KeyRegistration
-from keys.services import registration_create
+from keys.services.registrations import registration_create
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from keys import crypto
 from keys.models import KeyRegistration, ValidationRun
-from keys.services import registration_create
+from keys.services.registrations import registration_create
 
 Status = KeyRegistration.Status
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -101,7 +101,7 @@ def set_up_customer(
 
 def register(environment, actor, customer: Customer, **overrides):
     """Register the customer's five items (plus context) through the service."""
-    from keys.services import registration_create
+    from keys.services.registrations import registration_create
 
     items = {
         "kms_key_arn": customer.kms_key_arn,

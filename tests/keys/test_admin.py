@@ -11,7 +11,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
-from keys import crypto, services
+from keys import crypto
+from keys.services import registrations
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 
 from .test_registration_views import (
@@ -40,7 +41,7 @@ def support(django_user_model):
 @pytest.fixture
 def registration(environment, alice):
     with mock.patch("keys.tasks.validate_registration.delay"):
-        registration = services.registration_create(
+        registration = registrations.registration_create(
             environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1",
             account_id="111122223333", encrypted_data_key=MOTO_BLOB, encryption_context={"app": "billing"},
             access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY,

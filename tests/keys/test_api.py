@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from keys import apikeys, cache, crypto, kms
+from keys import cache, crypto, kms
+from keys.services import api_keys
 from keys.models import AuditEvent, KeyRegistration, Record
 from tests.factories import error_of, refuse, stored, tamper, throttle
 
@@ -160,7 +161,7 @@ def test_it_answers_401_for_a_key_with_the_right_prefix_and_a_wrong_secret(clien
 
 def test_it_answers_401_for_a_revoked_api_key(api, environment, alice):
     api.put("r1", {"body": 1})
-    apikeys.api_key_revoke(api_key=environment.api_keys.get(), actor=alice)
+    api_keys.api_key_revoke(api_key=environment.api_keys.get(), actor=alice)
 
     response = api.get("r1")
 
@@ -170,7 +171,7 @@ def test_it_answers_401_for_a_revoked_api_key(api, environment, alice):
 
 def test_it_answers_404_for_another_environments_api_key(client, environment, environment_b, charlie, api):
     api.put("r1", {"body": "org A's"})
-    _, key_b = apikeys.api_key_create(environment=environment_b, name="b", actor=charlie)
+    _, key_b = api_keys.api_key_create(environment=environment_b, name="b", actor=charlie)
 
     response = client.get(
         f"/api/v1/environments/{environment.public_id}/records/r1", HTTP_AUTHORIZATION=f"Bearer {key_b}"

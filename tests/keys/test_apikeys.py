@@ -1,4 +1,4 @@
-"""Tests of keys/apikeys.py (API key services) and keys/apikey_views.py (the API key pages
+"""Tests of keys/api_keys.py (API key services) and keys/apikey_views.py (the API key pages
 and the "Try it" page), tried by the whole cast: alice (owner), carol (admin), bob
 (viewer), charlie (outsider)."""
 
@@ -11,7 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from keys import apikeys, crypto
+from keys import crypto
+from keys.services import api_keys
 from keys.models import ApiKey, AuditEvent, Record
 
 KEY_RE = re.compile(r"byok_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
@@ -39,7 +40,7 @@ def detail_url(environment) -> str:
 
 
 def test_it_creates_a_key_shown_once_and_stores_only_its_hash(environment, alice):
-    row, api_key = apikeys.api_key_create(environment=environment, name="  billing  ", actor=alice)
+    row, api_key = api_keys.api_key_create(environment=environment, name="  billing  ", actor=alice)
 
     assert KEY_RE.fullmatch(api_key)
     assert api_key.startswith(f"byok_{row.prefix}_")
@@ -53,43 +54,43 @@ def test_it_creates_a_key_shown_once_and_stores_only_its_hash(environment, alice
 
 
 def test_it_makes_a_different_key_every_time(environment, alice):
-    keys = {apikeys.api_key_create(environment=environment, name=f"k{i}", actor=alice)[1] for i in range(20)}
+    keys = {api_keys.api_key_create(environment=environment, name=f"k{i}", actor=alice)[1] for i in range(20)}
     assert len(keys) == 20
 
 
 def test_it_authenticates_a_key_and_refuses_a_wrong_one(environment, alice):
-    row, api_key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, api_key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
 
-    assert apikeys.api_key_authenticate(presented=api_key) == row
+    assert api_keys.api_key_authenticate(presented=api_key) == row
     for wrong in [api_key[:-1] + ("x" if api_key[-1] != "x" else "y"), api_key + "x", "byok_" + row.prefix, "", "x" * 500]:
-        with pytest.raises(apikeys.InvalidApiKey):
-            apikeys.api_key_authenticate(presented=wrong)
+        with pytest.raises(api_keys.InvalidApiKey):
+            api_keys.api_key_authenticate(presented=wrong)
 
 
 def test_it_revokes_a_key_at_once_and_audits_it(environment, alice):
-    row, api_key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, api_key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
 
-    apikeys.api_key_revoke(api_key=row, actor=alice)
+    api_keys.api_key_revoke(api_key=row, actor=alice)
 
-    with pytest.raises(apikeys.RevokedApiKey):
-        apikeys.api_key_authenticate(presented=api_key)
-    with pytest.raises(apikeys.ApiKeyAlreadyRevoked):
-        apikeys.api_key_revoke(api_key=row, actor=alice)
+    with pytest.raises(api_keys.RevokedApiKey):
+        api_keys.api_key_authenticate(presented=api_key)
+    with pytest.raises(api_keys.ApiKeyAlreadyRevoked):
+        api_keys.api_key_revoke(api_key=row, actor=alice)
     event = AuditEvent.objects.get(action=AuditEvent.Action.API_KEY_REVOKED)
     assert event.before["status"] == "active" and event.after["status"] == "revoked"
 
 
 def test_it_writes_last_used_at_at_most_once_a_minute(environment, alice, monkeypatch):
-    row, api_key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
-    apikeys.api_key_authenticate(presented=api_key)
+    row, api_key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
+    api_keys.api_key_authenticate(presented=api_key)
     first = ApiKey.objects.get(pk=row.pk).last_used_at
 
-    apikeys.api_key_authenticate(presented=api_key)
+    api_keys.api_key_authenticate(presented=api_key)
     assert ApiKey.objects.get(pk=row.pk).last_used_at == first
 
     later = first + timedelta(seconds=61)
-    monkeypatch.setattr(apikeys, "now", lambda: later)
-    apikeys.api_key_authenticate(presented=api_key)
+    monkeypatch.setattr(api_keys, "now", lambda: later)
+    api_keys.api_key_authenticate(presented=api_key)
     assert ApiKey.objects.get(pk=row.pk).last_used_at == later
 
 
@@ -99,7 +100,7 @@ def test_it_writes_last_used_at_at_most_once_a_minute(environment, alice, monkey
 
 
 def test_it_lists_api_keys_on_the_environment_page_without_their_secrets(client_for, environment, alice):
-    _, api_key = apikeys.api_key_create(environment=environment, name="billing service", actor=alice)
+    _, api_key = api_keys.api_key_create(environment=environment, name="billing service", actor=alice)
 
     page = client_for(alice).get(detail_url(environment)).content.decode()
 
@@ -110,7 +111,7 @@ def test_it_lists_api_keys_on_the_environment_page_without_their_secrets(client_
 
 
 def test_it_shows_a_viewer_the_api_keys_but_no_buttons(client_for, environment, alice, bob):
-    apikeys.api_key_create(environment=environment, name="billing service", actor=alice)
+    api_keys.api_key_create(environment=environment, name="billing service", actor=alice)
 
     page = client_for(bob).get(detail_url(environment)).content.decode()
 
@@ -154,7 +155,7 @@ def test_it_refuses_a_key_without_a_name(client_for, environment, alice):
 
 
 def test_it_lets_an_owner_revoke_a_key(client_for, environment, alice):
-    row, api_key = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, api_key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
 
     response = client_for(alice).post(revoke_url(environment, row))
 
@@ -165,7 +166,7 @@ def test_it_lets_an_owner_revoke_a_key(client_for, environment, alice):
 
 
 def test_it_forbids_a_viewer_to_create_or_revoke_keys(client_for, environment, alice, bob):
-    row, _ = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, _ = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     client = client_for(bob)
 
     assert client.get(new_url(environment)).status_code == 403
@@ -177,7 +178,7 @@ def test_it_forbids_a_viewer_to_create_or_revoke_keys(client_for, environment, a
 
 
 def test_it_answers_404_to_an_outsider(client_for, environment, alice, charlie):
-    row, _ = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, _ = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     client = client_for(charlie)
 
     assert client.get(new_url(environment)).status_code == 404
@@ -190,7 +191,7 @@ def test_it_answers_404_to_an_outsider(client_for, environment, alice, charlie):
 
 
 def test_it_answers_404_for_another_environments_key_on_the_revoke_url(client_for, environment, environment_b, alice, charlie):
-    other, _ = apikeys.api_key_create(environment=environment_b, name="b", actor=charlie)
+    other, _ = api_keys.api_key_create(environment=environment_b, name="b", actor=charlie)
 
     assert client_for(alice).post(revoke_url(environment, other)).status_code == 404
     other.refresh_from_db()
@@ -203,7 +204,7 @@ def test_it_sends_anonymous_users_to_sign_in(client, environment):
 
 
 def test_it_answers_405_for_the_wrong_method(client_for, environment, alice):
-    row, _ = apikeys.api_key_create(environment=environment, name="app", actor=alice)
+    row, _ = api_keys.api_key_create(environment=environment, name="app", actor=alice)
     client = client_for(alice)
 
     assert client.put(revoke_url(environment, row)).status_code == 405

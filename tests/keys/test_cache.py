@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from django.db.models import F
 
-from keys import cache, kms, metrics, records, services
+from keys import cache, kms, metrics
+from keys.services import records
+from keys.services import registrations
 from keys.cache import DataKeyCache, KeyVersionNotUsable
 from keys.models import KeyRegistration
 from tests.support import FakeClock, database_url
@@ -293,13 +295,13 @@ def test_it_evicts_on_a_real_state_change_through_the_services(environment, byok
     records.record_get(environment=environment, record_key="r1")
     assert len(calls) == 1
 
-    services.registration_replace_credentials(
+    registrations.registration_replace_credentials(
         registration=byok.registration, actor=None, access_key_id="AKIANEWKEY0000000001", secret_access_key="new-secret"
     )
     records.record_get(environment=environment, record_key="r1")
     assert len(calls) == 2
 
-    from keys.validation import registration_mark_inaccessible
+    from keys.services.validation import registration_mark_inaccessible
 
     byok.registration.refresh_from_db()
     registration_mark_inaccessible(registration=byok.registration, reason="disabled", actor_label="test")
@@ -321,7 +323,8 @@ import json, os, sys, time
 import django
 django.setup()
 from environments.models import Environment
-from keys import cache, records
+from keys import cache
+from keys.services import records
 environment = Environment.objects.get(public_id=sys.argv[1])
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
@@ -366,7 +369,7 @@ def test_it_stops_using_the_key_in_another_process_on_its_next_request(environme
     WHEN this process makes the key version inaccessible
     THEN the other process refuses its very next read, within a second, without waiting
     for its TTL; and when access is restored it loads the key again."""
-    from keys.validation import registration_mark_inaccessible, registration_restore
+    from keys.services.validation import registration_mark_inaccessible, registration_restore
 
     records.record_put(environment=environment, record_key="r1", body={"n": 1})
     child = Child(tmp_path, environment)

@@ -209,8 +209,8 @@ def test_it_plays_role_mode_and_the_portal_validates_what_it_prints(moto_url, en
     environment's context) passes. moto checks neither the trust policy nor the external ID."""
     from keys import kms, sts
     from keys.models import KeyRegistration
-    from keys.services import registration_create
-    from keys.validation import registration_validate
+    from keys.services.registrations import registration_create
+    from keys.services.validation import registration_validate
 
     settings.PLATFORM_AWS_PRINCIPAL_ARN = "arn:aws:iam::123456789012:role/byok-platform"
     settings.AWS_KMS_ENDPOINT_URL = settings.AWS_STS_ENDPOINT_URL = moto_url

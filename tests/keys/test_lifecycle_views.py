@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from keys import reencryption, tasks
+from keys import tasks
+from keys.services import reencryption
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from keys.services import registration_create
+from keys.services.registrations import registration_create
 from tests.factories import (
     ARN,
     SECRET,

@@ -27,7 +27,9 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from keys import crypto, parsers, ratelimit, records
+from keys import crypto, parsers
+from keys.api import ratelimit
+from keys.services import records
 from keys.crypto import CryptoError, RecordIntegrityError
 from keys.parsers import InputError
 

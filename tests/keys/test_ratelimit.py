@@ -13,8 +13,8 @@ import uuid
 import pytest
 import redis
 
-from keys import ratelimit
-from keys.ratelimit import LocalRateLimiter, RedisRateLimiter
+from keys.api import ratelimit
+from keys.api.ratelimit import LocalRateLimiter, RedisRateLimiter
 from tests.factories import error_of
 from tests.support import FakeClock
 
@@ -192,11 +192,11 @@ def test_it_lets_an_idle_bucket_expire_in_redis(redis_client, prefix):
 def test_it_fails_open_with_one_warning_when_redis_is_unreachable(caplog):
     limiter = RedisRateLimiter(per_minute=1, url="redis://127.0.0.1:1/0", prefix="test:unreachable")
 
-    with caplog.at_level(logging.WARNING, logger="keys.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="keys.api.ratelimit"):
         decisions = [limiter.hit("k1") for _ in range(5)]
 
     assert all(d.allowed for d in decisions)
-    warnings = [r for r in caplog.records if r.name == "keys.ratelimit"]
+    warnings = [r for r in caplog.records if r.name == "keys.api.ratelimit"]
     assert len(warnings) == 1
     assert "fail open" in warnings[0].getMessage()
 
@@ -273,12 +273,12 @@ def test_it_answers_429_rate_limited_with_retry_after_past_the_limit(api, limite
 
 
 def test_it_limits_each_api_key_on_its_own(api, limited, client, environment, alice):  # noqa: F811
-    from keys import apikeys
+    from keys.services import api_keys
 
     for _ in range(3):
         api.get("nothing")
     assert api.get("nothing").status_code == 429
-    _, other_key = apikeys.api_key_create(environment=environment, name="other", actor=alice)
+    _, other_key = api_keys.api_key_create(environment=environment, name="other", actor=alice)
 
     response = client.get(f"{api.base}/nothing", HTTP_AUTHORIZATION=f"Bearer {other_key}")
 
@@ -302,11 +302,11 @@ def test_it_serves_requests_when_redis_is_down_and_logs_a_warning(api, settings,
     settings.API_RATE_LIMIT_PER_MINUTE = 1
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
-    with caplog.at_level(logging.WARNING, logger="keys.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="keys.api.ratelimit"):
         answers = [api.put("r1", {"body": i}).status_code for i in range(3)]
 
     assert answers == [200, 200, 200]
-    assert any("Redis unreachable" in r.getMessage() for r in caplog.records if r.name == "keys.ratelimit")
+    assert any("Redis unreachable" in r.getMessage() for r in caplog.records if r.name == "keys.api.ratelimit")
 
 
 def test_it_limits_in_process_memory_without_redis(api, settings, fresh_limiter):  # noqa: F811

@@ -19,9 +19,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from keys import cache, crypto, kms, records, services
+from keys import cache, crypto, kms
+from keys.services import records
+from keys.services import sealing
 from keys.models import AuditEvent, KeyRegistration, Record
-from keys.records import IntegrityFailure, KeyUnavailable, RecordNotFound
+from keys.services.records import IntegrityFailure, KeyUnavailable, RecordNotFound
 from tests.factories import (
     SECRET_ACCESS_KEY,
     active,
@@ -411,7 +413,7 @@ def test_it_never_puts_the_plaintext_data_key_in_the_database_redis_or_logs(envi
     or in any log record, in any common encoding."""
     caplog.set_level(logging.DEBUG)
     managed = active(environment)
-    managed_key = bytes(services._unseal(managed, "sealed_data_key"))
+    managed_key = bytes(sealing._unseal(managed, "sealed_data_key"))
     records.record_put(environment=environment, record_key="m1", body="managed")
     byok = make_byok(environment, aws)
     byok_key = byok.plaintext_data_key()

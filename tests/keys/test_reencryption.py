@@ -15,10 +15,11 @@ from datetime import timedelta
 import pytest
 from django.db import connections, transaction
 
-from keys import crypto, kms, records, reencryption, tasks
+from keys import crypto, kms, tasks
+from keys.services import records, reencryption
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from keys.reencryption import Outcome, ReencryptionRefused
+from keys.services.reencryption import Outcome, ReencryptionRefused
 from tests.factories import (
     counts,
     keys,

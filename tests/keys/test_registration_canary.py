@@ -245,7 +245,7 @@ def _boom(*args, **kwargs):
 
 FORCED_FAILURES = {
     # Inside the registration service, while the unsealed credentials are in its frame.
-    "in the service": "keys.services.audit",
+    "in the service": "keys.services.registrations.audit",
     # In the view, after the service returned, with the cleaned form data in its frame.
     "in the view": "keys.views.redirect",
     # While the form is checked: the secret is already in cleaned_data.

@@ -27,7 +27,7 @@ from keys.tasks import (
     revalidate_active_registrations,
     validate_registration,
 )
-from keys.validation import (
+from keys.services.validation import (
     ActivationError,
     ValidationRequestRefused,
     registration_activate,

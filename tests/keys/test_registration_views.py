@@ -17,7 +17,8 @@ from unittest import mock
 import pytest
 from django.urls import URLPattern, reverse
 
-from keys import crypto, services
+from keys import crypto
+from keys.services import registrations, sealing
 from keys.forms import SECRET_NOT_KEPT
 from keys.models import ApiKey, AuditEvent, KeyRegistration
 
@@ -260,7 +261,7 @@ def test_it_refuses_a_duplicate_access_key_id_found_only_inside_the_service(
     THEN the page says so on the access key field, the secret is not kept, nothing is stored."""
     counts = KeyRegistration.objects.count(), AuditEvent.objects.count()
     with mock.patch("keys.forms.access_key_in_use", return_value=False), mock.patch(
-        "keys.views.registration_create", side_effect=services.DuplicateAccessKey("already registered here")
+        "keys.views.registration.registration_create", side_effect=registrations.DuplicateAccessKey("already registered here")
     ):
         response = client_for(alice).post(new_url(environment), VALID)
 
@@ -388,7 +389,7 @@ def test_it_registers_a_key_version_pending_validation(
     assert registration.created_by == alice
     for field in ("sealed_access_key_id", "sealed_secret_access_key"):
         assert crypto.sealed_key_id(getattr(registration, field)) == "test1"
-    credentials = services.registration_credentials(registration=registration)
+    credentials = sealing.registration_credentials(registration=registration)
     assert (credentials.access_key_id, credentials.secret_access_key) == (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
     event = AuditEvent.objects.get(registration=registration)
     assert event.action == AuditEvent.Action.REGISTRATION_CREATED

@@ -11,11 +11,13 @@ import pytest
 from django.db import connections, transaction
 
 from environments.services import environment_create
-from keys import cache, records, services
-from keys.lifecycle import DESTROYED_FIELDS, LifecycleRefused, registration_retire
+from keys import cache
+from keys.services import records
+from keys.services import registrations, sealing
+from keys.services.lifecycle import DESTROYED_FIELDS, LifecycleRefused, registration_retire
 from keys.models import AuditEvent, KeyRegistration, Record
-from keys.services import TransitionError
-from keys.validation import (
+from keys.services.registrations import TransitionError
+from keys.services.validation import (
     ActivationError,
     ValidationRequestRefused,
     registration_activate,
@@ -32,7 +34,7 @@ def drained(environment, alice, aws):  # noqa: F811
     byok = make_byok(environment, aws)
     put_records(environment, keys(5))
     new_managed_version(environment, alice)
-    from keys import reencryption
+    from keys.services import reencryption
 
     run(reencryption.reencryption_start(environment=environment, actor=alice))
     registration = KeyRegistration.objects.get(pk=byok.registration.pk)
@@ -54,7 +56,7 @@ def test_it_overwrites_the_material_and_retires_the_version(alice, drained):
     }
     assert bytes(row.encrypted_data_key) == b""
     assert row.retired_at is not None and row.generation > generation
-    assert services.credentials_state(registration=row) == "not set"
+    assert sealing.credentials_state(registration=row) == "not set"
     # The rest of the row stays for the record: ARN, region, masked access key ID.
     assert row.kms_key_arn and row.access_key_id_last4
     assert all(s not in json.dumps(list(AuditEvent.objects.values("before", "after", "message"))) for s in sealed)
@@ -78,7 +80,7 @@ def test_it_audits_the_destruction_with_safe_summaries_only(alice, drained):
 def test_it_destroys_a_platform_managed_data_key(environment, alice):
     put_records(environment, keys(2))
     new_managed_version(environment, alice)
-    from keys import reencryption
+    from keys.services import reencryption
 
     run(reencryption.reencryption_start(environment=environment, actor=alice))
     v1 = environment.key_registrations.get(version=1)
@@ -122,7 +124,7 @@ def test_it_never_brings_a_retired_version_back(alice, drained):
     with pytest.raises(ActivationError):
         registration_activate(registration=retired, actor=alice)
     with pytest.raises(TransitionError):
-        services.registration_replace_credentials(
+        registrations.registration_replace_credentials(
             registration=retired, actor=alice, access_key_id="AKIAIOSFODNN7NEWONE1", secret_access_key="y" * 40
         )
     with pytest.raises(ValidationRequestRefused):
@@ -231,7 +233,7 @@ def test_it_never_leaves_a_record_under_a_retired_version_after_a_write_in_fligh
     writer.start()
     try:
         assert chosen.wait(10)
-        from keys.validation import registration_activate
+        from keys.services.validation import registration_activate
 
         registration_activate(registration=v2, actor=alice)
         try:

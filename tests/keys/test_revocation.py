@@ -14,9 +14,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from keys import cache, kms, lifecycle
+from keys import cache, kms
+from keys.services import lifecycle
 from keys.models import AuditEvent, KeyRegistration, Record
-from keys.validation import registration_validate
+from keys.services.validation import registration_validate
 from tests.factories import error_of, refuse
 from tests.support import FakeClock
 

@@ -21,10 +21,12 @@ from moto import mock_aws
 
 from environments.models import Environment
 from environments.services import environment_create
-from keys import cache, checks, kms, lifecycle, parsers, sts
+from keys import cache, kms, parsers, sts
+from keys import system_checks
+from keys.services import lifecycle
 from keys.models import KeyRegistration, ValidationRun
-from keys.services import registration_create
-from keys.validation import registration_validate
+from keys.services.registrations import registration_create
+from keys.services.validation import registration_validate
 from tests.aws import isolate_aws_environment
 
 REGION = "eu-west-1"
@@ -85,7 +87,7 @@ def test_it_explains_what_is_missing_when_role_mode_has_no_platform_credentials(
     for name in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
         monkeypatch.delenv(name, raising=False)
 
-    errors = checks.check_role_mode()
+    errors = system_checks.check_role_mode()
 
     assert [e.id for e in errors] == ["keys.E004"]
     assert "PLATFORM_AWS_PRINCIPAL_ARN is set" in errors[0].msg
@@ -93,15 +95,15 @@ def test_it_explains_what_is_missing_when_role_mode_has_no_platform_credentials(
 
 
 def test_it_is_quiet_when_role_mode_is_off_or_has_credentials(settings):
-    assert checks.check_role_mode() == []  # the fake AWS_ACCESS_KEY_ID of isolate_aws_environment
+    assert system_checks.check_role_mode() == []  # the fake AWS_ACCESS_KEY_ID of isolate_aws_environment
     settings.PLATFORM_AWS_PRINCIPAL_ARN = ""
-    assert checks.check_role_mode() == []
+    assert system_checks.check_role_mode() == []
 
 
 def test_it_refuses_a_platform_principal_that_is_not_an_iam_arn(settings):
     settings.PLATFORM_AWS_PRINCIPAL_ARN = "arn:aws:sts::999988887777:assumed-role/x/y"
 
-    assert [e.id for e in checks.check_role_mode()] == ["keys.E005"]
+    assert [e.id for e in system_checks.check_role_mode()] == ["keys.E005"]
 
 
 # ---------------------------------------------------------------------------

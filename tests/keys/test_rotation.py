@@ -10,11 +10,12 @@ import pytest
 from django.urls import reverse
 from moto.core import enable_iam_authentication
 
-from keys import cache, records, reencryption
-from keys.lifecycle import LifecycleRefused, registration_retire
+from keys import cache
+from keys.services import records, reencryption
+from keys.services.lifecycle import LifecycleRefused, registration_retire
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from keys.services import registration_replace_credentials
-from keys.validation import registration_activate, registration_validate
+from keys.services.registrations import registration_replace_credentials
+from keys.services.validation import registration_activate, registration_validate
 from tests.factories import counts, keys, plaintexts, put_records, run
 from tests.keys.moto_customer import Customer, register, set_up_customer
 

@@ -148,10 +148,10 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
     WHEN another version is activated before the write
     THEN the guarded write matches nothing, the active version is looked up afresh and the
     record is stored under the new version, never under the one that stopped being active."""
-    from keys import apikeys
+    from keys.services import api_keys
     from tests.factories import new_managed_version
 
-    original = apikeys.api_key_authenticate
+    original = api_keys.api_key_authenticate
 
     def then_rotate(**kwargs):
         row = original(**kwargs)
@@ -159,7 +159,7 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
             new_managed_version(environment)
         return row
 
-    monkeypatch.setattr(apikeys, "api_key_authenticate", then_rotate)
+    monkeypatch.setattr(api_keys, "api_key_authenticate", then_rotate)
     with count_statements() as sent:
         status, data = server.put("raced")
     monkeypatch.undo()

@@ -13,9 +13,10 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.urls import reverse
 
-from keys import crypto, services
+from keys import crypto
+from keys.services import registrations, sealing
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
-from keys.services import CredentialsUnreadable, registration_credentials
+from keys.services.sealing import CredentialsUnreadable, registration_credentials
 
 from .test_registration_views import ACCESS_KEY_ID, ARN, MOTO_BLOB, SECRET_ACCESS_KEY
 
@@ -34,7 +35,7 @@ def no_validation():
 
 
 def register(environment, actor, access_key_id: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY) -> KeyRegistration:
-    return services.registration_create(
+    return registrations.registration_create(
         environment=environment,
         actor=actor,
         kms_key_arn=ARN,
@@ -65,7 +66,7 @@ def test_it_round_trips_the_credentials_through_the_services(environment, alice)
     assert credentials.access_key_id == ACCESS_KEY_ID
     assert credentials.secret_access_key == SECRET_ACCESS_KEY
     assert SECRET_ACCESS_KEY not in repr(credentials)
-    assert services.credentials_state(registration=registration) == "set"
+    assert sealing.credentials_state(registration=registration) == "set"
 
 
 def test_it_stores_only_sealed_values_naming_the_first_sealing_key(environment, alice):
@@ -103,7 +104,7 @@ def test_it_refuses_sealed_values_swapped_between_two_rows(environment, alice):
         assert "enter them again" in str(error.value)
         # The page's state reads only the sealed header (no unsealing on render): a swap
         # that keeps a configured sealing key id is caught where the value is opened.
-        assert services.credentials_state(registration=registration) == "set"
+        assert sealing.credentials_state(registration=registration) == "set"
 
 
 def test_it_refuses_sealed_values_swapped_between_two_fields(environment, alice):
@@ -189,14 +190,14 @@ def test_it_does_not_overwrite_credentials_replaced_while_re_sealing(environment
         result = real_reseal(*args, **kwargs)
         if not replaced:
             replaced.append(True)
-            services.registration_replace_credentials(
+            registrations.registration_replace_credentials(
                 registration=reload(registration), actor=alice,
                 access_key_id=OTHER_ACCESS_KEY_ID, secret_access_key=OTHER_SECRET,
             )
         return result
 
-    with override_settings(SEALING_KEYS=[K2, K1]), mock.patch("keys.services.crypto.reseal", reseal_then_replace):
-        services.reseal_all()
+    with override_settings(SEALING_KEYS=[K2, K1]), mock.patch("keys.services.sealing.crypto.reseal", reseal_then_replace):
+        sealing.reseal_all()
         credentials = registration_credentials(registration=reload(registration))
 
     assert (credentials.access_key_id, credentials.secret_access_key) == (OTHER_ACCESS_KEY_ID, OTHER_SECRET)
@@ -211,8 +212,8 @@ def test_it_says_credentials_unreadable_without_passing_the_sealed_value_on(envi
     with override_settings(SEALING_KEYS=[K2]):
         with pytest.raises(CredentialsUnreadable) as error:
             registration_credentials(registration=registration)
-        assert services.credentials_state(registration=registration) == "unreadable"
-        assert services.sealed_state(registration=registration, field="sealed_secret_access_key") == "unreadable"
+        assert sealing.credentials_state(registration=registration) == "unreadable"
+        assert sealing.sealed_state(registration=registration, field="sealed_secret_access_key") == "unreadable"
 
     message = str(error.value)
     assert "cannot be read" in message and "enter them again" in message
@@ -250,7 +251,7 @@ def test_it_fails_validation_saying_the_credentials_are_unreadable(environment, 
     WHEN K1 is no longer configured and the validation job runs
     THEN the run fails with "credentials unreadable" and a remedy, KMS is never called,
     and the key version is failed."""
-    from keys.validation import registration_validate
+    from keys.services.validation import registration_validate
 
     registration = register(environment, alice)
 

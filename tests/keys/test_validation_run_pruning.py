@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from keys import tasks
 from keys.models import ValidationRun
-from keys.services import registration_create
+from keys.services.registrations import registration_create
 from keys.validation_runs import validation_runs_prune, validation_runs_to_prune
 
 Outcome = ValidationRun.Outcome

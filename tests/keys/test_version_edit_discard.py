@@ -10,18 +10,19 @@ import base64
 import pytest
 from django.urls import reverse
 
-from keys import lifecycle, tasks
+from keys import tasks
+from keys.services import lifecycle
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
-from keys.services import (
+from keys.services.registrations import (
     DuplicateAccessKey,
     NotEditable,
     TransitionError,
     access_key_in_use,
     registration_create,
-    registration_credentials,
     registration_transition,
     registration_update,
 )
+from keys.services.sealing import registration_credentials
 
 pytestmark = pytest.mark.django_db
 
@@ -308,9 +309,9 @@ def test_every_version_confirmation_is_a_get_page_with_a_post_form_and_no_script
 
 
 def test_it_confirms_revoking_an_api_key(client_for, alice, environment):
-    from keys import apikeys
+    from keys.services import api_keys
 
-    api_key, _ = apikeys.api_key_create(environment=environment, name="billing", actor=alice)
+    api_key, _ = api_keys.api_key_create(environment=environment, name="billing", actor=alice)
     url = reverse("api_key_revoke", args=[environment.public_id, api_key.prefix])
 
     page = client_for(alice).get(url).content.decode()
@@ -449,7 +450,7 @@ def test_it_shows_the_new_api_key_in_monospace_with_export_lines_first(client_fo
 
 
 def test_it_writes_the_audit_trail_in_words(client_for, alice, environment):
-    from keys.validation import registration_activate
+    from keys.services.validation import registration_activate
 
     registration = _register(environment, alice)
     registration_transition(registration=registration, to=Status.VALIDATING, actor_label="job: validation")

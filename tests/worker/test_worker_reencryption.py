@@ -14,10 +14,11 @@ import time
 import pytest
 from django.conf import settings as django_settings
 
-from keys import cache, kms, records
+from keys import cache, kms
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from keys.reencryption import reencryption_start
-from keys.validation import registration_activate
+from keys.services import records
+from keys.services.reencryption import reencryption_start
+from keys.services.validation import registration_activate
 from tests.factories import counts, keys, plaintexts, put_records
 from tests.keys.moto_customer import register
 from tests.support import wait_for

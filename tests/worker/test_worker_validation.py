@@ -21,7 +21,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
-from keys.validation import registration_activate
+from keys.services.validation import registration_activate
 from tests.keys.moto_customer import Customer, register
 from tests.support import wait_for
 from tests.worker.waits import wait_status

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from keys.services import reseal_all, sealing_keys
+from keys.services.sealing import reseal_all, sealing_keys
 
 
 class Command(BaseCommand):

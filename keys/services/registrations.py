@@ -1,4 +1,4 @@
-"""Everything that changes the state of key registrations.
+"""Key registrations: creating key versions and moving them between statuses.
 
 Services take keyword-only, typed arguments, perform status transitions with a
 compare-and-set, and write an ``AuditEvent`` for each change.
@@ -6,22 +6,19 @@ compare-and-set, and write an ``AuditEvent`` for each change.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
-from django.utils.crypto import salted_hmac
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-
-from . import crypto, sts
-from .clock import now
-from .kms import KmsCredentials
-from .models import AuditEvent, KeyRegistration
+from keys import crypto
+from keys.clock import now
+from keys.models import AuditEvent, KeyRegistration
+from keys.services.audit import audit
+from keys.services.sealing import _seal, access_key_id_digest
 
 log = logging.getLogger(__name__)
 
@@ -34,148 +31,6 @@ class TransitionError(Exception):
 
 class TransitionConflict(TransitionError):
     """Someone else changed the registration's status first (compare-and-set lost)."""
-
-
-class CredentialsUnreadable(Exception):
-    """The sealed IAM credentials cannot be unsealed: the sealing key that sealed them is
-    no longer configured, or the sealed value is damaged. The admin must enter them again."""
-
-
-# Sealing
-
-
-@functools.lru_cache(maxsize=4)
-def _parse_sealing_keys(values: tuple[str, ...]) -> tuple[crypto.SealingKey, ...]:
-    return tuple(crypto.parse_sealing_keys(values))
-
-
-def sealing_keys() -> tuple[crypto.SealingKey, ...]:
-    """The configured sealing keys (``settings.SEALING_KEYS``); the first one seals."""
-    return _parse_sealing_keys(tuple(settings.SEALING_KEYS))
-
-
-def _aad(registration: KeyRegistration, field: str) -> bytes:
-    return crypto.sealing_aad(table="keys_keyregistration", row_id=str(registration.public_id), field=field)
-
-
-SEALED_FIELDS = ("sealed_access_key_id", "sealed_secret_access_key", "sealed_data_key")
-
-
-@sensitive_variables("secret")
-def _seal(registration: KeyRegistration, field: str, secret: bytes) -> str:
-    return crypto.seal(secret, keys=sealing_keys(), aad=_aad(registration, field))
-
-
-def _unseal(registration: KeyRegistration, field: str) -> bytearray:
-    return crypto.unseal(getattr(registration, field), keys=sealing_keys(), aad=_aad(registration, field))
-
-
-def access_key_id_digest(access_key_id: str) -> str:
-    """A keyed digest of an access key ID, to find the same one registered twice without
-    storing it in the clear (HMAC-SHA256 keyed from ``SECRET_KEY``)."""
-    return salted_hmac("keys.access_key_id", access_key_id, algorithm="sha256").hexdigest()
-
-
-@sensitive_variables("access_key_id", "secret")
-def role_session_name(registration: KeyRegistration) -> str:
-    """The RoleSessionName naming this environment (it shows in the customer's CloudTrail)."""
-    return sts.session_name(f"portal-env-{registration.environment.public_id}")
-
-
-def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials:
-    """Unseal a BYOK registration's IAM credentials for one KMS call; in role mode, the
-    role's temporary credentials instead (``keys.sts.role_sessions``: process memory only,
-    per (role ARN, external ID), refreshed by botocore before they expire).
-
-    Raises ``CredentialsUnreadable`` when a sealed value names a sealing key that is no
-    longer configured or fails its integrity check; the sealed text is never passed on.
-    In role mode raises ``keys.sts.StsError`` (a ``KmsError``) when AssumeRole fails.
-    """
-    if registration.uses_role:
-        return sts.role_sessions.credentials(
-            role_arn=registration.role_arn,
-            external_id=registration.environment.aws_external_id,
-            session_name=role_session_name(registration),
-            region=registration.region,
-            duration_seconds=settings.STS_SESSION_DURATION_SECONDS,
-            endpoint_url=settings.AWS_STS_ENDPOINT_URL,
-        )
-    access_key_id = secret = bytearray()
-    try:
-        try:
-            access_key_id = _unseal(registration, "sealed_access_key_id")
-            secret = _unseal(registration, "sealed_secret_access_key")
-        except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
-            raise CredentialsUnreadable(
-                "The IAM credentials of this key version cannot be read (sealed under a sealing key "
-                "that is no longer configured, or damaged): enter them again."
-            ) from e
-        return KmsCredentials(
-            access_key_id=access_key_id.decode("ascii"),
-            secret_access_key=secret.decode("ascii"),
-            version=f"{registration.public_id}:{registration.credentials_version}",
-        )
-    finally:
-        # Also when only the access key ID could be unsealed.
-        crypto.wipe(access_key_id)
-        crypto.wipe(secret)
-
-
-def sealed_state(*, registration: KeyRegistration, field: str) -> str:
-    """``"set"``, ``"unreadable"`` or ``"not set"`` for one sealed field: what support
-    staff and admins may know about a secret.
-
-    Reads the sealing-key id in the sealed value's header and compares it with the
-    configured sealing keys; nothing is unsealed (pages render this for every key
-    version on every request). A value whose header is damaged is ``"unreadable"``;
-    a value damaged past its header is only caught when it is really unsealed."""
-    value = getattr(registration, field)
-    if not value:
-        return "not set"
-    try:
-        key_id = crypto.sealed_key_id(value)
-    except crypto.SealedValueInvalid:
-        return "unreadable"
-    return "set" if key_id in {k.key_id for k in sealing_keys()} else "unreadable"
-
-
-def credentials_state(*, registration: KeyRegistration) -> str:
-    """``"set"``, ``"unreadable"`` or ``"not set"`` for a registration's IAM credentials."""
-    states = {sealed_state(registration=registration, field=f) for f in SEALED_FIELDS[:2]}
-    for state in ("unreadable", "not set"):
-        if state in states:
-            return state
-    return "set"
-
-
-# Audit
-
-
-def audit(
-    *,
-    action: str,
-    environment: Environment | None = None,
-    registration: KeyRegistration | None = None,
-    actor=None,
-    actor_label: str = "",
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    message: str = "",
-) -> AuditEvent:
-    """Append one audit event. ``actor`` is a user or None (then ``actor_label`` says which job)."""
-    if environment is None and registration is not None:
-        environment = registration.environment
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return AuditEvent.objects.create(
-        action=action,
-        environment=environment,
-        registration=registration,
-        actor=user,
-        actor_label=actor_label,
-        before=before or {},
-        after=after or {},
-        message=message[:500],
-    )
 
 
 # Status transitions
@@ -311,7 +166,7 @@ def registration_create(
     Raises ``DuplicateAccessKey`` if the access key ID is already registered on a live
     version of this environment.
     """
-    from .tasks import enqueue_validation
+    from keys.tasks import enqueue_validation
 
     for attempt in range(3):
         try:
@@ -381,7 +236,7 @@ def registration_replace_credentials(
     """Replace a BYOK version's IAM credentials in place (no new key version, nothing
     re-encrypted), bump its ``credentials_version`` and ``generation`` (evicting cached
     data keys and KMS clients), and queue a validation with the new credentials."""
-    from .tasks import enqueue_validation
+    from keys.tasks import enqueue_validation
 
     if not registration.is_byok or registration.status == Status.RETIRED:
         raise TransitionError("Only a BYOK key version that is not retired has IAM credentials to replace.")
@@ -442,7 +297,7 @@ def registration_update(
     Raises ``NotEditable`` for another status and ``DuplicateAccessKey`` if the new access
     key ID is registered on another live version of the environment.
     """
-    from .tasks import enqueue_validation
+    from keys.tasks import enqueue_validation
 
     with transaction.atomic():
         locked = KeyRegistration.objects.select_for_update().filter(pk=registration.pk).first()
@@ -503,43 +358,3 @@ def _edit_summary(registration: KeyRegistration) -> dict[str, Any]:
         "access_key_id": registration.masked_access_key_id,
         "encrypted_data_key_fingerprint": crypto.fingerprint(blob) if blob else "",
     }
-
-
-def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
-    """Re-seal every sealed value under the first configured sealing key.
-
-    Returns the number of values changed. Values already under the first key are left
-    alone; a value under a key that is no longer configured is skipped (it stays
-    "unreadable" until the admin enters the credentials again).
-    """
-    keys = sealing_keys()
-    changed = 0
-    for registration in KeyRegistration.objects.exclude(status=Status.RETIRED).iterator():
-        updates: dict[str, str] = {}
-        for field in SEALED_FIELDS:
-            value = getattr(registration, field)
-            if not value:
-                continue
-            try:
-                new = crypto.reseal(value, keys=keys, aad=_aad(registration, field))
-            except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid):
-                continue
-            if new is not None:
-                updates[field] = new
-        if updates:
-            before = {f: crypto.sealed_key_id(getattr(registration, f)) for f in updates}
-            # Compare-and-set: if the credentials were replaced since this row was read, the
-            # re-sealed old values must not overwrite the new ones (the next run re-seals those).
-            unchanged = {f: getattr(registration, f) for f in updates}
-            if not KeyRegistration.objects.filter(pk=registration.pk, **unchanged).update(**updates):
-                continue
-            changed += len(updates)
-            audit(
-                action=AuditEvent.Action.SEALING_KEY_ROTATED,
-                registration=registration,
-                actor_label=actor_label,
-                before={"sealing_key_ids": before},
-                after={"sealing_key_ids": {f: keys[0].key_id for f in updates}},
-                message=f"{len(updates)} sealed value(s) of version {registration.version} re-sealed under {keys[0].key_id}.",
-            )
-    return changed

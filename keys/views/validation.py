@@ -21,10 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.models import Membership
 from environments.selectors import get_environment_for_user
-
-from .models import KeyRegistration
-from .selectors import recent_validation_runs
-from .validation import (
+from keys.models import KeyRegistration
+from keys.selectors import recent_validation_runs
+from keys.services.validation import (
     REQUESTABLE_STATUSES,
     ActivationError,
     ValidationRequestRefused,

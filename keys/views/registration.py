@@ -13,10 +13,9 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_GET, require_http_methods
 
 from environments.selectors import get_environment_for_user
-
-from . import parsers
-from .forms import RegistrationForm
-from .services import DuplicateAccessKey, registration_create
+from keys import parsers
+from keys.forms import RegistrationForm
+from keys.services.registrations import DuplicateAccessKey, registration_create
 
 SENSITIVE_FIELDS = ("secret_access_key", "access_key_id", "encrypted_data_key")
 

@@ -24,21 +24,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.models import Environment, Membership
 from environments.selectors import get_environment_for_user
-
-from . import lifecycle, reencryption
-from .clock import now
-from .forms import ReplaceCredentialsForm
-from .models import KeyRegistration, ReencryptionJob
-from .services import (
-    DuplicateAccessKey,
-    TransitionError,
-    registration_replace_credentials,
-)
-from .validation_views import (
-    _get_registration_for_user,
-    render_confirmation,
-    run_action,
-)
+from keys.clock import now
+from keys.forms import ReplaceCredentialsForm
+from keys.models import KeyRegistration, ReencryptionJob
+from keys.services import lifecycle, reencryption
+from keys.services.registrations import DuplicateAccessKey, TransitionError, registration_replace_credentials
+from keys.views.validation import _get_registration_for_user, render_confirmation, run_action
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status

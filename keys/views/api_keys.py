@@ -1,4 +1,4 @@
-"""API key pages and the "Try it" page of an environment.
+"""API key pages of an environment: issue one (shown once) and revoke one.
 
 Thin: resolve access with ``get_environment_for_user`` (404 outside the user's
 organizations), refuse viewers (403), validate a form, call one service, render.
@@ -6,10 +6,6 @@ organizations), refuse viewers (403), validate a form, call one service, render.
 
 from __future__ import annotations
 
-import base64
-import json
-
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -20,45 +16,10 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from environments.selectors import get_environment_for_user
-
-from . import apikeys, records
-from .models import ApiKey
-from .validation_views import render_confirmation
-
-
-class ApiKeyForm(forms.Form):
-    name = forms.CharField(
-        label="Name",
-        max_length=apikeys.NAME_MAX_LENGTH,
-        help_text="What uses this key, e.g. “billing service (production)”.",
-    )
-
-
-class TryItForm(forms.Form):
-    record_key = forms.CharField(
-        label="Record key",
-        max_length=records.RECORD_KEY_MAX_LENGTH,
-        initial="customer:42:profile",
-        help_text="1–255 characters of A–Z, a–z, 0–9, “.”, “_”, “:” or “-”, starting with a letter or digit.",
-    )
-    body = forms.CharField(
-        label="Body (JSON)",
-        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
-        initial='{\n  "name": "Ada Lovelace",\n  "email": "ada@example.org"\n}',
-        help_text="Any JSON value. It is encrypted with the environment's active key version.",
-    )
-
-    def clean_record_key(self) -> str:
-        try:
-            return records.validate_record_key(self.cleaned_data["record_key"])
-        except records.InvalidRecordInput as e:
-            raise forms.ValidationError(str(e))
-
-    def clean_body(self):
-        try:
-            return json.loads(self.cleaned_data["body"])
-        except ValueError as e:
-            raise forms.ValidationError(f"This is not valid JSON: {e}.")
+from keys.forms import ApiKeyForm
+from keys.models import ApiKey
+from keys.services import api_keys
+from keys.views.validation import render_confirmation
 
 
 def _environment_for_change(request: HttpRequest, environment_id):
@@ -82,7 +43,7 @@ def api_key_new(request: HttpRequest, environment_id) -> HttpResponse:
     environment, membership = resolved
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        row, api_key = apikeys.api_key_create(environment=environment, name=form.cleaned_data["name"], actor=request.user)
+        row, api_key = api_keys.api_key_create(environment=environment, name=form.cleaned_data["name"], actor=request.user)
         # Rendered, not redirected: the key exists only in this response (never_cache).
         context = {"environment": environment, "membership": membership, "api_key_row": row, "api_key": api_key}
         return render(request, "keys/apikeys/created.html", context)
@@ -112,47 +73,15 @@ def api_key_revoke(request: HttpRequest, environment_id, prefix: str) -> HttpRes
             button="Revoke API key", back_url=reverse("environment_detail", args=[environment.public_id]) + "#api-keys",
         )
     try:
-        apikeys.api_key_revoke(api_key=api_key, actor=request.user)
-    except apikeys.ApiKeyAlreadyRevoked as e:
+        api_keys.api_key_revoke(api_key=api_key, actor=request.user)
+    except api_keys.ApiKeyAlreadyRevoked as e:
         messages.warning(request, str(e))
     else:
         messages.success(request, f"API key “{api_key.name}” revoked: it no longer opens the API.")
     return redirect(reverse("environment_detail", args=[environment.public_id]) + "#api-keys")
 
 
-@login_required
-@never_cache
-@require_http_methods(["GET", "HEAD", "POST"])
-def try_it(request: HttpRequest, environment_id) -> HttpResponse:
-    resolved = _environment_for_change(request, environment_id)
-    if resolved is None:
-        return _forbidden(request)
-    environment, membership = resolved
-    form = TryItForm(request.POST or None)
-    context = {"environment": environment, "membership": membership, "form": form}
-    if request.method == "POST" and form.is_valid():
-        record_key = form.cleaned_data["record_key"]
-        try:
-            records.record_put(environment=environment, record_key=record_key, body=form.cleaned_data["body"])
-            stored = records.record_stored(environment=environment, record_key=record_key)
-            read_back = records.record_get(environment=environment, record_key=record_key)
-        except records.RecordError as e:
-            context["error"] = str(e)
-        else:
-            context["result"] = {
-                "record_key": record_key,
-                "ciphertext_base64": base64.b64encode(bytes(stored.ciphertext)).decode("ascii"),
-                "ciphertext_bytes": len(stored.ciphertext),
-                "key_version": stored.key_version,
-                "kind": stored.registration.get_kind_display(),
-                "body": json.dumps(read_back.body, indent=2, ensure_ascii=False),
-                "updated_at": read_back.updated_at,
-            }
-    return render(request, "keys/try_it.html", context)
-
-
 urlpatterns = [
     path("environments/<uuid:environment_id>/api-keys/new/", api_key_new, name="api_key_new"),
     path("environments/<uuid:environment_id>/api-keys/<str:prefix>/revoke/", api_key_revoke, name="api_key_revoke"),
-    path("environments/<uuid:environment_id>/try-it/", try_it, name="try_it"),
 ]

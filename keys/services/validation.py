@@ -3,7 +3,7 @@
 The checks themselves (what DescribeKey and Decrypt must say, and the cause and remedy of
 each failure) live in ``keys.diagnosis``; this module stores them as ``ValidationRun`` rows
 and performs the state transitions, with an audit event for each (through
-``keys.services.registration_transition``).
+``keys.services.registrations.registration_transition``).
 
 Which run does what, by the registration's status when the job starts::
 
@@ -36,19 +36,13 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from environments.models import Membership
-
-from . import diagnosis as diag
-from . import metrics
-from .clock import now
-from .models import AuditEvent, KeyRegistration, ValidationRun
-from .services import (
-    CredentialsUnreadable,
-    TransitionConflict,
-    audit,
-    registration_credentials,
-    registration_transition,
-    role_session_name,
-)
+from keys import diagnosis as diag
+from keys import metrics
+from keys.clock import now
+from keys.models import AuditEvent, KeyRegistration, ValidationRun
+from keys.services.audit import audit
+from keys.services.registrations import TransitionConflict, registration_transition
+from keys.services.sealing import CredentialsUnreadable, registration_credentials, role_session_name
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +385,7 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
 
     Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
     """
-    from .tasks import enqueue_validation
+    from keys.tasks import enqueue_validation
 
     if not registration.is_byok or registration.status not in REQUESTABLE_STATUSES:
         raise ValidationRequestRefused(

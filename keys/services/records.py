@@ -18,7 +18,7 @@ hierarchies, e.g. ``customer:42:profile``). ``batch`` and ``find`` are reserved 
 the bulk endpoints).
 
 Errors are typed (:class:`KeyUnavailable`, :class:`RecordNotFound`, :class:`IntegrityFailure`,
-:class:`InvalidRecordInput` and its subclasses, :class:`RecordTooLarge`); ``keys.api`` maps them to HTTP answers.
+:class:`InvalidRecordInput` and its subclasses, :class:`RecordTooLarge`); ``keys.api.views`` maps them to HTTP answers.
 """
 
 from __future__ import annotations
@@ -41,11 +41,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-
-from . import crypto, kms
-from .cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
-from .models import KeyRegistration, Record
-from .validation import registration_mark_inaccessible
+from keys import crypto, kms
+from keys.cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
+from keys.models import KeyRegistration, Record
+from keys.services.validation import registration_mark_inaccessible
 
 log = logging.getLogger(__name__)
 

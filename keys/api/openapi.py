@@ -1,10 +1,10 @@
-"""The OpenAPI 3.1 description of the data-plane API (``keys.api``), served at
+"""The OpenAPI 3.1 description of the data-plane API (``keys.api.views``), served at
 ``GET /api/v1/openapi.json`` (public: it holds nothing secret).
 
 Built as a Python dict, so that the limits in it (``maxItems``, body sizes, the rate limit)
 are the running settings'. ``tests/keys/test_openapi.py`` keeps it true: it validates as
 OpenAPI, names exactly the routes of ``keys.api.urlpatterns`` with their methods, lists
-every error code of ``keys.api``'s table, real answers validate against its response
+every error code of ``keys.api.views``'s table, real answers validate against its response
 schemas, and schemathesis fuzzes the API from it.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 from django.conf import settings
 
-from .records import RECORD_KEY_RE, RESERVED_RECORD_KEYS
+from keys.services.records import RECORD_KEY_RE, RESERVED_RECORD_KEYS
 
 API_PREFIX = "/api/v1"
 JSON = "application/json"
 
-# Error codes by HTTP status, as ``keys.api``'s docstring lists them.
+# Error codes by HTTP status, as ``keys.api.views``'s docstring lists them.
 ERROR_CODES: dict[int, tuple[str, ...]] = {
     400: ("invalid_json", "invalid_request", "invalid_record_key", "too_many_records", "duplicate_record_key"),
     401: ("unauthenticated", "invalid_api_key", "api_key_revoked"),

@@ -20,10 +20,9 @@ from django.db.models import FilteredRelation, Q, QuerySet
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-
-from .clock import now
-from .models import ApiKey, AuditEvent, KeyRegistration
-from .services import audit
+from keys.clock import now
+from keys.models import ApiKey, AuditEvent, KeyRegistration
+from keys.services.audit import audit
 
 SCHEME = "byok"
 PREFIX_BYTES = 4  # 8 hex characters

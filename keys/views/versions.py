@@ -17,17 +17,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
-from . import crypto, lifecycle
-from .forms import EditRegistrationForm
-from .models import KeyRegistration
-from .selectors import recent_validation_runs
-from .services import DuplicateAccessKey, NotEditable, registration_update
-from .validation_views import (
-    _get_registration_for_user,
-    render_confirmation,
-    run_action,
-)
-from .views import SENSITIVE_FIELDS, _guide
+from keys import crypto
+from keys.forms import EditRegistrationForm
+from keys.models import KeyRegistration
+from keys.selectors import recent_validation_runs
+from keys.services import lifecycle
+from keys.services.registrations import DuplicateAccessKey, NotEditable, registration_update
+from keys.views.registration import SENSITIVE_FIELDS, _guide
+from keys.views.validation import _get_registration_for_user, render_confirmation, run_action
 
 
 def _version_url(registration: KeyRegistration) -> str:

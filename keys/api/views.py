@@ -38,13 +38,13 @@ could resolve (409). ``find`` reports such records under ``errors`` with the sam
 Limits: a PUT's request body is at most ``API_MAX_BODY_BYTES``; a batch or find request at
 most ``API_MAX_BATCH_BODY_BYTES`` (default ``16 × API_MAX_BODY_BYTES``) and each record body
 in a batch at most ``API_MAX_BODY_BYTES`` once re-encoded. Each API key may make
-``API_RATE_LIMIT_PER_MINUTE`` requests a minute (``keys.ratelimit``: a token bucket in Redis,
+``API_RATE_LIMIT_PER_MINUTE`` requests a minute (``keys.api.ratelimit``: a token bucket in Redis,
 failing open when Redis is down); over it, 429 with ``Retry-After`` in seconds.
 
-``GET openapi.json`` (public) describes all of this as OpenAPI 3.1 (``keys.openapi``).
+``GET openapi.json`` (public) describes all of this as OpenAPI 3.1 (``keys.api.openapi``).
 Every answer is counted and timed in ``keys.metrics`` by method, URL name and status class.
 
-Views are thin: parse, call one service in ``keys.records``, map its errors.
+Views are thin: parse, call one service in ``keys.services.records``, map its errors.
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
-from portal import outages
-from portal.logging import request_id_var
-from portal.middleware import REQUEST_ID_HEADER, request_id_for
-
-from . import apikeys, metrics, openapi, ratelimit, records
-from .apikeys import InvalidApiKey, RevokedApiKey
-from .records import (
+from keys import metrics
+from keys.api import openapi, ratelimit
+from keys.services import api_keys, records
+from keys.services.api_keys import InvalidApiKey, RevokedApiKey
+from keys.services.records import (
     DecryptedRecord,
     DuplicateRecordKey,
     IntegrityFailure,
@@ -83,6 +81,9 @@ from .records import (
     RecordTooLarge,
     TooManyRecords,
 )
+from portal import outages
+from portal.logging import request_id_var
+from portal.middleware import REQUEST_ID_HEADER, request_id_for
 
 log = logging.getLogger(__name__)
 # One line per API request: method, route name, environment public id, status, duration.
@@ -166,7 +167,7 @@ def _authenticate(request: HttpRequest, **joins: Any):
             headers={"WWW-Authenticate": 'Bearer realm="byok"'},
         )
     try:
-        api_key = apikeys.api_key_authenticate(presented=presented.strip(), **joins)
+        api_key = api_keys.api_key_authenticate(presented=presented.strip(), **joins)
     except RevokedApiKey as e:
         raise ApiError(401, "api_key_revoked", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     except InvalidApiKey as e:
@@ -193,7 +194,7 @@ def _environment(request: HttpRequest, environment_id: str):
 
 def _api_key_for(request: HttpRequest, environment_id: str, **joins: Any):
     """The API key row if its environment is ``environment_id`` (else 404), with what
-    ``joins`` asked the same query to bring (``apikeys.api_key_authenticate``)."""
+    ``joins`` asked the same query to bring (``api_keys.api_key_authenticate``)."""
     api_key = _authenticate(request, **joins)
     try:
         wanted = uuid.UUID(environment_id)
@@ -479,7 +480,7 @@ def records_find(request: HttpRequest, environment_id: str) -> HttpResponse:
 
 @api_view("GET")
 def openapi_json(request: HttpRequest) -> HttpResponse:
-    """The OpenAPI description of this API (``keys.openapi``); public, no API key."""
+    """The OpenAPI description of this API (``keys.api.openapi``); public, no API key."""
     return _json_response(openapi.document())
 
 

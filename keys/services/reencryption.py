@@ -54,17 +54,11 @@ from django.db.models.functions import Coalesce
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-
-from . import crypto
-from .clock import now
-from .models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from .records import (
-    KeyUnavailable,
-    active_registration,
-    data_key_for,
-    record_cipher_for,
-)
-from .services import audit
+from keys import crypto
+from keys.clock import now
+from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
+from keys.services.audit import audit
+from keys.services.records import KeyUnavailable, active_registration, data_key_for, record_cipher_for
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +215,7 @@ def _user(actor):
 
 
 def _enqueue_after_commit(job_id: int) -> None:
-    from .tasks import enqueue_reencryption
+    from keys.tasks import enqueue_reencryption
 
     transaction.on_commit(lambda: enqueue_reencryption(job_id))
 

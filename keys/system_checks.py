@@ -5,13 +5,13 @@ import re
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from . import sts
+from keys import sts
 
 
 @register(Tags.security)
 def check_sealing_keys(app_configs=None, **kwargs) -> list[Error]:
     """keys.E001: SEALING_KEYS must parse; keys.E002: key ids must be unique."""
-    from .crypto import parse_sealing_keys
+    from keys.crypto import parse_sealing_keys
 
     try:
         keys = parse_sealing_keys(settings.SEALING_KEYS)

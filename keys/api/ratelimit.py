@@ -3,7 +3,7 @@
 A token bucket per API key: it holds at most ``API_RATE_LIMIT_PER_MINUTE`` tokens and
 refills at ``API_RATE_LIMIT_PER_MINUTE / 60`` tokens per second; every request takes one.
 So a client may send a minute's worth at once, then as fast as the refill allows. A request
-finding less than one token is refused (``keys.api`` answers 429 ``rate_limited``) with
+finding less than one token is refused (``keys.api.views`` answers 429 ``rate_limited``) with
 ``retry_after``: the whole seconds until a token is there again. A refused request takes
 nothing, so a client that backs off as told gets through. ``API_RATE_LIMIT_PER_MINUTE=0``
 turns the limit off.

@@ -1,4 +1,4 @@
-"""Key lifecycle services besides re-encryption (``keys.reencryption``): a new
+"""Key lifecycle services besides re-encryption (``keys.services.reencryption``): a new
 platform-managed key version, retirement, the published revocation bound and the
 revocation drill (DESIGN.md, "Rotation" and "Revocation").
 
@@ -17,18 +17,14 @@ from django.conf import settings
 from django.db import transaction
 
 from environments.models import Environment
-
-from . import cache, crypto
-from .clock import now
-from .models import AuditEvent, KeyRegistration, Record
-from .records import KeyUnavailable, active_registration, data_key_for
-from .services import (
-    audit,
-    managed_registration_create,
-    registration_transition,
-    sealed_state,
-)
-from .validation import ValidationRequestRefused, registration_request_validation
+from keys import cache, crypto
+from keys.clock import now
+from keys.models import AuditEvent, KeyRegistration, Record
+from keys.services.audit import audit
+from keys.services.records import KeyUnavailable, active_registration, data_key_for
+from keys.services.registrations import managed_registration_create, registration_transition
+from keys.services.sealing import sealed_state
+from keys.services.validation import ValidationRequestRefused, registration_request_validation
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +75,7 @@ def registration_retire(*, registration: KeyRegistration, actor) -> KeyRegistrat
     are under this version until it commits), so retirement refuses. One write is not
     covered: Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED`` on PostgreSQL, so
     a data-plane write that read this version while it was still active and commits after
-    the retirement is invisible to the count; ``keys.records`` must make its upsert
+    the retirement is invisible to the count; ``keys.services.records`` must make its upsert
     conditional on the version being active (see tests/keys/test_retirement.py).
 
     Raises :class:`LifecycleRefused` for another status, or while any record remains.
@@ -273,7 +269,7 @@ class Drill:
 
 def drill_probe(*, environment: Environment) -> Probe:
     """Use the environment's active data key through the data plane's own path
-    (``keys.records.active_registration`` + ``data_key_for``: the cache, the generation
+    (``keys.services.records.active_registration`` + ``data_key_for``: the cache, the generation
     check, KMS on a miss, a KMS refusal marking the version inaccessible). Bypasses
     nothing, so a cached data key keeps serving until its TTL or until a validation
     notices the revocation, exactly as for the customer's applications."""

@@ -1,0 +1,58 @@
+"""The "Try it" page of an environment: write a record through the records service, show
+the stored ciphertext, read it back.
+
+Thin: resolve access with ``get_environment_for_user`` (404 outside the user's
+organizations), refuse viewers (403), validate a form, call the records service, render.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import path
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from keys.forms import TryItForm
+from keys.services import records
+from keys.views.api_keys import _environment_for_change, _forbidden
+
+
+@login_required
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def try_it(request: HttpRequest, environment_id) -> HttpResponse:
+    resolved = _environment_for_change(request, environment_id)
+    if resolved is None:
+        return _forbidden(request)
+    environment, membership = resolved
+    form = TryItForm(request.POST or None)
+    context = {"environment": environment, "membership": membership, "form": form}
+    if request.method == "POST" and form.is_valid():
+        record_key = form.cleaned_data["record_key"]
+        try:
+            records.record_put(environment=environment, record_key=record_key, body=form.cleaned_data["body"])
+            stored = records.record_stored(environment=environment, record_key=record_key)
+            read_back = records.record_get(environment=environment, record_key=record_key)
+        except records.RecordError as e:
+            context["error"] = str(e)
+        else:
+            context["result"] = {
+                "record_key": record_key,
+                "ciphertext_base64": base64.b64encode(bytes(stored.ciphertext)).decode("ascii"),
+                "ciphertext_bytes": len(stored.ciphertext),
+                "key_version": stored.key_version,
+                "kind": stored.registration.get_kind_display(),
+                "body": json.dumps(read_back.body, indent=2, ensure_ascii=False),
+                "updated_at": read_back.updated_at,
+            }
+    return render(request, "keys/try_it.html", context)
+
+
+urlpatterns = [
+    path("environments/<uuid:environment_id>/try-it/", try_it, name="try_it"),
+]
