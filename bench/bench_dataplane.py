@@ -205,8 +205,8 @@ def seed(kms_port: int) -> dict:
         kms_key_arn=metadata["Arn"], region=REGION, account_id=metadata["AWSAccountId"], encrypted_data_key=blob,
         access_key_id_last4="MPLE", activated_at=now(),
     )
-    registration.sealed_access_key_id = sealing._seal(registration, "sealed_access_key_id", b"AKIAIOSFODNN7EXAMPLE")
-    registration.sealed_secret_access_key = sealing._seal(registration, "sealed_secret_access_key", b"bench-secret")
+    registration.sealed_access_key_id = sealing.seal_field(registration, "sealed_access_key_id", b"AKIAIOSFODNN7EXAMPLE")
+    registration.sealed_secret_access_key = sealing.seal_field(registration, "sealed_secret_access_key", b"bench-secret")
     registration.save()
 
     out = {}

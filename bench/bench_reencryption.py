@@ -141,13 +141,13 @@ def rotate(environment, user):
 
 
 def reencrypt(environment, user, batch_size: int) -> tuple[float, int]:
-    from keys import tasks
+    from keys import queue
     from keys.models import ReencryptionJob
     from keys.services.reencryption import reencryption_run, reencryption_start
 
     # No broker here (Celery would run the job eagerly, throttled, inside the start call):
     # this process runs the job itself, timed, as one worker would.
-    tasks.enqueue_reencryption = lambda job_id, **kwargs: None
+    queue.enqueue_reencryption = lambda job_id, **kwargs: None
     job = reencryption_start(environment=environment, actor=user)
     started = time.perf_counter()
     reencryption_run(job_id=job.pk, slice_seconds=None, batch_size=batch_size, throttle_seconds=0)

@@ -1,8 +1,14 @@
-"""State changes of organizations and environments."""
+"""State changes of organizations and environments.
+
+Creating an environment creates its platform-managed key version 1 through the keys
+services; ``keys`` never imports this module (docs/architecture.md, "Packages and imports")."""
 
 from django.db import IntegrityError, transaction
 
-from .models import Environment, Membership, Organization
+from environments.models import Environment, Membership, Organization
+from keys.models import AuditEvent
+from keys.services.audit import audit
+from keys.services.registrations import managed_registration_create
 
 
 class EnvironmentNameTaken(Exception):
@@ -21,10 +27,6 @@ def environment_create(*, organization: Organization, name: str, actor) -> Envir
     unique index on (organization, lower(name)) settles the race between simultaneous
     requests (the second insert waits for the first to commit, then fails).
     """
-    from keys.models import AuditEvent
-    from keys.services.audit import audit
-    from keys.services.registrations import managed_registration_create
-
     name = name.strip()
     taken = EnvironmentNameTaken(f"{organization} already has an environment named “{name}”.")
     try:
@@ -53,9 +55,6 @@ def organization_create(*, name: str, owner, actor_label: str = "") -> Organizat
     ``actor_label`` names a command when no signed-in user did it ("command: create_owner").
     Raises ``OrganizationNameTaken`` when an organization has that name in any letter case.
     """
-    from keys.models import AuditEvent
-    from keys.services.audit import audit
-
     name = name.strip()
     taken = OrganizationNameTaken(f"An organization named “{name}” exists already; choose another name.")
     try:

@@ -6,16 +6,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from . import selectors, two_factor
-from .forms import EnvironmentForm, OrganizationForm, OrganizationSettingsForm
-from .services import EnvironmentNameTaken, OrganizationNameTaken, environment_create, organization_create
+from environments import selectors, two_factor
+from environments.forms import EnvironmentForm, OrganizationForm, OrganizationSettingsForm
+from environments.services import EnvironmentNameTaken, OrganizationNameTaken, environment_create, organization_create
+from keys.selectors import active_versions_by_environment, environment_overview
 
 
 @login_required
 @require_http_methods(["GET", "HEAD"])
 def home(request: HttpRequest) -> HttpResponse:
-    from keys.selectors import active_versions_by_environment
-
     memberships = list(selectors.memberships_for_user(request.user))
     environments = list(selectors.environments_for_user(request.user))
     active = active_versions_by_environment(environments)
@@ -79,8 +78,6 @@ def organization_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "HEAD"])
 def environment_detail(request: HttpRequest, environment_id) -> HttpResponse:
-    from keys.selectors import environment_overview
-
     environment, membership = selectors.get_environment_for_user(request.user, environment_id)
     context = {"environment": environment, "membership": membership}
     context.update(environment_overview(environment=environment))

@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
+from keys.crypto import fingerprint
 from keys.models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
 from keys.services.sealing import sealed_state
 from keys.services.validation import ValidationRequestRefused, registration_request_validation
@@ -61,8 +62,6 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Encrypted data key")
     def encrypted_data_key_summary(self, obj: KeyRegistration) -> str:
-        from keys.crypto import fingerprint
-
         blob = bytes(obj.encrypted_data_key or b"")
         return f"{len(blob)} bytes, fingerprint {fingerprint(blob)}" if blob else "not set"
 

@@ -6,4 +6,6 @@ class KeysConfig(AppConfig):
     verbose_name = "Keys and records"
 
     def ready(self) -> None:
-        from keys import system_checks  # noqa: F401  (registers system checks keys.E001…)
+        # Imported for what importing them registers: the system checks (keys.E001…) and the
+        # Celery tasks, which keys.queue finds by name in the app's task registry.
+        from keys import system_checks, tasks  # noqa: F401

@@ -9,14 +9,14 @@ What it holds
     (``clock() + settings.DATA_KEY_CACHE_TTL_SECONDS``). The cipher shares the entry's TTL,
     eviction and wiping.
     Per process and in memory only: never Django's cache framework, Redis or the database
-    (DESIGN.md invariant 2). Each gunicorn worker, Celery worker and shell has its own.
+    (docs/architecture.md, "Invariants", 2). Each gunicorn worker, Celery worker and shell has its own.
 
 How a caller uses it
     ::
 
-        with get_cache().data_key_for(registration) as data_key:   # read-only memoryview
+        with get_cache().data_key_for(registration, loader=load) as data_key:   # read-only
             ...
-        lease = get_cache().lease(registration)                      # or the cipher
+        lease = get_cache().lease(registration, loader=load)                      # or the cipher
         try:
             envelope = lease.cipher.encrypt(plaintext=..., ...)
         finally:
@@ -27,6 +27,9 @@ How a caller uses it
     still encrypting with it is wiped when that request's block ends, never under it.
 
 Loading (a miss)
+    The cache does not know how a data key is produced: the caller passes a ``loader``
+    (``registration -> bytearray``), or the cache was made with one. The records service
+    passes ``keys.services.records.load_data_key``, which does this:
     ``managed`` versions unseal ``sealed_data_key`` with the sealing key; ``byok`` versions
     call KMS ``Decrypt`` with the registration's sealed IAM credentials, its KMS key ARN,
     encrypted data key and encryption context. The result must be 32 bytes. At most one
@@ -80,14 +83,12 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from keys import crypto, kms, metrics
+from keys import crypto, metrics
 from keys.models import KeyRegistration
-from keys.services.sealing import CredentialsUnreadable, _unseal, registration_credentials
 
 Clock = Callable[[], float]
 Loader = Callable[[KeyRegistration], bytearray]
 
-DATA_KEY_SIZE = 32
 # How often expired entries are swept at the latest (seconds).
 SWEEP_INTERVAL_SECONDS = 1.0
 
@@ -112,59 +113,6 @@ class DataKeyUnreadable(Exception):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
-
-
-# ---------------------------------------------------------------------------
-# Loading a data key
-# ---------------------------------------------------------------------------
-
-
-@sensitive_variables("data_key", "result", "credentials")
-def load_data_key(registration: KeyRegistration) -> bytearray:
-    """Produce the plaintext data key of ``registration`` (a 32-byte ``bytearray`` the
-    caller owns and must wipe).
-
-    Raises ``kms.KmsPermanentError`` / ``kms.KmsTransientError`` from KMS ``Decrypt``, and
-    :class:`DataKeyUnreadable` for sealing problems or a plaintext that is not 32 bytes.
-    """
-    if registration.is_byok:
-        try:
-            credentials = registration_credentials(registration=registration)
-        except CredentialsUnreadable as e:
-            raise DataKeyUnreadable("credentials_unreadable", str(e)) from e
-        result = _kms_decrypt(registration, credentials)
-        data_key = result.plaintext
-    else:
-        try:
-            data_key = _unseal(registration, "sealed_data_key")
-        except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
-            raise DataKeyUnreadable(
-                "sealing_key_unavailable",
-                "The platform-managed data key cannot be unsealed (sealing key missing or value damaged).",
-            ) from e
-    if len(data_key) != DATA_KEY_SIZE:
-        crypto.wipe(data_key)
-        raise DataKeyUnreadable(
-            "invalid_data_key", f"The data key of version {registration.version} is not {DATA_KEY_SIZE} bytes."
-        )
-    return data_key
-
-
-@sensitive_variables("credentials")
-def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
-    options = kms.KmsClientOptions(
-        connect_timeout=settings.KMS_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.KMS_READ_TIMEOUT_SECONDS
-    )
-    # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
-    return kms.decrypt(
-        region=registration.region,
-        credentials=credentials,
-        kms_key_arn=registration.kms_key_arn,
-        ciphertext_blob=bytes(registration.encrypted_data_key or b""),
-        encryption_context=registration.encryption_context or None,
-        endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
-        options=options,
-    )
 
 
 @sensitive_variables("data_key")
@@ -256,7 +204,8 @@ class DataKeyCache:
 
     ``ttl_seconds`` defaults to ``settings.DATA_KEY_CACHE_TTL_SECONDS``; ``clock`` returns
     seconds (monotonic; tests inject a fake one); ``loader`` produces a data key for a
-    registration (defaults to :func:`load_data_key`); ``reaper`` starts a daemon thread
+    registration when a lookup passes none (the process-wide cache has none: the records
+    service passes its own); ``reaper`` starts a daemon thread
     that sweeps expired entries every second (the process-wide cache does).
     """
 
@@ -270,7 +219,7 @@ class DataKeyCache:
     ) -> None:
         self.ttl_seconds = float(settings.DATA_KEY_CACHE_TTL_SECONDS if ttl_seconds is None else ttl_seconds)
         self._clock = clock
-        self._loader = loader or load_data_key
+        self._loader = loader
         # One lock guards entries, flights, reference counts and counters; it is never
         # held during a load (KMS calls take milliseconds to seconds).
         self._lock = threading.Lock()
@@ -287,7 +236,7 @@ class DataKeyCache:
     # --- using a data key ---------------------------------------------------
 
     @contextmanager
-    def data_key_for(self, registration: KeyRegistration) -> Iterator[memoryview]:
+    def data_key_for(self, registration: KeyRegistration, *, loader: Loader | None = None) -> Iterator[memoryview]:
         """``with cache.data_key_for(registration) as data_key:`` — a read-only view of the
         plaintext data key, released when the block ends.
 
@@ -295,13 +244,13 @@ class DataKeyCache:
         and whatever the loader raises on a miss (``kms.KmsPermanentError``,
         ``kms.KmsTransientError``, :class:`DataKeyUnreadable`).
         """
-        lease = self.lease(registration)
+        lease = self.lease(registration, loader=loader)
         try:
             yield lease.data_key
         finally:
             lease.release()
 
-    def lease(self, registration: KeyRegistration) -> Lease:
+    def lease(self, registration: KeyRegistration, *, loader: Loader | None = None) -> Lease:
         """Like :meth:`data_key_for`, for callers that need the lease object; call
         ``release()`` when done."""
         registration_id, generation = registration.pk, registration.generation
@@ -330,7 +279,7 @@ class DataKeyCache:
                     self._stats["waits"] += 1
                     leader = False
             if leader:
-                return self._load(registration, flight, flight_key)
+                return self._load(registration, flight, flight_key, loader or self._loader)
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error
@@ -341,12 +290,16 @@ class DataKeyCache:
             # Evicted between the load and this thread waking up (a newer generation
             # arrived, or it expired): look again.
 
-    def _load(self, registration: KeyRegistration, flight: _Flight, flight_key: tuple[int, int]) -> Lease:
+    def _load(
+        self, registration: KeyRegistration, flight: _Flight, flight_key: tuple[int, int], loader: Loader | None
+    ) -> Lease:
         if registration.is_byok:
             with self._lock:
                 self._stats["kms_decrypts"] += 1
         try:
-            data_key = self._loader(registration)
+            if loader is None:
+                raise TypeError("This data-key cache has no loader: pass one to lease() or to the cache.")
+            data_key = loader(registration)
             cipher = _cipher(data_key)
         except BaseException as e:
             # Never cached: the flight goes away and the next request loads again.

@@ -1,12 +1,20 @@
-"""Non-trivial reads of key versions and their history, for pages and admin."""
+"""Non-trivial reads of key versions and their history, for pages and admin, and the
+context builders that views and template tags share (``validation_context``,
+``lifecycle_context``): a template tag never imports a view module."""
 
 from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Prefetch, Q
+from django.urls import reverse
 
-from environments.models import Environment
-from keys.models import AuditEvent, KeyRegistration, ValidationRun
+from environments.models import Environment, Membership
+from keys.models import AuditEvent, KeyRegistration, ReencryptionJob, ValidationRun
+from keys.services import lifecycle, reencryption
+from keys.services.validation import REQUESTABLE_STATUSES, staleness, validation_in_progress
+
+Status = KeyRegistration.Status
+JobStatus = ReencryptionJob.Status
 
 # How many validation runs a key version's history panel shows.
 VALIDATION_HISTORY_LENGTH = 10
@@ -59,4 +67,71 @@ def environment_overview(*, environment: Environment) -> dict[str, Any]:
         "registrations": registrations,
         "active_registration": next((r for r in registrations if r.status == KeyRegistration.Status.ACTIVE), None),
         "audit_events": audit_events,
+    }
+
+
+def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
+    """What the status cell and validation panel of one key version show."""
+    runs = recent_validation_runs(registration) if registration.is_byok else []
+    latest = runs[0] if runs else None
+    # The newest run with checks: a running run shows its last attempt's, else the previous run's.
+    checked = next((r for r in runs if r.checks), None)
+    can_change = membership.can_change
+    busy = validation_in_progress(registration, latest)
+    return {
+        "registration": registration,
+        "runs": runs,
+        "latest_run": latest,
+        "checked_run": checked,
+        "busy": busy,
+        "staleness": staleness(registration) if registration.is_byok else "",
+        # Not while a validation is queued or running: it would only queue a second one.
+        "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,
+        "can_edit": can_change and registration.is_editable,
+        "can_activate": can_change and registration.status == Status.VALID,
+        "status_url": reverse(
+            "registration_status", args=[registration.environment.public_id, registration.public_id]
+        ),
+    }
+
+
+def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:
+    """Context of ``keys/partials/lifecycle_body.html``: the revocation bound, each
+    version's records and actions, the re-encryption job and what may be done with it."""
+    progress = reencryption.job_progress(environment=environment)
+    job = progress.job
+    can_change, is_owner = membership.can_change, membership.is_owner
+    unfinished = job is not None and job.is_unfinished
+    stale = unfinished and job.status != JobStatus.PAUSED and reencryption.is_stale(job)
+    rows = [
+        {
+            "progress": v,
+            "registration": v.registration,
+            "can_activate": can_change and v.registration.status == Status.VALID and not v.registration.is_byok,
+            "can_discard": can_change and v.registration.is_editable,
+            # A version that never served is edited instead (all five items, not just the credentials).
+            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.is_live
+            and not v.registration.is_editable and v.registration.status != Status.VALIDATING,
+            "can_retire": is_owner and v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
+            "drained": v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
+        }
+        for v in progress.versions
+    ]
+    return {
+        "environment": environment,
+        "progress": progress,
+        "job": job,
+        "rows": rows,
+        # From the versions already loaded: no extra query on the environment page.
+        "bound": lifecycle.revocation_bound(role_mode=any(
+            v.registration.uses_role and v.registration.status in lifecycle.ROLE_BOUND_STATUSES for v in progress.versions
+        )),
+        "can_change": can_change,
+        "is_owner": is_owner,
+        "can_start": can_change and not unfinished and progress.remaining > 0 and progress.active is not None,
+        "can_pause": can_change and unfinished and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
+        "can_resume": can_change and job is not None and (job.status in (JobStatus.PAUSED, JobStatus.FAILED) or stale),
+        "can_cancel": can_change and unfinished,
+        "stale": stale,
+        "progress_url": reverse("reencryption_progress", args=[environment.public_id]),
     }

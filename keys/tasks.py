@@ -1,4 +1,7 @@
-"""Thin Celery tasks: fetch by id, call a service. Arguments are ids (JSON)."""
+"""Thin Celery tasks: fetch by id, call a service. Arguments are ids (JSON).
+
+Tasks import services, never the reverse: services enqueue through ``keys.queue`` by the
+explicit task names given here (stable for beat schedules and messages already queued)."""
 
 import logging
 import random
@@ -7,6 +10,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from keys import queue
 from keys.services.reencryption import (
     RETRY_LATER_SECONDS,
     SLICE_SECONDS,
@@ -40,6 +44,7 @@ def backoff_seconds(retries: int) -> float:
 
 
 @shared_task(
+    name=queue.VALIDATE_REGISTRATION,
     bind=True,
     acks_late=True,
     max_retries=MAX_RETRIES,
@@ -85,7 +90,7 @@ def _validate_inline(registration_id: int, trigger: str) -> None:
             log.info("validation of registration %s: transient (%s), attempt %s", registration_id, e, attempt + 1)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name=queue.REVALIDATE_ACTIVE_REGISTRATIONS, ignore_result=True)
 def revalidate_active_registrations() -> int:
     """Celery beat: queue a periodic validation of every active, decrypt-only or
     inaccessible BYOK registration. Returns how many were queued.
@@ -100,7 +105,7 @@ def revalidate_active_registrations() -> int:
     return len(ids)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="keys.tasks.prune_validation_runs", ignore_result=True)
 def prune_validation_runs() -> int:
     """Celery beat: delete old validation runs (``keys.validation_runs``), keeping the
     latest ``VALIDATION_RUNS_KEEP_LATEST`` per key version and failures for
@@ -111,25 +116,11 @@ def prune_validation_runs() -> int:
     )
 
 
-def enqueue_validation(registration_id: int, trigger: str) -> None:
-    """Queue ``validate_registration`` (call it from ``transaction.on_commit``).
-
-    A broker that cannot be reached must not turn an already committed registration into
-    a 500: the error is logged and the registration stays pending validation, where the
-    page's "Validate again" (or periodic re-validation) queues it again.
-    """
-    from kombu.exceptions import OperationalError
-
-    try:
-        validate_registration.delay(registration_id, trigger)
-    except OperationalError:
-        log.error("could not queue validation of registration %s (%s): broker unreachable", registration_id, trigger)
-
-
 # Re-encryption
 
 
 @shared_task(
+    name=queue.REENCRYPT_ENVIRONMENT,
     bind=True,
     acks_late=True,
     ignore_result=True,
@@ -151,12 +142,12 @@ def reencrypt_environment(self, job_id: int) -> None:
         return
     outcome = reencryption_run(job_id=job_id)
     if outcome == Outcome.CONTINUE:
-        enqueue_reencryption(job_id)
+        queue.enqueue_reencryption(job_id)
     elif outcome == Outcome.LATER:
-        enqueue_reencryption(job_id, countdown=RETRY_LATER_SECONDS)
+        queue.enqueue_reencryption(job_id, countdown=RETRY_LATER_SECONDS)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name=queue.RESUME_STALE_REENCRYPTION_JOBS, ignore_result=True)
 def resume_stale_reencryption_jobs() -> int:
     """Celery beat: queue again every re-encryption job whose worker died (no batch
     committed for ``REENCRYPTION_STALE_AFTER_SECONDS``). Returns how many."""
@@ -164,15 +155,3 @@ def resume_stale_reencryption_jobs() -> int:
     for job_id in ids:
         reencrypt_environment.apply_async((job_id,), expires=settings.REENCRYPTION_RESUME_INTERVAL_SECONDS)
     return len(ids)
-
-
-def enqueue_reencryption(job_id: int, *, countdown: float | None = None) -> None:
-    """Queue ``reencrypt_environment`` (from ``transaction.on_commit``). A broker that
-    cannot be reached is logged; the job stays queued and ``resume_stale_reencryption_jobs``
-    (or the page's "Resume") queues it again."""
-    from kombu.exceptions import OperationalError
-
-    try:
-        reencrypt_environment.apply_async((job_id,), countdown=countdown)
-    except OperationalError:
-        log.error("could not queue re-encryption job %s: broker unreachable", job_id)

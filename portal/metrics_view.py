@@ -20,10 +20,12 @@ import hmac
 import logging
 
 from django.conf import settings
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client.core import GaugeMetricFamily
 
-from keys import metrics
+from keys import metrics, models
+from keys.models import KeyRegistration, Record
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,6 @@ class ReencryptionCollector:
     """Re-encryption progress, counted at scrape time (bounded labels: job states)."""
 
     def collect(self):
-        from keys.models import KeyRegistration, Record
-
         try:
             # Records under any version that is not active: an index range per such version
             # (record_by_version), so the cost follows what remains, not the table's size.
@@ -57,10 +57,6 @@ class ReencryptionCollector:
 
     @staticmethod
     def _jobs_by_state() -> dict[str, int] | None:
-        from django.db.models import Count
-
-        from keys import models
-
         job_model = getattr(models, "ReencryptionJob", None)
         if job_model is None:
             return None

@@ -75,8 +75,8 @@ def make_byok(environment, admin, *, encryption_context: dict[str, str] | None =
         access_key_id_digest=sealing.access_key_id_digest(ACCESS_KEY_ID),
         activated_at=now(),
     )
-    registration.sealed_access_key_id = sealing._seal(registration, "sealed_access_key_id", ACCESS_KEY_ID.encode())
-    registration.sealed_secret_access_key = sealing._seal(
+    registration.sealed_access_key_id = sealing.seal_field(registration, "sealed_access_key_id", ACCESS_KEY_ID.encode())
+    registration.sealed_secret_access_key = sealing.seal_field(
         registration, "sealed_secret_access_key", SECRET_ACCESS_KEY.encode()
     )
     registration.save()

@@ -44,6 +44,7 @@ from environments.models import Environment
 from keys import crypto, kms
 from keys.cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
 from keys.models import KeyRegistration, Record
+from keys.services.sealing import CredentialsUnreadable, registration_credentials, unseal_field
 from keys.services.validation import registration_mark_inaccessible
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,58 @@ def active_registration(*, environment: Environment) -> KeyRegistration:
     raise _not_usable(KeyVersionNotUsable(newest), newest)
 
 
+# How many bytes a data key has (AES-256).
+DATA_KEY_SIZE = 32
+
+
+@sensitive_variables("data_key", "result", "credentials")
+def load_data_key(registration: KeyRegistration) -> bytearray:
+    """Produce the plaintext data key of ``registration`` (a 32-byte ``bytearray`` the
+    caller owns and must wipe): the loader this service gives the data-key cache on a miss.
+
+    Raises ``kms.KmsPermanentError`` / ``kms.KmsTransientError`` from KMS ``Decrypt``, and
+    :class:`DataKeyUnreadable` for sealing problems or a plaintext that is not 32 bytes.
+    """
+    if registration.is_byok:
+        try:
+            credentials = registration_credentials(registration=registration)
+        except CredentialsUnreadable as e:
+            raise DataKeyUnreadable("credentials_unreadable", str(e)) from e
+        result = _kms_decrypt(registration, credentials)
+        data_key = result.plaintext
+    else:
+        try:
+            data_key = unseal_field(registration, "sealed_data_key")
+        except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
+            raise DataKeyUnreadable(
+                "sealing_key_unavailable",
+                "The platform-managed data key cannot be unsealed (sealing key missing or value damaged).",
+            ) from e
+    if len(data_key) != DATA_KEY_SIZE:
+        crypto.wipe(data_key)
+        raise DataKeyUnreadable(
+            "invalid_data_key", f"The data key of version {registration.version} is not {DATA_KEY_SIZE} bytes."
+        )
+    return data_key
+
+
+@sensitive_variables("credentials")
+def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
+    options = kms.KmsClientOptions(
+        connect_timeout=settings.KMS_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.KMS_READ_TIMEOUT_SECONDS
+    )
+    # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
+    return kms.decrypt(
+        region=registration.region,
+        credentials=credentials,
+        kms_key_arn=registration.kms_key_arn,
+        ciphertext_blob=bytes(registration.encrypted_data_key or b""),
+        encryption_context=registration.encryption_context or None,
+        endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
+        options=options,
+    )
+
+
 def _not_usable(error: KeyVersionNotUsable, registration: KeyRegistration) -> KeyUnavailable:
     return KeyUnavailable(
         error.reason,
@@ -264,7 +317,7 @@ def record_cipher_for(registration: KeyRegistration) -> Iterator[crypto.RecordCi
 
 def _lease(registration: KeyRegistration) -> Lease:
     try:
-        return get_cache().lease(registration)
+        return get_cache().lease(registration, loader=load_data_key)
     except KeyVersionNotUsable as e:
         raise _not_usable(e, registration) from e
     except kms.KmsPermanentError as e:

@@ -54,7 +54,7 @@ from django.db.models.functions import Coalesce
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-from keys import crypto
+from keys import crypto, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services.audit import audit
@@ -215,9 +215,7 @@ def _user(actor):
 
 
 def _enqueue_after_commit(job_id: int) -> None:
-    from keys.tasks import enqueue_reencryption
-
-    transaction.on_commit(lambda: enqueue_reencryption(job_id))
+    transaction.on_commit(lambda: queue.enqueue_reencryption(job_id))
 
 
 # ---------------------------------------------------------------------------

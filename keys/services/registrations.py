@@ -14,11 +14,11 @@ from django.db.models import F, Max
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-from keys import crypto
+from keys import crypto, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
-from keys.services.sealing import _seal, access_key_id_digest
+from keys.services.sealing import access_key_id_digest, seal_field
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def managed_registration_create(
     )
     data_key = crypto.generate_data_key()
     try:
-        registration.sealed_data_key = _seal(registration, "sealed_data_key", bytes(data_key))
+        registration.sealed_data_key = seal_field(registration, "sealed_data_key", bytes(data_key))
     finally:
         crypto.wipe(data_key)
     registration.save()
@@ -166,8 +166,6 @@ def registration_create(
     Raises ``DuplicateAccessKey`` if the access key ID is already registered on a live
     version of this environment.
     """
-    from keys.tasks import enqueue_validation
-
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -193,10 +191,10 @@ def registration_create(
                     created_by=actor if getattr(actor, "is_authenticated", False) else None,
                 )
                 if not role_arn:
-                    registration.sealed_access_key_id = _seal(
+                    registration.sealed_access_key_id = seal_field(
                         registration, "sealed_access_key_id", access_key_id.encode("ascii")
                     )
-                    registration.sealed_secret_access_key = _seal(
+                    registration.sealed_secret_access_key = seal_field(
                         registration, "sealed_secret_access_key", secret_access_key.encode("ascii")
                     )
                 registration.save()
@@ -219,7 +217,7 @@ def registration_create(
                 )
                 registration_id = registration.pk
                 transaction.on_commit(
-                    lambda: enqueue_validation(registration_id, "registration")
+                    lambda: queue.enqueue_validation(registration_id, "registration")
                 )
                 return registration
         except IntegrityError:
@@ -236,8 +234,6 @@ def registration_replace_credentials(
     """Replace a BYOK version's IAM credentials in place (no new key version, nothing
     re-encrypted), bump its ``credentials_version`` and ``generation`` (evicting cached
     data keys and KMS clients), and queue a validation with the new credentials."""
-    from keys.tasks import enqueue_validation
-
     if not registration.is_byok or registration.status == Status.RETIRED:
         raise TransitionError("Only a BYOK key version that is not retired has IAM credentials to replace.")
     if access_key_in_use(environment=registration.environment, access_key_id=access_key_id, exclude=registration):
@@ -246,8 +242,8 @@ def registration_replace_credentials(
         )
     with transaction.atomic():
         locked = KeyRegistration.objects.select_for_update().get(pk=registration.pk)
-        locked.sealed_access_key_id = _seal(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
-        locked.sealed_secret_access_key = _seal(
+        locked.sealed_access_key_id = seal_field(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
+        locked.sealed_secret_access_key = seal_field(
             locked, "sealed_secret_access_key", secret_access_key.encode("ascii")
         )
         before_last4 = locked.masked_access_key_id
@@ -266,7 +262,7 @@ def registration_replace_credentials(
             message=f"IAM credentials of version {locked.version} replaced.",
         )
         registration_id = locked.pk
-        transaction.on_commit(lambda: enqueue_validation(registration_id, "credentials"))
+        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, "credentials"))
     return locked
 
 
@@ -297,8 +293,6 @@ def registration_update(
     Raises ``NotEditable`` for another status and ``DuplicateAccessKey`` if the new access
     key ID is registered on another live version of the environment.
     """
-    from keys.tasks import enqueue_validation
-
     with transaction.atomic():
         locked = KeyRegistration.objects.select_for_update().filter(pk=registration.pk).first()
         if locked is None or not locked.is_editable:
@@ -313,8 +307,8 @@ def registration_update(
                 raise DuplicateAccessKey(
                     "This access key ID is already registered on another key version of this environment."
                 )
-            locked.sealed_access_key_id = _seal(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
-            locked.sealed_secret_access_key = _seal(locked, "sealed_secret_access_key", secret_access_key.encode("ascii"))
+            locked.sealed_access_key_id = seal_field(locked, "sealed_access_key_id", access_key_id.encode("ascii"))
+            locked.sealed_secret_access_key = seal_field(locked, "sealed_secret_access_key", secret_access_key.encode("ascii"))
             locked.access_key_id_last4 = access_key_id[-4:]
             locked.access_key_id_digest = access_key_id_digest(access_key_id)
             locked.credentials_version = F("credentials_version") + 1
@@ -344,7 +338,7 @@ def registration_update(
             + ".",
         )
         registration_id = locked.pk
-        transaction.on_commit(lambda: enqueue_validation(registration_id, "registration"))
+        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, "registration"))
     return locked
 
 

@@ -43,11 +43,14 @@ SEALED_FIELDS = ("sealed_access_key_id", "sealed_secret_access_key", "sealed_dat
 
 
 @sensitive_variables("secret")
-def _seal(registration: KeyRegistration, field: str, secret: bytes) -> str:
+def seal_field(registration: KeyRegistration, field: str, secret: bytes) -> str:
+    """Seal ``secret`` under the first sealing key, bound to this row and ``field`` (AAD)."""
     return crypto.seal(secret, keys=sealing_keys(), aad=_aad(registration, field))
 
 
-def _unseal(registration: KeyRegistration, field: str) -> bytearray:
+def unseal_field(registration: KeyRegistration, field: str) -> bytearray:
+    """Unseal one sealed field of the row (a ``bytearray`` the caller must wipe). Raises
+    ``crypto.SealingKeyUnavailable`` or ``crypto.SealedValueInvalid``."""
     return crypto.unseal(getattr(registration, field), keys=sealing_keys(), aad=_aad(registration, field))
 
 
@@ -84,8 +87,8 @@ def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials
     access_key_id = secret = bytearray()
     try:
         try:
-            access_key_id = _unseal(registration, "sealed_access_key_id")
-            secret = _unseal(registration, "sealed_secret_access_key")
+            access_key_id = unseal_field(registration, "sealed_access_key_id")
+            secret = unseal_field(registration, "sealed_secret_access_key")
         except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid) as e:
             raise CredentialsUnreadable(
                 "The IAM credentials of this key version cannot be read (sealed under a sealing key "

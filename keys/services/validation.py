@@ -37,7 +37,7 @@ from django.db import transaction
 
 from environments.models import Membership
 from keys import diagnosis as diag
-from keys import metrics
+from keys import metrics, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 from keys.services.audit import audit
@@ -385,8 +385,6 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
 
     Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
     """
-    from keys.tasks import enqueue_validation
-
     if not registration.is_byok or registration.status not in REQUESTABLE_STATUSES:
         raise ValidationRequestRefused(
             f"Key version {registration.version} cannot be validated now "
@@ -410,7 +408,7 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
             message=f"Validation of version {registration.version} requested.",
         )
         registration_id = registration.pk
-        transaction.on_commit(lambda: enqueue_validation(registration_id, Trigger.MANUAL.value))
+        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, Trigger.MANUAL.value))
     return run
 
 

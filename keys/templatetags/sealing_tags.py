@@ -2,6 +2,8 @@
 
 from django import template
 
+from keys.services import sealing
+
 register = template.Library()
 
 
@@ -9,6 +11,4 @@ register = template.Library()
 def credentials_state(registration) -> str:
     """``"set"``, ``"unreadable"`` or ``"not set"`` for a key version's sealed IAM credentials
     (``keys.services.sealing.credentials_state``)."""
-    from keys.services.sealing import credentials_state as state
-
-    return state(registration=registration)
+    return sealing.credentials_state(registration=registration)

@@ -1,16 +1,20 @@
 """Template tags of the validation partials (``{% load validation_tags %}``)."""
 
+from typing import Any
+
 from django import template
+
+from keys import diagnosis
+from keys.models import KeyRegistration
+from keys.selectors import validation_context
 
 register = template.Library()
 
 
 @register.simple_tag
-def registration_validation(registration, membership) -> dict:
+def registration_validation(registration, membership) -> dict[str, Any]:
     """``{% registration_validation registration membership as v %}``: what one key
-    version's status cell and validation panel show (``keys.views.validation.validation_context``)."""
-    from keys.views.validation import validation_context
-
+    version's status cell and validation panel show (``keys.selectors.validation_context``)."""
     return validation_context(registration, membership)
 
 
@@ -19,9 +23,6 @@ def kms_problem(registration) -> dict | None:
     """``registration|kms_problem``: for a version the data plane or a re-validation made
     inaccessible, ``{"reason", "cause", "remedy"}`` in the words a failing validation check
     uses for that reason (``keys.diagnosis.explain_reason``); None otherwise."""
-    from keys import diagnosis
-    from keys.models import KeyRegistration
-
     if registration.status != KeyRegistration.Status.INACCESSIBLE or not registration.inaccessible_reason:
         return None
     cause, remedy = diagnosis.explain_reason(

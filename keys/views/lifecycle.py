@@ -27,6 +27,7 @@ from environments.selectors import get_environment_for_user
 from keys.clock import now
 from keys.forms import ReplaceCredentialsForm
 from keys.models import KeyRegistration, ReencryptionJob
+from keys.selectors import lifecycle_context
 from keys.services import lifecycle, reencryption
 from keys.services.registrations import DuplicateAccessKey, TransitionError, registration_replace_credentials
 from keys.views.validation import _get_registration_for_user, render_confirmation, run_action
@@ -41,53 +42,6 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
 
 def _back(environment: Environment, anchor: str = "key-lifecycle") -> HttpResponse:
     return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#{anchor}")
-
-
-# ---------------------------------------------------------------------------
-# What the lifecycle card shows
-# ---------------------------------------------------------------------------
-
-
-def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:
-    """Context of ``keys/partials/lifecycle_body.html``: the revocation bound, each
-    version's records and actions, the re-encryption job and what may be done with it."""
-    progress = reencryption.job_progress(environment=environment)
-    job = progress.job
-    can_change, is_owner = membership.can_change, membership.is_owner
-    unfinished = job is not None and job.is_unfinished
-    stale = unfinished and job.status != JobStatus.PAUSED and reencryption.is_stale(job)
-    rows = [
-        {
-            "progress": v,
-            "registration": v.registration,
-            "can_activate": can_change and v.registration.status == Status.VALID and not v.registration.is_byok,
-            "can_discard": can_change and v.registration.is_editable,
-            # A version that never served is edited instead (all five items, not just the credentials).
-            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.is_live
-            and not v.registration.is_editable and v.registration.status != Status.VALIDATING,
-            "can_retire": is_owner and v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
-            "drained": v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
-        }
-        for v in progress.versions
-    ]
-    return {
-        "environment": environment,
-        "progress": progress,
-        "job": job,
-        "rows": rows,
-        # From the versions already loaded: no extra query on the environment page.
-        "bound": lifecycle.revocation_bound(role_mode=any(
-            v.registration.uses_role and v.registration.status in lifecycle.ROLE_BOUND_STATUSES for v in progress.versions
-        )),
-        "can_change": can_change,
-        "is_owner": is_owner,
-        "can_start": can_change and not unfinished and progress.remaining > 0 and progress.active is not None,
-        "can_pause": can_change and unfinished and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
-        "can_resume": can_change and job is not None and (job.status in (JobStatus.PAUSED, JobStatus.FAILED) or stale),
-        "can_cancel": can_change and unfinished,
-        "stale": stale,
-        "progress_url": reverse("reencryption_progress", args=[environment.public_id]),
-    }
 
 
 @login_required

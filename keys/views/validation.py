@@ -22,15 +22,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from environments.models import Membership
 from environments.selectors import get_environment_for_user
 from keys.models import KeyRegistration
-from keys.selectors import recent_validation_runs
+from keys.selectors import validation_context
 from keys.services.validation import (
-    REQUESTABLE_STATUSES,
     ActivationError,
     ValidationRequestRefused,
     registration_activate,
     registration_request_validation,
-    staleness,
-    validation_in_progress,
 )
 
 Status = KeyRegistration.Status
@@ -96,31 +93,6 @@ def activation_consequences(registration: KeyRegistration) -> list[str]:
         )
     sentences.append("You can switch back by activating another valid or decrypt-only version later.")
     return sentences
-
-
-def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
-    """What the status cell and validation panel of one key version show."""
-    runs = recent_validation_runs(registration) if registration.is_byok else []
-    latest = runs[0] if runs else None
-    # The newest run with checks: a running run shows its last attempt's, else the previous run's.
-    checked = next((r for r in runs if r.checks), None)
-    can_change = membership.can_change
-    busy = validation_in_progress(registration, latest)
-    return {
-        "registration": registration,
-        "runs": runs,
-        "latest_run": latest,
-        "checked_run": checked,
-        "busy": busy,
-        "staleness": staleness(registration) if registration.is_byok else "",
-        # Not while a validation is queued or running: it would only queue a second one.
-        "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,
-        "can_edit": can_change and registration.is_editable,
-        "can_activate": can_change and registration.status == Status.VALID,
-        "status_url": reverse(
-            "registration_status", args=[registration.environment.public_id, registration.public_id]
-        ),
-    }
 
 
 def _back(registration: KeyRegistration) -> HttpResponse:

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from playwright.sync_api import expect
 
-from keys import tasks
+from keys import queue
 from keys.models import KeyRegistration, ReencryptionJob
 from keys.services import reencryption
 from tests.factories import counts, keys, new_managed_version, put_records
@@ -46,7 +46,7 @@ def worker(monkeypatch):
         threads.append(thread)
         thread.start()
 
-    monkeypatch.setattr(tasks, "enqueue_reencryption", enqueue)
+    monkeypatch.setattr(queue, "enqueue_reencryption", enqueue)
     yield release
     release.set()
     for thread in threads:

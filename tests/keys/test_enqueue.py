@@ -4,7 +4,7 @@ import pytest
 from kombu.exceptions import OperationalError
 
 from keys import tasks
-from keys.tasks import enqueue_validation
+from keys.queue import enqueue_validation
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from keys import tasks
+from keys import queue, tasks
 from keys.services import reencryption
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services.registrations import registration_create
@@ -32,7 +32,7 @@ def no_jobs(monkeypatch) -> dict[str, list]:
     """Record the jobs queued instead of running them (the views are tested here)."""
     queued: dict[str, list] = {"validation": [], "reencryption": []}
     monkeypatch.setattr(tasks.validate_registration, "delay", lambda *args: queued["validation"].append(args))
-    monkeypatch.setattr(tasks, "enqueue_reencryption", lambda job_id, **kw: queued["reencryption"].append(job_id))
+    monkeypatch.setattr(queue, "enqueue_reencryption", lambda job_id, **kw: queued["reencryption"].append(job_id))
     return queued
 
 

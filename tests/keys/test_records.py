@@ -413,7 +413,7 @@ def test_it_never_puts_the_plaintext_data_key_in_the_database_redis_or_logs(envi
     or in any log record, in any common encoding."""
     caplog.set_level(logging.DEBUG)
     managed = active(environment)
-    managed_key = bytes(sealing._unseal(managed, "sealed_data_key"))
+    managed_key = bytes(sealing.unseal_field(managed, "sealed_data_key"))
     records.record_put(environment=environment, record_key="m1", body="managed")
     byok = make_byok(environment, aws)
     byok_key = byok.plaintext_data_key()

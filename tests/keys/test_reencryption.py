@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from django.db import connections, transaction
 
-from keys import crypto, kms, tasks
+from keys import crypto, kms, queue, tasks
 from keys.services import records, reencryption
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
@@ -216,7 +216,7 @@ def test_it_starts_at_most_one_unfinished_job_per_environment(environment, alice
 
 def test_it_queues_the_job_once_the_transaction_commits(environment, alice, rotated, monkeypatch, django_capture_on_commit_callbacks):
     queued: list[int] = []
-    monkeypatch.setattr(tasks, "enqueue_reencryption", lambda job_id, **kw: queued.append(job_id))
+    monkeypatch.setattr(queue, "enqueue_reencryption", lambda job_id, **kw: queued.append(job_id))
 
     with django_capture_on_commit_callbacks(execute=True):
         job = reencryption.reencryption_start(environment=environment, actor=alice)
@@ -322,7 +322,7 @@ def test_it_skips_a_row_locked_by_a_concurrent_write_and_moves_it_once_released(
     environment = environment_create(organization=org_a, name="locks", actor=alice)
     put_records(environment, keys(12))
     new_managed_version(environment, alice)
-    monkeypatch.setattr(tasks, "enqueue_reencryption", lambda job_id, **kw: None)  # this test runs it
+    monkeypatch.setattr(queue, "enqueue_reencryption", lambda job_id, **kw: None)  # this test runs it
     job = reencryption.reencryption_start(environment=environment, actor=alice)
     monkeypatch.setattr(reencryption, "LOCKED_ROWS_WAIT_SECONDS", 0.01)
     locked, release = threading.Event(), threading.Event()
