@@ -7,7 +7,7 @@ Pure: no ORM, no settings. :func:`diagnose` calls KMS through :mod:`keys.kms`
 remedy the customer's admin can act on. The caller stores it; nothing here
 changes state.
 
-The rules come from DESIGN.md ("The seed's flow", step 5) and the AWS KMS API
+The rules come from docs/architecture.md ("Registration and validation") and the AWS KMS API
 reference: https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html,
 https://docs.aws.amazon.com/kms/latest/APIReference/API_DescribeKey.html and
 key states: https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html
@@ -545,7 +545,7 @@ def _decrypt_checks(
         size = len(result.plaintext)
     finally:
         # The validation only needs the size; the plaintext data key must not
-        # outlive this line (DESIGN.md invariant 2).
+        # outlive this line (docs/architecture.md, "Invariants", 2).
         result.wipe()
     return [
         _result("decrypt.call", PASS, "KMS decrypted the encrypted data key with the registered key."),

@@ -8,7 +8,7 @@
 
 The filters sit on the *handlers*, so every record a handler writes is redacted, whatever
 logger it came from (including loggers that do not propagate). Redaction is a last line of
-defence: code must still not log secrets (DESIGN.md, invariant 1). It rewrites anything
+defence: code must still not log secrets (docs/architecture.md, "Invariants", 1). It rewrites anything
 shaped like one of these (see ``SECRET_PATTERNS``):
 
 =============================  ==========================================  ==================

@@ -7,7 +7,7 @@
   not a bug: nothing here is logged at ERROR, so ``mail_admins`` never fires for it.
 * ``key_unavailable`` (KMS refuses or cannot be reached, a version is inaccessible): one
   WARNING per environment and reason per interval, with the environment's public id and
-  the reason, never the record key (customer data, DESIGN.md invariant 1).
+  the reason, never the record key (customer data, docs/architecture.md, "Invariants", 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Record keys never reach logs, metrics or error reports (DESIGN.md invariant 1; issue 12
+"""Record keys never reach logs, metrics or error reports (docs/architecture.md, "Invariants", 1; issue 12
 item 5): a record key may itself be regulated data (an e-mail address, a national ID).
 
 A canary record key is planted and used on every path of the API — success, 404, 400,

@@ -1,4 +1,4 @@
-"""The data-plane API (JSON over HTTP), mounted at ``/api/v1/`` (DESIGN.md, "Data-plane API").
+"""The data-plane API (JSON over HTTP), mounted at ``/api/v1/`` (docs/architecture.md, "The data-plane API").
 
 ::
 

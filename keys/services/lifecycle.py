@@ -1,6 +1,6 @@
 """Key lifecycle services besides re-encryption (``keys.services.reencryption``): a new
 platform-managed key version, retirement, the published revocation bound and the
-revocation drill (DESIGN.md, "Rotation" and "Revocation").
+revocation drill (docs/architecture.md, "Rotation and revocation").
 
 Like ``keys.services``: keyword-only arguments, compare-and-set transitions through
 ``registration_transition``, an audit event for every change. Role checks (owner or admin,

@@ -1,6 +1,6 @@
 """Data-plane services: encrypt and store records, read and decrypt them.
 
-Write path (DESIGN.md, the seed's five steps): the environment's active key version (one
+Write path (docs/architecture.md, "The write path"): the environment's active key version (one
 query, which also brings its ``status`` and ``generation`` for the data-key cache) → its
 plaintext data key from the cache (or KMS ``Decrypt`` / unsealing on a miss), with the
 ``crypto.RecordCipher`` cached beside it → ``RecordCipher.encrypt`` with associated data environment public id + record key + key

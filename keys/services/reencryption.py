@@ -1,5 +1,5 @@
 """Re-encryption after a key rotation: move every record of an environment's older key
-versions to its active version, in batches, resumably (DESIGN.md, "Rotation").
+versions to its active version, in batches, resumably (docs/architecture.md, "Rotation and revocation").
 
 The batch (:func:`_move_batch`), one transaction:
 

@@ -279,7 +279,7 @@ def registration_validation_timed_out(*, registration_id: int) -> None:
 def _revalidate(registration: KeyRegistration, trigger: str) -> ValidationRun:
     """Re-validate a version the data plane depends on. A permanent failure makes it
     inaccessible, a success restores an inaccessible one, a transient failure flips
-    nothing and records since when KMS is unreachable (DESIGN.md, "Revocation")."""
+    nothing and records since when KMS is unreachable (docs/architecture.md, "Rotation and revocation")."""
     label = PERIODIC_JOB if trigger == Trigger.PERIODIC else JOB
     run = _finish_run(_start_run(registration, trigger), registration, _diagnose(registration), label)
     if run.outcome == Outcome.UNVERIFIED:

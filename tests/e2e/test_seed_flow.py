@@ -14,7 +14,7 @@ Screenshots of every browser step go to test-output/e2e/.
 
 Note on the IAM policy: moto's IAM simulation checks KMS calls against the resource "*",
 so a policy scoped to the key ARN (what AWS needs, and what the setup guide shows) would
-deny everything there (DESIGN.md, "Testing KMS honestly"). The customer's policy here
+deny everything there (docs/architecture.md, "Testing KMS honestly"). The customer's policy here
 allows kms:Decrypt and kms:DescribeKey on "*"; the validation still proves that nothing
 else is allowed (its excess-privilege check passes under the simulation).
 """
@@ -283,7 +283,7 @@ def test_it_runs_the_seed_flow_from_the_customers_aws_cli_to_a_revocation(stack,
     """GIVEN the product running as real processes, an owner "ada" and the customer's AWS
     WHEN the customer and ada follow the seed document from the first AWS CLI command to a
     rotation and a revocation
-    THEN every step works as DESIGN.md says, within the bound the portal publishes."""
+    THEN every step works as docs/architecture.md ("The write path", "Registration and validation") says, within the bound the portal publishes."""
     timings: dict[str, float] = {}
 
     calls = browser_thread.run(lambda page, shot: seed_flow(stack, page, shot, timings))

@@ -56,7 +56,7 @@ def admin_client(service: str, region: str, endpoint_url: str | None = None, cre
 def policy(actions: tuple[str, ...] = ("kms:Decrypt", "kms:DescribeKey")) -> str:
     """The setup guide's IAM policy. Its resource is "*", not the key ARN: moto's IAM
     simulation checks KMS actions against the resource "*", so a policy scoped to the key
-    ARN (what AWS needs) would deny everything there (DESIGN.md, "Testing KMS honestly")."""
+    ARN (what AWS needs) would deny everything there (docs/architecture.md, "Testing KMS honestly")."""
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": "*"}],

@@ -4,7 +4,7 @@ moto plays the customer's AWS side where it can (keys, data keys, encryption
 context, regions, IAM users - with moto's IAM simulation for bad credentials and
 missing permissions); botocore's Stubber and raw HTTP answers stand in for
 what moto does not emulate (key states, throttling, documented error codes,
-timeouts). See DESIGN.md, "Testing KMS honestly".
+timeouts). See docs/architecture.md, "Testing KMS honestly".
 """
 
 from __future__ import annotations

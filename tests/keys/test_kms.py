@@ -5,7 +5,7 @@ context, regions, and - with its IAM simulation switched on - unknown access
 keys, wrong secrets and missing permissions. botocore's ``Stubber`` and raw HTTP
 answers injected with ``before-send`` hooks for what it does not: key states,
 throttling, KMS's documented error codes, timeouts, bare 403 and 5xx answers.
-(DESIGN.md, "Testing KMS honestly".)
+(docs/architecture.md, "Testing KMS honestly".)
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def test_it_decrypts_a_data_key_generated_without_plaintext(customer: Customer) 
     assert isinstance(result.plaintext, bytearray)
     assert result.key_id == customer.kms_key_arn
     assert result.encryption_algorithm is None  # moto does not report it
-    assert len(customer.encrypted_data_key) == 96  # moto's format, see DESIGN.md
+    assert len(customer.encrypted_data_key) == 96  # moto's format, see docs/architecture.md, "Testing KMS honestly"
 
 
 def test_it_decrypts_with_the_encryption_context_used_at_generation(customer: Customer) -> None:

@@ -4,7 +4,7 @@ Platform-managed keys need no KMS. BYOK keys run against moto in-process (``mock
 the customer's KMS key and encrypted data key are made there, and the registration row is
 built directly with sealed IAM credentials, then made active. moto does not enforce key
 states, so KMS refusals and throttling are injected by patching ``keys.kms.decrypt`` with
-the adapter's own error types (DESIGN.md, "Testing KMS honestly").
+the adapter's own error types (docs/architecture.md, "Testing KMS honestly").
 
 The fixtures (``aws``, ``byok``) are in tests/conftest.py and the helpers in
 tests/factories.py, shared by every module that needs them.

@@ -1,6 +1,6 @@
 """Canary: a known secret access key goes in through the registration page and must come
 out nowhere: not in any database column, page, log line, audit event, admin history entry
-or Django error report (DESIGN.md, invariant 1).
+or Django error report (docs/architecture.md, "Invariants", 1).
 
 The KMS side is moto (in-process ``mock_aws``): the registration is validated for real, so
 the validation runs and their log lines exist and are searched too.

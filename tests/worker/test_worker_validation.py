@@ -7,7 +7,7 @@ Processes (started and always stopped by fixtures, every wait bounded):
 
 The test process sends its tasks to the same Redis database instead of running them
 eagerly, and commits for real (``transactional_db``) so that ``on_commit`` fires and the
-worker sees the rows. DESIGN.md: "a real Celery worker for the end-to-end tests".
+worker sees the rows. The product design asks for a real Celery worker in the end-to-end tests.
 """
 
 from __future__ import annotations
