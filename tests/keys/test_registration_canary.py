@@ -247,7 +247,7 @@ FORCED_FAILURES = {
     # Inside the registration service, while the unsealed credentials are in its frame.
     "in the service": "keys.services.registrations.audit",
     # In the view, after the service returned, with the cleaned form data in its frame.
-    "in the view": "keys.views.redirect",
+    "in the view": "keys.views.registration.redirect",
     # While the form is checked: the secret is already in cleaned_data.
     "in the form": "keys.forms.parsers.parse_region",
 }

@@ -1,0 +1,1 @@
+"""Everything that changes state, one module per entity (docs/architecture.md, "Apps and packages")."""
