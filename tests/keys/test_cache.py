@@ -205,7 +205,8 @@ def test_it_calls_kms_decrypt_once_for_64_threads_on_a_cold_cache(byok, monkeypa
 
     monkeypatch.setattr(kms, "decrypt", slow_decrypt)
     metrics.reset()
-    data_key_cache = DataKeyCache(ttl_seconds=60)
+    # The loader the records service gives the cache: unseal the credentials, call KMS.
+    data_key_cache = DataKeyCache(ttl_seconds=60, loader=records.load_data_key)
 
     results = run_threads(64, lambda: read_key(data_key_cache, byok.registration))
 
