@@ -24,6 +24,9 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.util import random_hex
 
+from keys.models import AuditEvent
+from keys.services.audit import audit
+
 from .models import Environment, Membership, Organization
 
 DEVICE_NAME = "Authenticator app"
@@ -173,9 +176,6 @@ def _recovery_code_use(*, request: HttpRequest, code: str) -> StaticDevice:
 
 
 def _audit(*, action: str, user, message: str, before: dict | None = None, after: dict | None = None) -> None:
-    from keys.models import AuditEvent
-    from keys.services import audit
-
     audit(action=getattr(AuditEvent.Action, action), actor=user, before=before, after=after, message=message)
 
 

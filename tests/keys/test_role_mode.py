@@ -23,7 +23,7 @@ from environments.models import Environment
 from environments.services import environment_create
 from keys import cache, kms, parsers, sts
 from keys import system_checks
-from keys.services import lifecycle
+from keys.services import lifecycle, records
 from keys.models import KeyRegistration, ValidationRun
 from keys.services.registrations import registration_create
 from keys.services.validation import registration_validate
@@ -199,8 +199,8 @@ def test_it_decrypts_with_the_registered_context_in_role_mode_and_keeps_credenti
         registration_validate(registration_id=registration.pk, trigger="registration")
         registration.refresh_from_db()
 
-        first = cache.load_data_key(registration)
-        second = cache.load_data_key(registration)
+        first = records.load_data_key(registration)
+        second = records.load_data_key(registration)
         held = sts.role_sessions.credentials(
             role_arn=role_arn, external_id=environment.aws_external_id, session_name="x", region=REGION
         )
@@ -230,7 +230,7 @@ def test_it_answers_key_unavailable_with_the_reason_when_assume_role_is_refused(
 
     monkeypatch.setattr(sts.role_sessions, "_assume", refuse)
     with pytest.raises(kms.KmsPermanentError) as raised:
-        cache.load_data_key(registration)
+        records.load_data_key(registration)
 
     assert raised.value.reason == "role_access_denied"
 
