@@ -34,7 +34,16 @@ class Membership(models.Model):
     owner  — everything an admin can do, plus retiring key versions and managing members.
     admin  — create environments, register/validate/activate keys, issue API keys.
     viewer — sees the organization's environments and keys, changes nothing.
+
+    These role rules live here and nowhere else (docs/architecture.md, "Invariants", 4):
+    views ask :meth:`may` through the access helpers (``require=Membership.CHANGE`` or
+    ``Membership.OWN``), pages ask the ``can_*`` predicates.
     """
+
+    # What an action requires (``may``): looking, changing, or owning.
+    VIEW = "view"
+    CHANGE = "change"
+    OWN = "own"
 
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
@@ -61,7 +70,24 @@ class Membership(models.Model):
 
     @property
     def is_owner(self) -> bool:
+        """Owners alone retire key versions, run revocation drills and set the organization's
+        security policy."""
         return self.role == self.Role.OWNER
+
+    def may(self, requirement: str) -> bool:
+        """Whether this role meets ``requirement`` (``VIEW``, ``CHANGE`` or ``OWN``)."""
+        if requirement == self.VIEW:
+            return True
+        if requirement == self.CHANGE:
+            return self.can_change
+        if requirement == self.OWN:
+            return self.is_owner
+        raise ValueError(f"Unknown requirement {requirement!r}.")
+
+    def can_activate(self, registration) -> bool:
+        """Owners and admins may activate a key version that passed validation (BYOK or
+        platform-managed alike; ``registration`` is a ``keys.models.KeyRegistration``)."""
+        return self.can_change and registration.can_be_activated
 
 
 def new_external_id() -> str:

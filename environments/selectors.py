@@ -1,5 +1,11 @@
-"""Reads of what a user may see. Anything outside the user's organizations is a 404."""
+"""Reads of what a user may see, and the access helpers of environments and organizations.
 
+Anything outside the user's organizations is a 404 (``Http404``); a role that may not do
+what the view does is a 403 (``PermissionDenied``, rendered by Django's handler403 with
+``templates/403.html``). The role rules are ``Membership.may``.
+"""
+
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -28,27 +34,41 @@ def environments_for_user(user) -> QuerySet[Environment]:
     ).select_related("organization")
 
 
-def get_environment_for_user(user, environment_id) -> tuple[Environment, Membership]:
+def require(membership: Membership, requirement: str) -> Membership:
+    """``membership`` if its role meets ``requirement`` (``Membership.VIEW``, ``CHANGE``,
+    ``OWN``); raises ``PermissionDenied`` otherwise."""
+    if not membership.may(requirement):
+        raise PermissionDenied("Your role in this organization does not allow this.")
+    return membership
+
+
+def get_environment_for_user(
+    user, environment_id, *, requirement: str = Membership.VIEW
+) -> tuple[Environment, Membership]:
     """The environment with public id ``environment_id`` and the user's membership of its
     organization. Raises ``Http404`` for an unknown id, a malformed id, or an environment
-    outside the user's organizations (indistinguishable on purpose)."""
+    outside the user's organizations (indistinguishable on purpose), and ``PermissionDenied``
+    when the user's role does not meet ``requirement``."""
     try:
         environment = environments_for_user(user).get(public_id=environment_id)
     except (Environment.DoesNotExist, ValueError):
         raise Http404("No such environment.") from None
     membership = Membership.objects.get(user=user, organization_id=environment.organization_id)
-    return environment, membership
+    return environment, require(membership, requirement)
 
 
-def get_organization_for_user(user, organization_id) -> tuple[Organization, Membership]:
+def get_organization_for_user(
+    user, organization_id, *, requirement: str = Membership.VIEW
+) -> tuple[Organization, Membership]:
     """The organization ``organization_id`` and the user's membership of it. Raises
-    ``Http404`` when the user is not a member (or there is no such organization)."""
+    ``Http404`` when the user is not a member (or there is no such organization), and
+    ``PermissionDenied`` when the user's role does not meet ``requirement``."""
     membership = (
         memberships_for_user(user).filter(organization_id=organization_id).first() if user.is_authenticated else None
     )
     if membership is None:
         raise Http404("No such organization.")
-    return membership.organization, membership
+    return membership.organization, require(membership, requirement)
 
 
 def members_with_two_factor(organization: Organization) -> list[Membership]:

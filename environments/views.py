@@ -2,12 +2,14 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from environments import selectors, two_factor
 from environments.forms import EnvironmentForm, OrganizationForm, OrganizationSettingsForm
+from environments.models import Membership
 from environments.services import EnvironmentNameTaken, OrganizationNameTaken, environment_create, organization_create
 from keys.selectors import active_versions_by_environment, environment_overview
 
@@ -36,7 +38,7 @@ def environment_new(request: HttpRequest) -> HttpResponse:
             # Not in any organization yet: an environment needs one first.
             return redirect("organization_new")
         # Viewers may look but not change: same answer as for any forbidden change.
-        return render(request, "403.html", status=403)
+        raise PermissionDenied("Only owners and admins create environments.")
     form = EnvironmentForm(request.POST or None, organizations=organizations)
     if request.method == "POST" and form.is_valid():
         try:
@@ -88,9 +90,9 @@ def environment_detail(request: HttpRequest, environment_id) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def organization_settings(request: HttpRequest, organization_id: int) -> HttpResponse:
     """Owners: the organization's security settings. Members of other roles: 403."""
-    organization, membership = selectors.get_organization_for_user(request.user, organization_id)
-    if not membership.is_owner:
-        return render(request, "403.html", status=403)
+    organization, membership = selectors.get_organization_for_user(
+        request.user, organization_id, requirement=Membership.OWN
+    )
     # Not ``request.POST or None``: unticking the only checkbox posts an empty form.
     form = OrganizationSettingsForm(
         request.POST if request.method == "POST" else None,

@@ -154,6 +154,11 @@ class KeyRegistration(models.Model):
         return self.status not in self.DEAD_STATUSES
 
     @property
+    def can_be_activated(self) -> bool:
+        """Only a version that passed validation can become active."""
+        return self.status == self.Status.VALID
+
+    @property
     def can_decrypt(self) -> bool:
         """Versions whose records the data plane may read."""
         return self.status in (self.Status.ACTIVE, self.Status.DECRYPT_ONLY)

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Prefetch, Q
+from django.http import Http404
 from django.urls import reverse
 
 from environments.models import Environment, Membership
+from environments.selectors import get_environment_for_user
 from keys.models import AuditEvent, KeyRegistration, ReencryptionJob, ValidationRun
 from keys.services import lifecycle, reencryption
 from keys.services.validation import REQUESTABLE_STATUSES, staleness, validation_in_progress
@@ -18,6 +20,24 @@ JobStatus = ReencryptionJob.Status
 
 # How many validation runs a key version's history panel shows.
 VALIDATION_HISTORY_LENGTH = 10
+
+
+def get_registration_for_user(
+    user, environment_id, registration_id, *, requirement: str = Membership.VIEW
+) -> tuple[KeyRegistration, Membership]:
+    """The key version with public id ``registration_id`` of the environment
+    ``environment_id``, and the user's membership. ``Http404`` for anything outside the
+    user's organizations, or a version of another environment (indistinguishable);
+    ``PermissionDenied`` when the user's role does not meet ``requirement``."""
+    environment, membership = get_environment_for_user(user, environment_id, requirement=requirement)
+    registration = (
+        KeyRegistration.objects.filter(environment=environment, public_id=registration_id)
+        .select_related("environment", "environment__organization", "created_by")
+        .first()
+    )
+    if registration is None:
+        raise Http404("No such key version.")
+    return registration, membership
 
 
 def active_versions_by_environment(environments: Iterable[Environment]) -> dict[int, KeyRegistration]:
@@ -88,7 +108,7 @@ def validation_context(registration: KeyRegistration, membership: Membership) ->
         # Not while a validation is queued or running: it would only queue a second one.
         "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,
         "can_edit": can_change and registration.is_editable,
-        "can_activate": can_change and registration.status == Status.VALID,
+        "can_activate": membership.can_activate(registration),
         "status_url": reverse(
             "registration_status", args=[registration.environment.public_id, registration.public_id]
         ),
@@ -107,7 +127,9 @@ def lifecycle_context(environment: Environment, membership: Membership) -> dict[
         {
             "progress": v,
             "registration": v.registration,
-            "can_activate": can_change and v.registration.status == Status.VALID and not v.registration.is_byok,
+            # The lifecycle card offers activation for platform-managed versions; a BYOK
+            # version's button is in its validation panel. The rule is the same.
+            "can_activate": membership.can_activate(v.registration) and not v.registration.is_byok,
             "can_discard": can_change and v.registration.is_editable,
             # A version that never served is edited instead (all five items, not just the credentials).
             "can_replace_credentials": can_change and v.registration.is_byok and v.registration.is_live

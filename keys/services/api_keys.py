@@ -23,6 +23,7 @@ from environments.models import Environment
 from keys.clock import now
 from keys.models import ApiKey, AuditEvent, KeyRegistration
 from keys.services.audit import audit
+from keys.services.refusals import Refused
 
 SCHEME = "byok"
 PREFIX_BYTES = 4  # 8 hex characters
@@ -45,7 +46,7 @@ class RevokedApiKey(ApiKeyError):
     """The presented API key exists and matches, but was revoked."""
 
 
-class ApiKeyAlreadyRevoked(ApiKeyError):
+class ApiKeyAlreadyRevoked(ApiKeyError, Refused):
     """Revoking an API key that is already revoked."""
 
 

@@ -22,6 +22,7 @@ from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record
 from keys.services.audit import audit
 from keys.services.records import KeyUnavailable, active_registration, data_key_for
+from keys.services.refusals import Refused
 from keys.services.registrations import managed_registration_create, registration_transition
 from keys.services.sealing import sealed_state
 from keys.services.validation import ValidationRequestRefused, registration_request_validation
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 Status = KeyRegistration.Status
 
 
-class LifecycleRefused(Exception):
+class LifecycleRefused(Refused):
     """The change cannot be made now; ``str()`` says why, in words for the page."""
 
 

@@ -59,6 +59,7 @@ from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services.audit import audit
 from keys.services.records import KeyUnavailable, active_registration, data_key_for, record_cipher_for
+from keys.services.refusals import Refused
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ RATE_SMOOTHING = 0.3
 SOURCE_STATUSES = frozenset({KeyStatus.DECRYPT_ONLY, KeyStatus.INACCESSIBLE})
 
 
-class ReencryptionRefused(Exception):
+class ReencryptionRefused(Refused):
     """The request cannot be done now; ``str()`` says why, in words for the page."""
 
 

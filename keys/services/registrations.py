@@ -18,6 +18,7 @@ from keys import crypto, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
+from keys.services.refusals import Refused
 from keys.services.sealing import access_key_id_digest, seal_field
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 Status = KeyRegistration.Status
 
 
-class TransitionError(Exception):
+class TransitionError(Refused):
     """A registration is not in a state that allows the requested change."""
 
 
@@ -127,7 +128,7 @@ def managed_registration_create(
     return registration
 
 
-class DuplicateAccessKey(Exception):
+class DuplicateAccessKey(Refused):
     """The same IAM access key ID is already registered on a live version of the environment."""
 
 

@@ -41,6 +41,7 @@ from keys import metrics, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 from keys.services.audit import audit
+from keys.services.refusals import Refused
 from keys.services.registrations import TransitionConflict, registration_transition
 from keys.services.sealing import CredentialsUnreadable, registration_credentials, role_session_name
 
@@ -76,11 +77,11 @@ class TransientValidationError(Exception):
     """KMS could not be reached or throttled us; the task retries with backoff."""
 
 
-class ValidationRequestRefused(Exception):
+class ValidationRequestRefused(Refused):
     """The registration cannot be validated again (not BYOK, retired, or validating)."""
 
 
-class ActivationError(Exception):
+class ActivationError(Refused):
     """The registration cannot be activated (not valid, or another change won the race)."""
 
 

@@ -1,7 +1,7 @@
 """API key pages of an environment: issue one (shown once) and revoke one.
 
 Thin: resolve access with ``get_environment_for_user`` (404 outside the user's
-organizations), refuse viewers (403), validate a form, call one service, render.
+organizations, 403 for viewers), validate a form, call one service, render.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods
 
+from environments.models import Membership
 from environments.selectors import get_environment_for_user
 from keys.forms import ApiKeyForm
 from keys.models import ApiKey
@@ -22,25 +23,12 @@ from keys.services import api_keys
 from keys.views.validation import render_confirmation
 
 
-def _environment_for_change(request: HttpRequest, environment_id):
-    """(environment, membership) for an owner/admin; None for a viewer (answer 403)."""
-    environment, membership = get_environment_for_user(request.user, environment_id)
-    return (environment, membership) if membership.can_change else None
-
-
-def _forbidden(request: HttpRequest) -> HttpResponse:
-    return render(request, "403.html", status=403)
-
-
 @login_required
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 @sensitive_variables("api_key")
 def api_key_new(request: HttpRequest, environment_id) -> HttpResponse:
-    resolved = _environment_for_change(request, environment_id)
-    if resolved is None:
-        return _forbidden(request)
-    environment, membership = resolved
+    environment, membership = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         row, api_key = api_keys.api_key_create(environment=environment, name=form.cleaned_data["name"], actor=request.user)
@@ -54,10 +42,7 @@ def api_key_new(request: HttpRequest, environment_id) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def api_key_revoke(request: HttpRequest, environment_id, prefix: str) -> HttpResponse:
     """GET: the confirmation step; POST: revoke."""
-    resolved = _environment_for_change(request, environment_id)
-    if resolved is None:
-        return _forbidden(request)
-    environment, _ = resolved
+    environment, _ = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     try:
         api_key = environment.api_keys.get(prefix=prefix)
     except ApiKey.DoesNotExist:

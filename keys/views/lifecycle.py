@@ -1,7 +1,7 @@
 """Key lifecycle pages and actions: new platform-managed version, replace credentials,
 re-encryption (start, pause, resume, cancel, live progress), retirement, revocation drill.
 
-Thin: resolve access (``_get_environment_for_user`` / ``_get_registration_for_user``,
+Thin: resolve access (``environments.selectors.get_environment_for_user`` / ``keys.selectors.get_registration_for_user``,
 404 outside the user's organizations), check the role (owner or admin; retirement and the
 drill: owner only; 403 otherwise), call one service, redirect. The environment page's
 lifecycle card is rendered by the same partial the progress endpoint returns, so what the
@@ -27,17 +27,14 @@ from environments.selectors import get_environment_for_user
 from keys.clock import now
 from keys.forms import ReplaceCredentialsForm
 from keys.models import KeyRegistration, ReencryptionJob
-from keys.selectors import lifecycle_context
+from keys.selectors import get_registration_for_user, lifecycle_context
 from keys.services import lifecycle, reencryption
 from keys.services.registrations import DuplicateAccessKey, TransitionError, registration_replace_credentials
-from keys.views.validation import _get_registration_for_user, render_confirmation, run_action
+from keys.views.actions import run_action
+from keys.views.validation import render_confirmation
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status
-
-
-def _forbidden(request: HttpRequest) -> HttpResponse:
-    return render(request, "403.html", status=403)
 
 
 def _back(environment: Environment, anchor: str = "key-lifecycle") -> HttpResponse:
@@ -66,9 +63,7 @@ def reencryption_progress(request: HttpRequest, environment_id) -> JsonResponse:
 @login_required
 @require_POST
 def managed_version_new(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, membership = get_environment_for_user(request.user, environment_id)
-    if not membership.can_change:
-        return _forbidden(request)
+    environment, membership = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     registration = lifecycle.managed_version_create(environment=environment, actor=request.user)
     messages.success(
         request,
@@ -89,9 +84,9 @@ def managed_version_new(request: HttpRequest, environment_id) -> HttpResponse:
 def registration_credentials(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """New IAM credentials for a BYOK version: the same key version, nothing re-encrypted;
     a validation with the new credentials runs after saving."""
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.can_change:
-        return _forbidden(request)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
     environment = registration.environment
     usable = registration.is_byok and registration.status != Status.RETIRED
     form = ReplaceCredentialsForm(
@@ -129,9 +124,9 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
 # ---------------------------------------------------------------------------
 
 
-def _changer(request: HttpRequest, environment_id) -> tuple[Environment, HttpResponse | None]:
-    environment, membership = get_environment_for_user(request.user, environment_id)
-    return environment, (None if membership.can_change else _forbidden(request))
+def _changer(request: HttpRequest, environment_id) -> Environment:
+    environment, _ = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
+    return environment
 
 
 def _latest_job(environment: Environment) -> ReencryptionJob | None:
@@ -141,28 +136,22 @@ def _latest_job(environment: Environment) -> ReencryptionJob | None:
 @login_required
 @require_POST
 def reencryption_start_view(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, refused = _changer(request, environment_id)
-    if refused:
-        return refused
+    environment = _changer(request, environment_id)
     run_action(
         request, lambda: reencryption.reencryption_start(environment=environment, actor=request.user),
-        refused=reencryption.ReencryptionRefused,
         success=lambda job: f"Re-encryption to version {job.target.version} started.",
     )
     return _back(environment)
 
 
 def _job_action(request: HttpRequest, environment_id, service, done: str) -> HttpResponse:
-    environment, refused = _changer(request, environment_id)
-    if refused:
-        return refused
+    environment = _changer(request, environment_id)
     job = _latest_job(environment)
     if job is None:
         messages.error(request, "There is no re-encryption to change.")
         return _back(environment)
     run_action(
         request, lambda: service(job=job, actor=request.user),
-        refused=reencryption.ReencryptionRefused,
         success=done,
     )
     return _back(environment)
@@ -185,9 +174,7 @@ def reencryption_resume_view(request: HttpRequest, environment_id) -> HttpRespon
 def reencryption_cancel_view(request: HttpRequest, environment_id) -> HttpResponse:
     """GET: the confirmation step; POST: cancel."""
     if request.method != "POST":
-        environment, refused = _changer(request, environment_id)
-        if refused:
-            return refused
+        environment = _changer(request, environment_id)
         job = _latest_job(environment)
         remaining = reencryption.job_progress(environment=environment).remaining
         target = f"version {job.target.version}" if job else "the active version"
@@ -217,9 +204,9 @@ def reencryption_cancel_view(request: HttpRequest, environment_id) -> HttpRespon
 @require_http_methods(["GET", "HEAD", "POST"])
 def registration_retire_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """GET: the confirmation step; POST: retire."""
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.is_owner:
-        return _forbidden(request)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.OWN
+    )
     if request.method != "POST":
         what = "sealed IAM credentials and encrypted data key" if registration.is_byok else "sealed data key"
         return render_confirmation(
@@ -235,7 +222,6 @@ def registration_retire_view(request: HttpRequest, environment_id, registration_
         )
     run_action(
         request, lambda: lifecycle.registration_retire(registration=registration, actor=request.user),
-        refused=lifecycle.LifecycleRefused,
         success=f"Key version {registration.version} retired: its credentials and data key were destroyed.",
     )
     return _back(registration.environment)
@@ -246,9 +232,8 @@ def registration_retire_view(request: HttpRequest, environment_id, registration_
 # ---------------------------------------------------------------------------
 
 
-def _owner(request: HttpRequest, environment_id) -> tuple[Environment, Membership, HttpResponse | None]:
-    environment, membership = get_environment_for_user(request.user, environment_id)
-    return environment, membership, (None if membership.is_owner else _forbidden(request))
+def _owner(request: HttpRequest, environment_id) -> tuple[Environment, Membership]:
+    return get_environment_for_user(request.user, environment_id, requirement=Membership.OWN)
 
 
 def _drill_json(environment: Environment, drill: lifecycle.Drill | None, probe: lifecycle.Probe) -> dict[str, Any]:
@@ -269,9 +254,7 @@ def _drill_json(environment: Environment, drill: lifecycle.Drill | None, probe: 
 @login_required
 @require_GET
 def revocation_drill(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, membership, refused = _owner(request, environment_id)
-    if refused:
-        return refused
+    environment, membership = _owner(request, environment_id)
     active = environment.key_registrations.filter(status=Status.ACTIVE).first()
     watched = active if active is not None else environment.key_registrations.filter(
         status=Status.INACCESSIBLE, restore_status=Status.ACTIVE
@@ -289,12 +272,9 @@ def revocation_drill(request: HttpRequest, environment_id) -> HttpResponse:
 @login_required
 @require_POST
 def revocation_drill_start(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, _, refused = _owner(request, environment_id)
-    if refused:
-        return refused
+    environment, _ = _owner(request, environment_id)
     run_action(
         request, lambda: lifecycle.drill_start(environment=environment, actor=request.user),
-        refused=lifecycle.LifecycleRefused,
         success="Watching started. Revoke access in AWS now; the page shows when this platform stops serving.",
     )
     return redirect("revocation_drill", environment_id=environment.public_id)
@@ -303,12 +283,9 @@ def revocation_drill_start(request: HttpRequest, environment_id) -> HttpResponse
 @login_required
 @require_POST
 def revocation_drill_check(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, _, refused = _owner(request, environment_id)
-    if refused:
-        return refused
+    environment, _ = _owner(request, environment_id)
     run_action(
         request, lambda: lifecycle.drill_check_now(environment=environment, actor=request.user),
-        refused=lifecycle.LifecycleRefused,
         success="Validation against KMS queued: a revocation is noticed as soon as it runs.",
     )
     return redirect("revocation_drill", environment_id=environment.public_id)
@@ -321,9 +298,7 @@ def revocation_drill_status(request: HttpRequest, environment_id) -> JsonRespons
     """JSON for the drill page: ``{"serving", "version", "reason", "message", "transient",
     "watching", "started_at", "elapsed_seconds", "measured_seconds", "bound_seconds"}``.
     Probes the environment through the data plane's path; records the result once."""
-    environment, _, refused = _owner(request, environment_id)
-    if refused:
-        return refused
+    environment, _ = _owner(request, environment_id)
     drill, probe = lifecycle.drill_poll(environment=environment, actor=request.user)
     return JsonResponse(_drill_json(environment, drill, probe))
 

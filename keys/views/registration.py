@@ -12,6 +12,7 @@ from django.urls import path
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 
+from environments.models import Membership
 from environments.selectors import get_environment_for_user
 from keys import parsers
 from keys.forms import RegistrationForm
@@ -96,9 +97,7 @@ def _guide(kms_key_arn: str, encryption_context_text: str, environment=None, rol
 @require_http_methods(["GET", "HEAD", "POST"])
 @sensitive_variables()  # every local of this view and the form's frames may hold the secret
 def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
-    environment, membership = get_environment_for_user(request.user, environment_id)
-    if not membership.can_change:
-        return render(request, "403.html", status=403)
+    environment, membership = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     form = RegistrationForm(request.POST if request.method == "POST" else None, environment=environment)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

@@ -2,7 +2,7 @@
 the stored ciphertext, read it back.
 
 Thin: resolve access with ``get_environment_for_user`` (404 outside the user's
-organizations), refuse viewers (403), validate a form, call the records service, render.
+organizations, 403 for viewers), validate a form, call the records service, render.
 """
 
 from __future__ import annotations
@@ -17,19 +17,17 @@ from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from environments.models import Membership
+from environments.selectors import get_environment_for_user
 from keys.forms import TryItForm
 from keys.services import records
-from keys.views.api_keys import _environment_for_change, _forbidden
 
 
 @login_required
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def try_it(request: HttpRequest, environment_id) -> HttpResponse:
-    resolved = _environment_for_change(request, environment_id)
-    if resolved is None:
-        return _forbidden(request)
-    environment, membership = resolved
+    environment, membership = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     form = TryItForm(request.POST or None)
     context = {"environment": environment, "membership": membership, "form": form}
     if request.method == "POST" and form.is_valid():

@@ -1,18 +1,14 @@
 """Validation pages and actions: live status, "Validate again", "Activate".
 
-Thin: resolve access (``_get_registration_for_user``), call one service, redirect. The
+Thin: resolve access (``keys.selectors.get_registration_for_user``), call one service, redirect. The
 environment page renders each version's status and validation panel with the same
 partials the status endpoint returns, so what the page polls is what it first showed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -20,48 +16,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from environments.models import Membership
-from environments.selectors import get_environment_for_user
 from keys.models import KeyRegistration
-from keys.selectors import validation_context
+from keys.selectors import get_registration_for_user, validation_context
 from keys.services.validation import (
-    ActivationError,
-    ValidationRequestRefused,
     registration_activate,
     registration_request_validation,
 )
+from keys.views.actions import run_action
 
 Status = KeyRegistration.Status
 # Runs shown in a version's history.
-
-
-def _get_registration_for_user(user, environment_id, registration_id) -> tuple[KeyRegistration, Membership]:
-    """The key version with public id ``registration_id`` of the environment
-    ``environment_id``, and the user's membership. Http404 for anything outside the
-    user's organizations, or a version of another environment (indistinguishable)."""
-    environment, membership = get_environment_for_user(user, environment_id)
-    registration = (
-        KeyRegistration.objects.filter(environment=environment, public_id=registration_id)
-        .select_related("environment", "environment__organization", "created_by")
-        .first()
-    )
-    if registration is None:
-        raise Http404("No such key version.")
-    return registration, membership
-
-
-def run_action(
-    request: HttpRequest, action: Callable[[], Any], *, refused: type[Exception], success: str | Callable[[Any], str],
-    extra_tags: str = "",
-) -> None:
-    """Run one service call of a POST action and tell the user how it went with Django
-    messages: the refusal's own text (``refused`` is the service's exception class) as an
-    error, else ``success`` (a text, or a function of the service's result)."""
-    try:
-        result = action()
-    except refused as e:
-        messages.error(request, str(e))
-        return
-    messages.success(request, success(result) if callable(success) else success, extra_tags=extra_tags)
 
 
 def render_confirmation(
@@ -107,7 +71,7 @@ def registration_status(request: HttpRequest, environment_id, registration_id) -
     """JSON for the live page: ``{"version", "status", "status_display", "busy",
     "status_html", "panel_html"}``; the HTML is the version's status cell and validation
     panel, rendered by the same partials as the environment page."""
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
+    registration, membership = get_registration_for_user(request.user, environment_id, registration_id)
     context = {"v": validation_context(registration, membership), "environment": registration.environment}
     return JsonResponse({
         "version": registration.version,
@@ -122,12 +86,11 @@ def registration_status(request: HttpRequest, environment_id, registration_id) -
 @login_required
 @require_POST
 def registration_validate_again(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.can_change:
-        return render(request, "403.html", status=403)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
     run_action(
         request, lambda: registration_request_validation(registration=registration, actor=request.user),
-        refused=ValidationRequestRefused,
         success=f"Validation of key version {registration.version} against KMS has started.",
         extra_tags=f"validation-started-{registration.version}",
     )
@@ -138,9 +101,9 @@ def registration_validate_again(request: HttpRequest, environment_id, registrati
 @require_http_methods(["GET", "HEAD", "POST"])
 def registration_activate_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """GET: the confirmation step; POST: activate."""
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.can_change:
-        return render(request, "403.html", status=403)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
     if request.method != "POST":
         return render_confirmation(
             request, environment=registration.environment, title=f"Activate key version {registration.version}",
@@ -149,7 +112,6 @@ def registration_activate_view(request: HttpRequest, environment_id, registratio
         )
     run_action(
         request, lambda: registration_activate(registration=registration, actor=request.user),
-        refused=ActivationError,
         success=f"Key version {registration.version} is now active: new records use it.",
     )
     return _back(registration)

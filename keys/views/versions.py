@@ -2,7 +2,7 @@
 encryption context, validated again) and "Discard" (its sealed material destroyed, its
 access key free again), with a confirmation step before the discard.
 
-Thin: resolve access (``_get_registration_for_user``, 404 outside the user's
+Thin: resolve access (``keys.selectors.get_registration_for_user``, 404 outside the user's
 organizations), owners and admins only (403 otherwise), call one service, redirect.
 """
 
@@ -17,14 +17,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
+from environments.models import Membership
 from keys import crypto
 from keys.forms import EditRegistrationForm
 from keys.models import KeyRegistration
-from keys.selectors import recent_validation_runs
+from keys.selectors import get_registration_for_user, recent_validation_runs
 from keys.services import lifecycle
 from keys.services.registrations import DuplicateAccessKey, NotEditable, registration_update
+from keys.views.actions import run_action
 from keys.views.registration import SENSITIVE_FIELDS, _guide
-from keys.views.validation import _get_registration_for_user, render_confirmation, run_action
+from keys.views.validation import render_confirmation
 
 
 def _version_url(registration: KeyRegistration) -> str:
@@ -37,9 +39,9 @@ def _version_url(registration: KeyRegistration) -> str:
 @require_http_methods(["GET", "HEAD", "POST"])
 @sensitive_variables()
 def registration_edit(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.can_change:
-        return render(request, "403.html", status=403)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
     if not registration.is_editable:
         messages.error(
             request,
@@ -90,9 +92,9 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
 @require_http_methods(["GET", "HEAD", "POST"])
 def registration_discard(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """GET: the confirmation step; POST: discard."""
-    registration, membership = _get_registration_for_user(request.user, environment_id, registration_id)
-    if not membership.can_change:
-        return render(request, "403.html", status=403)
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
     if request.method != "POST":
         return render_confirmation(
             request, environment=registration.environment, title=f"Discard key version {registration.version}",
@@ -101,7 +103,6 @@ def registration_discard(request: HttpRequest, environment_id, registration_id) 
         )
     run_action(
         request, lambda: lifecycle.registration_discard(registration=registration, actor=request.user),
-        refused=lifecycle.LifecycleRefused,
         success=f"Key version {registration.version} discarded: its IAM credentials and encrypted data key were "
         "destroyed, and its access key can be registered again.",
     )
