@@ -60,12 +60,12 @@ def access_key_id_digest(access_key_id: str) -> str:
     return salted_hmac("keys.access_key_id", access_key_id, algorithm="sha256").hexdigest()
 
 
-@sensitive_variables("access_key_id", "secret")
 def role_session_name(registration: KeyRegistration) -> str:
     """The RoleSessionName naming this environment (it shows in the customer's CloudTrail)."""
     return sts.session_name(f"portal-env-{registration.environment.public_id}")
 
 
+@sensitive_variables("access_key_id", "secret")
 def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials:
     """Unseal a BYOK registration's IAM credentials for one KMS call; in role mode, the
     role's temporary credentials instead (``keys.sts.role_sessions``: process memory only,

@@ -266,3 +266,13 @@ def test_it_fails_validation_saying_the_credentials_are_unreadable(environment, 
     assert "enter them again" in check["cause"]
     assert "Replace credentials" in check["remedy"]
     assert reload(registration).status == KeyRegistration.Status.FAILED
+
+
+def test_the_function_that_unseals_credentials_keeps_its_frame_out_of_error_reports():
+    """``registration_credentials`` holds the unsealed access key ID and secret in locals:
+    Django's error reports must redact them (``@sensitive_variables``), and the decorator
+    must sit on it, not on the helper above it."""
+    from keys.services import sealing
+
+    assert getattr(sealing.registration_credentials, "__wrapped__", None) is not None
+    assert getattr(sealing.role_session_name, "__wrapped__", None) is None
