@@ -24,7 +24,7 @@ from keys.services.validation import (
     registration_validation_timed_out,
     registrations_due_for_revalidation,
 )
-from keys.validation_runs import validation_runs_prune
+from keys.services.validation_runs import validation_runs_prune
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def revalidate_active_registrations() -> int:
 
 @shared_task(name="keys.tasks.prune_validation_runs", ignore_result=True)
 def prune_validation_runs() -> int:
-    """Celery beat: delete old validation runs (``keys.validation_runs``), keeping the
+    """Celery beat: delete old validation runs (``keys.services.validation_runs``), keeping the
     latest ``VALIDATION_RUNS_KEEP_LATEST`` per key version and failures for
     ``VALIDATION_RUNS_KEEP_FAILURES_DAYS`` days. Returns how many were deleted."""
     return validation_runs_prune(

@@ -9,7 +9,7 @@ from django.utils import timezone
 from keys import tasks
 from keys.models import ValidationRun
 from keys.services.registrations import registration_create
-from keys.validation_runs import validation_runs_prune, validation_runs_to_prune
+from keys.services.validation_runs import validation_runs_prune, validation_runs_to_prune
 
 Outcome = ValidationRun.Outcome
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
