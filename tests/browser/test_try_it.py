@@ -27,7 +27,7 @@ def test_it_creates_an_api_key_and_tries_the_data_plane(page, live_server, sign_
     page.get_by_role("button", name="Create API key").click()
 
     page.get_by_role("heading", name="API key “billing service” created").wait_for()
-    api_key = page.get_by_label("API key").input_value()
+    api_key = page.get_by_label("API key", exact=True).input_value()
     assert KEY_RE.fullmatch(api_key)
     assert page.get_by_text("shown only this once").is_visible()
     shot("2-key-shown-once")
