@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -529,15 +529,20 @@ def _upsert(records: list[Record]) -> None:
             raise _VersionChanged()
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    """The database column of a concrete field (a foreign key's ``…_id``)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column is not None
+    return field.column
+
+
 @functools.cache
 def _upsert_sql() -> str:
     meta = Record._meta
-    column = {name: meta.get_field(name).column for name in (
+    column = {name: _column(Record, name) for name in (
         "environment", "registration", "key_version", "created_at", "updated_at", "record_key", "ciphertext"
     )}
-    reg = {name: KeyRegistration._meta.get_field(name).column for name in (
-        "id", "environment", "version", "status", "generation"
-    )}
+    reg = {name: _column(KeyRegistration, name) for name in ("id", "environment", "version", "status", "generation")}
     q = connection.ops.quote_name
     return (
         f"INSERT INTO {q(meta.db_table)} ({', '.join(q(c) for c in column.values())}) "
@@ -703,8 +708,10 @@ def _decrypt_many(
                 except IntegrityFailure:
                     out.append((row.record_key, _integrity_failure(row.record_key)))
     except KeyUnavailable as e:
-        failure = {"code": "key_unavailable", "message": str(e), "reason": e.reason, "retry_after": e.retry_after}
-        return [(r.record_key, RecordFailure(r.record_key, **failure)) for r in rows]
+        return [
+            (r.record_key, RecordFailure(r.record_key, "key_unavailable", str(e), reason=e.reason, retry_after=e.retry_after))
+            for r in rows
+        ]
     return out
 
 
