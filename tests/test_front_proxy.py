@@ -298,9 +298,11 @@ def test_it_would_stall_gunicorn_without_the_proxy(front, api):
     of /healthz gets no answer in 3 s. (What the proxy test above is protecting against.)"""
     url, _ = api
     path = url.split(str(front.https_port))[1]
-    stalled = _open_stalled(front.gunicorn_port, _stalled_requests(f"{path}/stall", STALLED), None)
+    # Four times as many: gunicorn's workers share the listening socket, and the kernel may
+    # hand one worker most of the connections, so 64 can leave another worker a free thread.
+    stalled = _open_stalled(front.gunicorn_port, _stalled_requests(f"{path}/stall", 4 * STALLED), None)
     try:
-        time.sleep(0.5)
+        time.sleep(1.0)
         with pytest.raises(requests.exceptions.Timeout):
             requests.get(f"{front.gunicorn_url}/healthz", timeout=3)
     finally:
