@@ -74,22 +74,6 @@ def _guide(kms_key_arn: str, encryption_context_text: str, environment=None, rol
             "role_commands": "\n".join(parsers.role_cli_commands(role_arn=role_arn.strip())),
         }
     return guide
-    guide |= {
-        "bound_cli_command": parsers.cli_command(kms_key_arn=arn, region=None, encryption_context=binding),
-        "binding": json.dumps(binding),
-        "bound_policy": parsers.iam_policy_json(kms_key_arn=arn, encryption_context=binding),
-        "bound": context == binding,
-    }
-    if settings.PLATFORM_AWS_PRINCIPAL_ARN:
-        guide |= {
-            "external_id": environment.aws_external_id,
-            "platform_principal": settings.PLATFORM_AWS_PRINCIPAL_ARN,
-            "trust_policy": parsers.trust_policy_json(
-                platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN, external_id=environment.aws_external_id
-            ),
-            "role_commands": "\n".join(parsers.role_cli_commands(role_arn=role_arn.strip())),
-        }
-    return guide
 
 
 @login_required
