@@ -5,6 +5,7 @@ context builders that views and template tags share (``validation_context``,
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch, Q
 from django.http import Http404
 from django.urls import reverse
@@ -67,8 +68,15 @@ def recent_validation_runs(registration: KeyRegistration) -> list[ValidationRun]
     return list(registration.validation_runs.all()[:VALIDATION_HISTORY_LENGTH])
 
 
+def role_mode_enabled() -> bool:
+    """Whether the platform offers role mode (issue 14): it has its own AWS principal
+    (``PLATFORM_AWS_PRINCIPAL_ARN``), the one a customer's trust policy names."""
+    return bool(settings.PLATFORM_AWS_PRINCIPAL_ARN)
+
+
 def environment_overview(*, environment: Environment) -> dict[str, Any]:
-    """What the environment page shows: key versions (newest first) and recent audit events."""
+    """What the environment page shows: key versions (newest first), recent audit events,
+    and the environment's external ID when role mode is enabled (``""`` otherwise)."""
     # One query for every version's recent validation runs (a sliced prefetch, run with a
     # window function), not one per version: the page's query count must not grow with
     # the number of key versions.
@@ -87,6 +95,8 @@ def environment_overview(*, environment: Environment) -> dict[str, Any]:
         "registrations": registrations,
         "active_registration": next((r for r in registrations if r.status == KeyRegistration.Status.ACTIVE), None),
         "audit_events": audit_events,
+        # Not a secret (AWS: "the external ID is not a secret"), so every member sees it.
+        "external_id": environment.aws_external_id if role_mode_enabled() else "",
     }
 
 

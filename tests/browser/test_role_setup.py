@@ -69,3 +69,22 @@ def test_it_sets_up_role_mode_from_the_page(page, live_server, sign_in, shot, al
         "role", ROLE_ARN, ""
     )
     shot("3-registered")
+
+
+def test_it_shows_and_copies_the_external_id_on_the_environment_page(page, live_server, sign_in, shot, bob, environment):
+    """GIVEN role mode enabled and bob, a viewer of "production" WHEN he opens the environment page
+    THEN it shows the environment's external ID, what it is for (the trust policy's sts:ExternalId
+    condition), and its copy button puts it on the clipboard under the strict CSP."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    violations = []
+    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+    sign_in(bob)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/")
+
+    expect(page.locator("#external-id")).to_have_text(environment.aws_external_id)
+    expect(page.locator("#external-id-help")).to_contain_text("sts:ExternalId")
+    page.get_by_role("button", name="Copy the external ID").click()
+    assert page.evaluate("navigator.clipboard.readText()") == environment.aws_external_id
+    expect(page.get_by_role("button", name="Copy the external ID")).to_have_text("Copied")
+    assert violations == []
+    shot("1-external-id-copied")

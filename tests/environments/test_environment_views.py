@@ -88,6 +88,37 @@ def test_it_shows_the_environment_page_to_owner_and_viewer(client_for, alice, bo
         assert str(environment.public_id) in response.content.decode()
 
 
+PLATFORM = "arn:aws:iam::999988887777:role/byok-platform"
+
+
+def _external_id_row(html: str) -> str:
+    start = html.index("<dt>External ID</dt>")
+    return html[start:html.index("</dd>", start)]
+
+
+def test_it_shows_each_member_the_environment_external_id_with_a_copy_button_in_role_mode(
+    client_for, alice, bob, environment, environment_b, settings
+):
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = PLATFORM
+    url = reverse("environment_detail", args=[environment.public_id])
+    for user in (alice, bob):
+        html = client_for(user).get(url).content.decode()
+
+        row = _external_id_row(html)
+        assert f'<code id="external-id">{environment.aws_external_id}</code>' in row
+        assert 'data-copy-target="external-id"' in row and "js/copy.js" in html and "<script>" not in html
+        assert "sts:ExternalId" in row and "The confused deputy problem" in row
+        assert environment_b.aws_external_id not in html
+
+
+def test_it_shows_no_external_id_when_role_mode_is_off(client_for, alice, environment, settings):
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = ""
+
+    html = client_for(alice).get(reverse("environment_detail", args=[environment.public_id])).content.decode()
+
+    assert "External ID" not in html and environment.aws_external_id not in html
+
+
 def test_it_answers_404_to_an_outsider_on_every_environment_url_and_method(client_for, charlie, environment):
     client = client_for(charlie)
     urls = [
