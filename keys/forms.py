@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -16,6 +17,8 @@ from keys.services.registrations import access_key_in_use
 
 AccessMode = KeyRegistration.AccessMode
 CREDENTIAL_FIELDS = ("access_key_id", "secret_access_key")
+
+NESTED_TOO_DEEPLY = "This JSON is nested too deeply to store: use fewer levels of [ ] and { }."
 
 SECRET_NOT_KEPT = "Not kept after an error, for your safety: enter the secret access key again."
 
@@ -351,8 +354,25 @@ class TryItForm(forms.Form):
         except records.InvalidRecordInput as e:
             raise forms.ValidationError(str(e))
 
-    def clean_body(self):
+    @sensitive_variables()
+    def clean_body(self) -> Any:
+        """The parsed body, if it is JSON a record can hold: ``json.loads`` recurses once per
+        nesting level, so ``[`` typed 100,000 times exhausts the stack (``RecursionError``), and
+        a body that just parsed can still exhaust it when encoded again
+        (``records.encode_body``, and the page's indented read-back). Each is a form error,
+        never a 500; nothing is stored. These run deeper in the stack than the view's write,
+        read-back and display, so what passes here passes there."""
         try:
-            return json.loads(self.cleaned_data["body"])
+            body = json.loads(self.cleaned_data["body"])
+        except RecursionError:
+            raise forms.ValidationError(NESTED_TOO_DEEPLY) from None
         except ValueError as e:
-            raise forms.ValidationError(f"This is not valid JSON: {e}.")
+            raise forms.ValidationError(f"This is not valid JSON: {e}.") from None
+        try:
+            records.encode_body(body)
+            json.dumps(body, indent=2)  # as the page shows it read back (json's recursive pure-Python encoder)
+        except records.RecordError as e:
+            raise forms.ValidationError(str(e)) from None
+        except RecursionError:
+            raise forms.ValidationError(NESTED_TOO_DEEPLY) from None
+        return body

@@ -45,6 +45,10 @@ from django.conf import settings
 REDACTED = "[REDACTED]"
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# The portal request being handled (set beside request_id_var), whose sensitive POST fields
+# are scrubbed from every line written meanwhile, also by loggers that do not attach it
+# (django.template's DEBUG lines while the 500 report renders, for one).
+request_var: contextvars.ContextVar[Any] = contextvars.ContextVar("request", default=None)
 # (task id, task name) of the Celery task this worker thread runs, None outside one.
 task_var: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("celery_task", default=None)
 # The Celery message header that carries the request id from the web process to the worker.
@@ -85,6 +89,35 @@ def redact(text: str) -> str:
     text = str(text)  # also lazy strings, which pass isinstance(…, str)
     for pattern, replacement in SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
+    return text
+
+
+# Posted values shorter than this are not scrubbed from reports: replacing "1" or "ok"
+# everywhere would garble a report and hide nothing that identifies anyone.
+MIN_SCRUBBED_LENGTH = 4
+
+
+def sensitive_posted_values(request: Any) -> list[str]:
+    """The raw values of the POST fields that ``request``'s view marked with
+    ``sensitive_post_parameters`` (all of them for ``@sensitive_post_parameters()``), longest
+    first, at least ``MIN_SCRUBBED_LENGTH`` characters; ``[]`` for anything else (no request,
+    no mark, a body that cannot be parsed). Customer data such as the "Try it" page's record
+    key and body has no shape to redact by: it is scrubbed by value."""
+    names = getattr(request, "sensitive_post_parameters", None)
+    if not names:
+        return []
+    try:
+        posted = request.POST.lists()
+    except Exception:  # an unreadable body: nothing of it reached the report either
+        return []
+    values = {v for name, vs in posted if names == "__ALL__" or name in names for v in vs if isinstance(v, str)}
+    return sorted((v for v in values if len(v) >= MIN_SCRUBBED_LENGTH), key=len, reverse=True)
+
+
+def scrub(text: str, values: list[str]) -> str:
+    """``text`` with every occurrence of each of ``values`` replaced by ``[REDACTED]``."""
+    for value in values:
+        text = text.replace(value, REDACTED)
     return text
 
 
@@ -130,18 +163,22 @@ class RequestIdFilter(logging.Filter):
 
 class RedactingFilter(logging.Filter):
     """Rewrites secret-shaped text in the record's message, arguments, exception and stack
-    text and ``extra`` fields. Never drops a record."""
+    text and ``extra`` fields, and the values of sensitive POST fields of the record's
+    request (``sensitive_posted_values``). Never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # wrong arguments for the format: keep what we can, redacted
             message = f"{record.msg!r} % {record.args!r}"
-        record.msg, record.args = redact(message), None
+        # What the request's view marked sensitive goes too (Django's request loggers attach
+        # the request; other lines written while it runs find it in request_var).
+        posted = sensitive_posted_values(getattr(record, "request", None) or request_var.get())
+        record.msg, record.args = redact(scrub(message, posted)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(scrub(record.exc_text, posted))
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         for name, value in list(vars(record).items()):

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
-from .logging import request_id_var
+from .logging import request_id_var, request_var
 
 log = logging.getLogger("portal.request")
 
@@ -74,6 +74,7 @@ class RequestIdMiddleware:
         request_id = request_id_for(request)
         request.request_id = request_id
         token = request_id_var.set(request_id)
+        request_token = request_var.set(request)
         started = time.monotonic()
         try:
             response = self.get_response(request)
@@ -93,6 +94,7 @@ class RequestIdMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+            request_var.reset(request_token)
 
 
 # URL names a session that still owes a second factor may open.

@@ -10,11 +10,14 @@ Two layers, both configured in settings:
   access keys and access key IDs, base64 data keys, API keys, sealed values).
 * ``RedactingExceptionReporter`` (``DEFAULT_EXCEPTION_REPORTER``) also passes the finished
   text and HTML through the same redaction, for what the filter never sees: the
-  exception's own message, GET parameters, template source.
+  exception's own message, GET parameters, template source; and it scrubs, by value, the
+  POST fields the view marked with ``sensitive_post_parameters`` wherever else they show
+  (customer data such as a record key or body has no shape to redact by).
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -24,7 +27,7 @@ from django.views.debug import ExceptionReporter
 
 from portal.debug import AlwaysSafeExceptionReporterFilter
 
-from .logging import redact
+from .logging import redact, scrub, sensitive_posted_values
 
 CLEANSED = "********************"
 
@@ -72,7 +75,9 @@ class RedactingExceptionReporter(ExceptionReporter):
     """Django's reporter, with its finished text and HTML redacted as well."""
 
     def get_traceback_html(self) -> str:
-        return mark_safe(redact(str(super().get_traceback_html())))
+        posted = sensitive_posted_values(self.request)
+        posted += [html.escape(v) for v in posted]  # as the HTML report writes them
+        return mark_safe(redact(scrub(str(super().get_traceback_html()), posted)))
 
     def get_traceback_text(self) -> str:
-        return redact(str(super().get_traceback_text()))
+        return redact(scrub(str(super().get_traceback_text()), sensitive_posted_values(self.request)))
