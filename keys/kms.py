@@ -1,4 +1,4 @@
-"""The AWS KMS adapter: the only module in the codebase that imports boto3.
+"""The AWS KMS adapter: with :mod:`keys.sts`, the only module that makes AWS calls.
 
 One function per KMS operation (:func:`describe_key`, :func:`decrypt`,
 :func:`generate_data_key_allowed`), each returning a small frozen dataclass,
@@ -28,8 +28,10 @@ Sources for the error codes:
 * Common errors (throttling, signature, unknown client):
   https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html
 
-No ORM and no Django settings here: callers pass ``endpoint_url`` and may
-override the client timeouts with :class:`KmsClientOptions`.
+Client options, building and caching clients, the timed call and the
+service-independent part of the error mapping are shared with :mod:`keys.sts` in
+:mod:`keys.aws_clients`. No ORM and no Django settings here: callers pass
+``endpoint_url`` and may override the client timeouts with :class:`KmsClientOptions`.
 """
 
 from __future__ import annotations
@@ -38,20 +40,16 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 from django.views.decorators.debug import sensitive_variables
 
-from keys import metrics
+from keys import aws_clients
+from keys.aws_clients import CONNECT_TIMEOUT_SECONDS, MAX_ATTEMPTS, READ_TIMEOUT_SECONDS
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
@@ -73,18 +71,9 @@ __all__ = [
     "generate_data_key_allowed",
 ]
 
-# Client defaults. KMS answers Decrypt in milliseconds; a slow answer is better
-# reported as a timeout (transient) than left to hang a web request.
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 10.0
-# botocore "standard" retry mode; MAX_ATTEMPTS counts the first call, so 3 means
-# up to 2 retries, with exponential backoff and jitter, for throttling, 5xx and
-# connection errors. https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
-MAX_ATTEMPTS = 3
-# Clients held at most; one per (region, credentials, endpoint, options).
+# Client defaults (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, MAX_ATTEMPTS) are
+# keys.aws_clients'. Clients held at most; one per (region, credentials, endpoint, options).
 CLIENT_CACHE_SIZE = 256
-# AWS messages are short; this only bounds what a hostile endpoint can put in ours.
-_MESSAGE_MAX_CHARS = 300
 
 
 # ---------------------------------------------------------------------------
@@ -108,16 +97,9 @@ class KmsCredentials:
     session_token: str = field(default="", repr=False)
 
 
-@dataclass(frozen=True)
-class KmsClientOptions:
-    """Timeouts (seconds) and attempts of a KMS client; part of the cache key."""
-
-    connect_timeout: float = CONNECT_TIMEOUT_SECONDS
-    read_timeout: float = READ_TIMEOUT_SECONDS
-    max_attempts: int = MAX_ATTEMPTS
-
-
-DEFAULT_OPTIONS = KmsClientOptions()
+# Timeouts (seconds) and attempts of a KMS client; part of the cache key.
+KmsClientOptions = aws_clients.ClientOptions
+DEFAULT_OPTIONS = aws_clients.DEFAULT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -198,7 +180,7 @@ class Reason:
     EXPIRED_TOKEN = "expired_token"
 
 
-class KmsError(Exception):
+class KmsError(aws_clients.AwsCallError):
     """A KMS call failed. ``str(error)`` is safe to show and log.
 
     Attributes: ``reason`` (a :class:`Reason` value), ``code`` (the AWS error
@@ -321,10 +303,6 @@ _TRANSIENT_REASONS = frozenset(_TRANSIENT_CODES.values()) | {
     Reason.CLOCK_SKEW,
 }
 
-# SigV4 rejects a request whose timestamp is more than 5 minutes off:
-# "Signature expired: 20240101T000000Z is now earlier than ..." or
-# "Signature not yet current: ... is still later than ...".
-_CLOCK_SKEW_RE = re.compile(r"signature expired|signature not yet current", re.I)
 # KMSInvalidStateException messages name the state: "<arn> is pending deletion."
 _INVALID_STATE_REASONS = (
     (re.compile(r"pending (replica )?deletion", re.I), Reason.PENDING_DELETION),
@@ -367,6 +345,18 @@ _REASON_TEXT = {
     Reason.EXPIRED_TOKEN: "the temporary credentials' security token expired",
 }
 
+# What an answer without a known code, or a botocore error without an answer, means here.
+_FALLBACK_REASONS = aws_clients.FallbackReasons(
+    access_denied=Reason.ACCESS_DENIED,
+    throttled=Reason.THROTTLED,
+    internal=Reason.INTERNAL,
+    unexpected=Reason.UNEXPECTED,
+    timeout=Reason.TIMEOUT,
+    network=Reason.NETWORK,
+    no_credentials=Reason.INVALID_CREDENTIALS,
+    validation=Reason.VALIDATION,
+)
+
 
 def classify(error: Exception, *, operation: str) -> KmsError:
     """Map a botocore exception to a :class:`KmsPermanentError` or
@@ -379,16 +369,14 @@ def classify(error: Exception, *, operation: str) -> KmsError:
     """
     if isinstance(error, botocore.exceptions.ClientError):
         return _classify_client_error(error, operation=operation)
-    return _classify_botocore_error(error, operation=operation)
+    reason = aws_clients.reason_for_botocore_error(error, _FALLBACK_REASONS)
+    return _make_error(reason, operation=operation, detail=str(error))
 
 
 def _classify_client_error(
     error: botocore.exceptions.ClientError, *, operation: str
 ) -> KmsError:
-    details = error.response.get("Error", {})
-    code = str(details.get("Code") or "")
-    aws_message = str(details.get("Message") or "")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, aws_message, status = aws_clients.client_error_fields(error)
     if code.isdigit() or not code:
         # No usable code (moto's 403s, a proxy's 5xx page): look inside an XML
         # body for the real one, else decide by the HTTP status below.
@@ -407,7 +395,7 @@ def _classify_client_error(
 
 
 def _reason_for(code: str, aws_message: str, status: int | None, *, operation: str) -> str:
-    if code in ("InvalidSignatureException", "SignatureDoesNotMatch") and _CLOCK_SKEW_RE.search(
+    if code in ("InvalidSignatureException", "SignatureDoesNotMatch") and aws_clients.CLOCK_SKEW_RE.search(
         aws_message
     ):
         return Reason.CLOCK_SKEW
@@ -420,7 +408,7 @@ def _reason_for(code: str, aws_message: str, status: int | None, *, operation: s
         return _PERMANENT_CODES[code]
     if code in _TRANSIENT_CODES:
         return _TRANSIENT_CODES[code]
-    return _reason_for_status(status)
+    return aws_clients.reason_for_status(status, _FALLBACK_REASONS)
 
 
 def _invalid_state_reason(aws_message: str) -> str:
@@ -433,32 +421,6 @@ def _invalid_state_reason(aws_message: str) -> str:
     return Reason.UNAVAILABLE_STATE
 
 
-def _reason_for_status(status: int | None) -> str:
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 429:
-        return Reason.THROTTLED
-    if status is not None and status >= 500:
-        return Reason.INTERNAL
-    return Reason.UNEXPECTED
-
-
-def _classify_botocore_error(error: Exception, *, operation: str) -> KmsError:
-    exc = botocore.exceptions
-    # ConnectTimeoutError is also an EndpointConnectionError: test it first.
-    if isinstance(error, (exc.ConnectTimeoutError, exc.ReadTimeoutError)):
-        reason = Reason.TIMEOUT
-    elif isinstance(error, (exc.ConnectionError, exc.HTTPClientError)):
-        reason = Reason.NETWORK
-    elif isinstance(error, (exc.NoCredentialsError, exc.PartialCredentialsError)):
-        reason = Reason.INVALID_CREDENTIALS
-    elif isinstance(error, (exc.ParamValidationError, exc.ValidationError)):
-        reason = Reason.VALIDATION
-    else:
-        reason = Reason.INTERNAL
-    return _make_error(reason, operation=operation, detail=str(error))
-
-
 def _make_error(
     reason: str,
     *,
@@ -468,19 +430,10 @@ def _make_error(
     http_status: int | None = None,
 ) -> KmsError:
     cls = KmsTransientError if reason in _TRANSIENT_REASONS else KmsPermanentError
-    parts = [f"KMS {operation} failed: {_REASON_TEXT[reason]}"]
-    if code or http_status:
-        parts.append(f" ({code or 'no error code'}, HTTP {http_status or '?'})")
-    detail = " ".join(detail.split())[:_MESSAGE_MAX_CHARS]
-    if detail:
-        parts.append(f": {detail}")
-    return cls(
-        reason,
-        operation=operation,
-        message="".join(parts),
-        code=code,
-        http_status=http_status,
+    message = aws_clients.error_message(
+        "KMS", operation, _REASON_TEXT[reason], detail=detail, code=code, http_status=http_status
     )
+    return cls(reason, operation=operation, message=message, code=code, http_status=http_status)
 
 
 @sensitive_variables("credentials")
@@ -504,11 +457,7 @@ def _redacted(error: KmsError, credentials: KmsCredentials) -> KmsError:
 # Clients
 # ---------------------------------------------------------------------------
 
-_clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-# One lock for the cache: two threads asking for the same new client must not
-# build two (each build reads config files and costs tens of milliseconds), and
-# OrderedDict is not safe to mutate concurrently.
-_clients_lock = threading.Lock()
+_clients = aws_clients.ClientCache()
 # Keys the secret's fingerprint in the cache key, so that a changed secret under
 # the same access key ID and version gets a new client, and the cache key is
 # useless outside this process.
@@ -552,49 +501,33 @@ def client(
     """A boto3 KMS client for these credentials, cached per (region, access key
     ID, credential version, secret fingerprint, endpoint, options).
 
-    Each client is built from its own ``boto3.session.Session``: sessions are
-    not thread-safe, clients are, so a cached client may be shared by threads.
-    https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients
+    Each client is built from its own ``boto3.session.Session`` (sessions are
+    not thread-safe, clients are): :func:`keys.aws_clients.build_client`.
     """
     cache_key = _cache_key(region, credentials, endpoint_url, options)
-    with _clients_lock:
-        kms_client = _clients.get(cache_key)
-        if kms_client is None:
-            kms_client = _build_client(region, credentials, endpoint_url, options)
-            _clients[cache_key] = kms_client
-            while len(_clients) > CLIENT_CACHE_SIZE:
-                _clients.popitem(last=False)
-        else:
-            _clients.move_to_end(cache_key)
-        return kms_client
+    return _clients.get(
+        cache_key, lambda: _build_client(region, credentials, endpoint_url, options), max_size=CLIENT_CACHE_SIZE
+    )
 
 
 @sensitive_variables("credentials")
 def _build_client(
     region: str, credentials: KmsCredentials, endpoint_url: str | None, options: KmsClientOptions
 ) -> Any:
-    session = boto3.session.Session(
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token or None,
-        region_name=region,
+    return aws_clients.build_client(
+        "kms",
+        region=region,
+        endpoint_url=endpoint_url,
+        options=options,
+        access_key_id=credentials.access_key_id,
+        secret_access_key=credentials.secret_access_key,
+        session_token=credentials.session_token,
     )
-    config = Config(
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        # total_max_attempts counts the first call; botocore's "max_attempts"
-        # key counts retries only (max_attempts=3 would mean 4 calls).
-        # https://botocore.amazonaws.com/v1/documentation/api/latest/reference/config.html
-        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
-        user_agent_extra="byok-portal",
-    )
-    return session.client("kms", endpoint_url=endpoint_url, config=config)
 
 
 def clear_clients() -> None:
     """Forget every cached client (tests; credential revocation)."""
-    with _clients_lock:
-        _clients.clear()
+    _clients.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -613,30 +546,13 @@ def _call(
     **params: Any,
 ) -> dict[str, Any]:
     kms_client = client(region=region, credentials=credentials, endpoint_url=endpoint_url, options=options)
-    method = getattr(kms_client, _snake_case(operation))
-    # Timed here, the one place every KMS call passes: latency and outcome per operation
-    # (keys.metrics), botocore's retries included.
-    started = time.perf_counter()
-    try:
-        response = method(**params)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-        error = _redacted(classify(e, operation=operation), credentials)
-        _observe(operation, error, started)
-        raise error from e
-    _observe(operation, None, started)
-    return response
-
-
-def _observe(operation: str, error: KmsError | None, started: float) -> None:
-    if error is None or error.code == "DryRunOperationException":  # DryRun: "would have succeeded"
-        outcome = "ok"
-    else:
-        outcome = "permanent" if error.permanent else "transient"
-    metrics.kms_call_observed(operation=operation, outcome=outcome, seconds=time.perf_counter() - started)
-
-
-def _snake_case(operation: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+    return aws_clients.call(
+        kms_client,
+        operation,
+        params,
+        to_error=lambda e: _redacted(classify(e, operation=operation), credentials),
+        ok_codes=("DryRunOperationException",),  # DryRun: "would have succeeded"
+    )
 
 
 def describe_key(

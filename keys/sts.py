@@ -1,4 +1,4 @@
-"""The AWS STS adapter: with :mod:`keys.kms`, the only module that builds boto3 clients.
+"""The AWS STS adapter: with :mod:`keys.kms`, the only module that makes AWS calls.
 
 Role mode (issue 14): the customer creates a role in their account whose trust
 policy names the platform's own principal and requires the environment's
@@ -30,13 +30,16 @@ and https://docs.aws.amazon.com/STS/latest/APIReference/CommonErrors.html
 ID) in process memory only, refreshed before they expire by botocore's own
 refreshable-credentials machinery (``DeferredRefreshableCredentials``: one
 refresh at a time, under its lock), never stored anywhere else.
+
+Client options, building and caching clients, the timed call and the
+service-independent part of the error mapping are shared with :mod:`keys.kms` in
+:mod:`keys.aws_clients`.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,14 +49,15 @@ from typing import Any
 import boto3
 import botocore.credentials
 import botocore.exceptions
-from botocore.config import Config
 from django.views.decorators.debug import sensitive_variables
 
-from keys import metrics
+from keys import aws_clients
+from keys.aws_clients import MAX_ATTEMPTS
 from keys.kms import KmsCredentials, KmsError, KmsPermanentError, KmsTransientError
 
 __all__ = [
     "DEFAULT_DURATION_SECONDS",
+    "MAX_ATTEMPTS",
     "CallerIdentity",
     "Reason",
     "RoleSessions",
@@ -77,12 +81,9 @@ __all__ = [
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use.html#id_roles_use_view-role-max-session
 DEFAULT_DURATION_SECONDS = 3600
 MIN_DURATION_SECONDS = 900
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 10.0
-MAX_ATTEMPTS = 3
+# Client defaults (timeouts, MAX_ATTEMPTS) are keys.aws_clients'.
 CLIENT_CACHE_SIZE = 64
 SESSIONS_CACHE_SIZE = 4096
-_MESSAGE_MAX_CHARS = 300
 # RoleSessionName: [\w+=,.@-]*, 2 to 64 characters.
 _SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
 
@@ -92,16 +93,9 @@ _SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StsClientOptions:
-    """Timeouts (seconds) and attempts of an STS client; part of the cache key."""
-
-    connect_timeout: float = CONNECT_TIMEOUT_SECONDS
-    read_timeout: float = READ_TIMEOUT_SECONDS
-    max_attempts: int = MAX_ATTEMPTS
-
-
-DEFAULT_OPTIONS = StsClientOptions()
+# Timeouts (seconds) and attempts of an STS client; part of the cache key.
+StsClientOptions = aws_clients.ClientOptions
+DEFAULT_OPTIONS = aws_clients.DEFAULT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -211,7 +205,6 @@ _PERMANENT_REASONS = frozenset(
 )
 # "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
 _DURATION_RE = re.compile(r"DurationSeconds|MaxSessionDuration", re.I)
-_CLOCK_SKEW_RE = re.compile(r"signature expired|signature not yet current", re.I)
 
 _REASON_TEXT = {
     Reason.ACCESS_DENIED: "access denied (the role does not exist, does not trust the platform, "
@@ -228,61 +221,48 @@ _REASON_TEXT = {
     Reason.CLOCK_SKEW: "clock skew: the request expired, check this server's clock",
 }
 
+# What an answer without a known code, or a botocore error without an answer, means here.
+_FALLBACK_REASONS = aws_clients.FallbackReasons(
+    access_denied=Reason.ACCESS_DENIED,
+    throttled=Reason.THROTTLED,
+    internal=Reason.INTERNAL,
+    unexpected=Reason.UNEXPECTED,
+    timeout=Reason.TIMEOUT,
+    network=Reason.NETWORK,
+    no_credentials=Reason.PLATFORM_CREDENTIALS,
+    validation=Reason.VALIDATION,
+)
+
 
 def classify(error: Exception, *, operation: str) -> StsError:
     """Map a botocore exception to an :class:`StsPermanentError` or
     :class:`StsTransientError` by AWS error code, then message, then HTTP
     status. Returns the error (does not raise it)."""
     if isinstance(error, botocore.exceptions.ClientError):
-        details = error.response.get("Error", {})
-        code = str(details.get("Code") or "")
-        aws_message = str(details.get("Message") or "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code, aws_message, status = aws_clients.client_error_fields(error)
         reason = _reason_for(code, aws_message, status)
         return _make_error(reason, operation=operation, detail=aws_message, code=code or None, http_status=status)
-    return _make_error(_reason_for_botocore_error(error), operation=operation, detail=str(error))
+    reason = aws_clients.reason_for_botocore_error(error, _FALLBACK_REASONS)
+    return _make_error(reason, operation=operation, detail=str(error))
 
 
 def _reason_for(code: str, aws_message: str, status: int | None) -> str:
-    if code == "SignatureDoesNotMatch" and _CLOCK_SKEW_RE.search(aws_message):
+    if code == "SignatureDoesNotMatch" and aws_clients.CLOCK_SKEW_RE.search(aws_message):
         return Reason.CLOCK_SKEW
     if code == "ValidationError" and _DURATION_RE.search(aws_message):
         return Reason.DURATION_TOO_LONG
     if code in _CODES:
         return _CODES[code]
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 429:
-        return Reason.THROTTLED
-    if status is not None and status >= 500:
-        return Reason.INTERNAL
-    return Reason.UNEXPECTED
-
-
-def _reason_for_botocore_error(error: Exception) -> str:
-    exc = botocore.exceptions
-    if isinstance(error, (exc.ConnectTimeoutError, exc.ReadTimeoutError)):
-        return Reason.TIMEOUT
-    if isinstance(error, (exc.ConnectionError, exc.HTTPClientError)):
-        return Reason.NETWORK
-    if isinstance(error, (exc.NoCredentialsError, exc.PartialCredentialsError)):
-        return Reason.PLATFORM_CREDENTIALS
-    if isinstance(error, (exc.ParamValidationError, exc.ValidationError)):
-        return Reason.VALIDATION
-    return Reason.INTERNAL
+    return aws_clients.reason_for_status(status, _FALLBACK_REASONS)
 
 
 def _make_error(
     reason: str, *, operation: str, detail: str, code: str | None = None, http_status: int | None = None
 ) -> StsError:
     cls = StsPermanentError if reason in _PERMANENT_REASONS else StsTransientError
-    parts = [f"STS {operation} failed: {_REASON_TEXT[reason]}"]
-    if code or http_status:
-        parts.append(f" ({code or 'no error code'}, HTTP {http_status or '?'})")
-    detail = " ".join(detail.split())[:_MESSAGE_MAX_CHARS]
-    if detail:
-        parts.append(f": {detail}")
-    message = "".join(parts)
+    message = aws_clients.error_message(
+        "STS", operation, _REASON_TEXT[reason], detail=detail, code=code, http_status=http_status
+    )
     return cls(reason, operation=operation, message=message, code=code, http_status=http_status)
 
 
@@ -290,8 +270,7 @@ def _make_error(
 # Clients (the platform's own credentials, from the standard chain)
 # ---------------------------------------------------------------------------
 
-_clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-_clients_lock = threading.Lock()
+_clients = aws_clients.ClientCache()
 
 
 def client(*, region: str, endpoint_url: str | None = None, options: StsClientOptions = DEFAULT_OPTIONS) -> Any:
@@ -302,54 +281,23 @@ def client(*, region: str, endpoint_url: str | None = None, options: StsClientOp
     botocore uses the regional endpoint by default (since 1.36), as AWS
     recommends: https://docs.aws.amazon.com/sdkref/latest/guide/feature-sts-regionalized-endpoints.html
     """
-    cache_key = (region, endpoint_url, options)
-    with _clients_lock:
-        sts_client = _clients.get(cache_key)
-        if sts_client is None:
-            sts_client = _build_client(region, endpoint_url, options)
-            _clients[cache_key] = sts_client
-            while len(_clients) > CLIENT_CACHE_SIZE:
-                _clients.popitem(last=False)
-        else:
-            _clients.move_to_end(cache_key)
-        return sts_client
-
-
-def _build_client(region: str, endpoint_url: str | None, options: StsClientOptions) -> Any:
-    session = boto3.session.Session(region_name=region)
-    config = Config(
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
-        user_agent_extra="byok-portal",
+    return _clients.get(
+        (region, endpoint_url, options),
+        lambda: aws_clients.build_client("sts", region=region, endpoint_url=endpoint_url, options=options),
+        max_size=CLIENT_CACHE_SIZE,
     )
-    return session.client("sts", endpoint_url=endpoint_url, config=config)
 
 
 def clear_clients() -> None:
     """Forget every cached client (tests)."""
-    with _clients_lock:
-        _clients.clear()
+    _clients.clear()
 
 
 def _call(
     operation: str, *, region: str, endpoint_url: str | None, options: StsClientOptions, **params: Any
 ) -> dict[str, Any]:
     sts_client = client(region=region, endpoint_url=endpoint_url, options=options)
-    method = getattr(sts_client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
-    started = time.perf_counter()
-    try:
-        response = method(**params)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-        error = classify(e, operation=operation)
-        metrics.kms_call_observed(
-            operation=operation,
-            outcome="permanent" if error.permanent else "transient",
-            seconds=time.perf_counter() - started,
-        )
-        raise error from e
-    metrics.kms_call_observed(operation=operation, outcome="ok", seconds=time.perf_counter() - started)
-    return response
+    return aws_clients.call(sts_client, operation, params, to_error=lambda e: classify(e, operation=operation))
 
 
 # ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ module may import a module of a higher layer:
 
     views, API, admin, tasks, template tags, forms, URLconfs   (top)
       → services and selectors
-        → adapters (kms, sts, crypto, cache, parsers, diagnosis, clock, metrics, queue, …)
+        → adapters (kms, sts, aws_clients, crypto, cache, parsers, diagnosis, clock, metrics, queue, …)
           → models
 
 Template tags never import views (both use the context builders in ``keys.selectors``), and
@@ -15,6 +15,9 @@ Template tags never import views (both use the context builders in ``keys.select
 
 Every module of ``environments`` and ``keys`` has a layer (``layer_of``), so a new module must be
 placed before this test passes.
+
+The AWS SDK is imported only where ``AWS_SDK_IMPORTERS`` says, and ``keys.aws_clients`` (what the
+KMS and STS adapters share) only by those two adapters.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ LAYERS: list[tuple[str, int]] = [
     ("keys.selectors", SERVICE),
     ("keys.models", MODEL),
     ("keys.migrations.", MODEL),
-    ("keys.", ADAPTER),  # kms, sts, crypto, cache, parsers, diagnosis, clock, metrics, queue, devkeys, system_checks
+    ("keys.", ADAPTER),  # kms, sts, aws_clients, crypto, cache, parsers, diagnosis, clock, metrics, queue, devkeys, …
     ("environments.views", TOP),
     ("environments.account_views", TOP),
     ("environments.admin", TOP),
@@ -60,6 +63,22 @@ LAYERS: list[tuple[str, int]] = [
     ("environments.models", MODEL),
     ("environments.migrations.", MODEL),
 ]
+
+
+# Who imports the AWS SDK, and what for (docs/architecture.md, "Apps and packages"): keys.kms and
+# keys.sts make every AWS call the platform makes, with clients only keys.aws_clients builds.
+AWS_SDK_IMPORTERS: dict[str, set[str]] = {
+    # builds, caches and calls every client of the platform; classifies botocore errors
+    "keys.aws_clients": {"boto3", "botocore.config", "botocore.exceptions"},
+    # KMS error codes
+    "keys.kms": {"botocore.exceptions"},
+    # STS error codes; the platform's own credential chain; refreshable role credentials
+    "keys.sts": {"boto3", "botocore.credentials", "botocore.exceptions"},
+    # botocore's endpoint data (which regions have KMS); no client
+    "keys.parsers": {"botocore.loaders", "botocore.regions"},
+    # a development command that plays the customer with its own KMS and IAM clients
+    "keys.management.commands.customer_demo": {"boto3"},
+}
 
 
 def layer_of(module: str) -> int | None:
@@ -128,6 +147,24 @@ def build_graph(root: pathlib.Path, packages: tuple[str, ...] = PACKAGES) -> dic
     return {
         name: imports_of(path.read_text(), name, path.name == "__init__.py", known) for name, path in files.items()
     }
+
+
+def aws_sdk_imports(root: pathlib.Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module → the ``boto3``/``botocore`` modules it imports (anywhere in the file), for the
+    modules that import any."""
+    found: dict[str, set[str]] = {}
+    for name, path in discover(root, packages).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] in ("boto3", "botocore"):
+                    found.setdefault(name, set()).add(target)
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -248,6 +285,14 @@ def test_every_module_of_the_apps_has_a_layer(graph):
             layer_of(module)  # raises for a module nobody placed
 
 
+def test_only_the_aws_adapters_and_their_helper_import_the_aws_sdk():
+    assert aws_sdk_imports(ROOT) == AWS_SDK_IMPORTERS
+
+
+def test_only_the_kms_and_sts_adapters_import_their_shared_helper(graph):
+    assert {module for module, targets in graph.items() if "keys.aws_clients" in targets} == {"keys.kms", "keys.sts"}
+
+
 # --- the checker itself can fail ----------------------------------------------------------
 
 
@@ -314,6 +359,18 @@ def test_it_reports_keys_reaching_into_environments_services():
 def test_it_reports_a_template_tag_importing_a_view():
     graph = {"keys.templatetags.lifecycle_tags": {"keys.views.lifecycle", "keys.selectors"}}
     assert tags_importing_views(graph) == ["keys.templatetags.lifecycle_tags -> keys.views.lifecycle"]
+
+
+def test_it_finds_an_aws_sdk_import_inside_a_function(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "keys/__init__.py": "",
+            "keys/views.py": "def f():\n    import boto3.session\n    from botocore import exceptions\n",
+            "keys/models.py": "from keys import views\n",
+        },
+    )
+    assert aws_sdk_imports(tmp_path, ("keys",)) == {"keys.views": {"boto3.session", "botocore"}}
 
 
 def test_it_refuses_a_module_without_a_layer():
