@@ -23,6 +23,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class Stack:
     worker: Process
     moto: Process
     directory: Path
+    env: dict[str, str] = field(default_factory=dict)  # the portal processes' environment
 
     def logs(self) -> str:
         return "".join(p.log.read_text(errors="replace") for p in (self.server, self.worker))
@@ -90,13 +92,15 @@ def _quiet_aws_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def stack(transactional_db, broker_url, tmp_path) -> Iterator[Stack]:
-    """GIVEN the whole product running as separate processes: moto (the customer's AWS),
-    the portal (DEBUG off, PostgreSQL test database) and a Celery worker with beat.
+@contextmanager
+def running_stack(broker_url: str, tmp_path: Path, *,
+                  platform: Callable[[str], dict[str, str]] | None = None) -> Iterator[Stack]:
+    """Start moto, then the Celery worker (with beat) and the portal, all stopped on exit.
 
-    ``transactional_db``: what the test writes is committed, so the processes see it; this
-    fixture is torn down (processes stopped) before pytest-django empties the tables."""
+    ``platform(moto_url)``, when given, runs once moto answers and before the portal
+    processes start; the variables it returns are added to their environment (the role
+    flow creates the platform's own IAM user in the emulator there and hands the
+    processes its access key, as the standard AWS credential chain would)."""
     processes = Processes(tmp_path)
     moto_port, portal_port = free_port(), free_port()
     moto_url, portal_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{portal_port}"
@@ -123,6 +127,9 @@ def stack(transactional_db, broker_url, tmp_path) -> Iterator[Stack]:
     }
     try:
         moto = processes.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], env)
+        wait_for(lambda: http_ok(f"{moto_url}/moto-api/", moto), timeout=READY_SECONDS, what="moto_server")
+        if platform is not None:
+            env.update(platform(moto_url))
         worker = processes.start("worker", [
             str(BIN / "celery"), "-A", "portal", "worker", "--beat", "--pool", "solo", "-l", "info",
             "-n", f"byok-e2e-{os.getpid()}@localhost", "--without-mingle", "--without-gossip",
@@ -131,13 +138,23 @@ def stack(transactional_db, broker_url, tmp_path) -> Iterator[Stack]:
         server = processes.start("server", [
             sys.executable, "manage.py", "runserver", f"127.0.0.1:{portal_port}", "--noreload", "--insecure",
         ], env)
-        wait_for(lambda: http_ok(f"{moto_url}/moto-api/", moto), timeout=READY_SECONDS, what="moto_server")
         wait_for(lambda: http_ok(f"{portal_url}/healthz", server), timeout=READY_SECONDS, what="the portal's /healthz")
         wait_for(lambda: worker.assert_running() or "ready." in worker.output(100_000),
                  timeout=READY_SECONDS, what="the Celery worker to be ready")
-        yield Stack(portal_url, moto_url, server, worker, moto, tmp_path)
+        yield Stack(portal_url, moto_url, server, worker, moto, tmp_path, env)
     finally:
         processes.stop_all()
+
+
+@pytest.fixture
+def stack(transactional_db, broker_url, tmp_path) -> Iterator[Stack]:
+    """GIVEN the whole product running as separate processes: moto (the customer's AWS),
+    the portal (DEBUG off, PostgreSQL test database) and a Celery worker with beat.
+
+    ``transactional_db``: what the test writes is committed, so the processes see it; this
+    fixture is torn down (processes stopped) before pytest-django empties the tables."""
+    with running_stack(broker_url, tmp_path) as running:
+        yield running
 
 
 # ---------------------------------------------------------------------------
@@ -192,17 +209,18 @@ class BrowserThread:
     and refuses to start a second one there; ``tests/browser`` keeps a session-wide one
     running in the main thread. In its own thread this test's Playwright starts and stops
     whatever else runs. ``run(flow)`` calls ``flow(page, shot)`` there, waits at most
-    ``timeout`` seconds and re-raises what it raised."""
+    ``timeout`` seconds and re-raises what it raised. Screenshots go to ``screenshots``
+    (emptied of earlier ones first): test-output/e2e/ unless the test names another."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
 
-    def run(self, flow: Callable[[object, Callable[[str], None]], object]):
+    def run(self, flow: Callable[[object, Callable[[str], None]], object], *, screenshots: Path = SCREENSHOTS):
         outcome: dict[str, object] = {}
 
         def target() -> None:
             try:
-                outcome["value"] = self._drive(flow)
+                outcome["value"] = self._drive(flow, screenshots)
             except BaseException as e:  # noqa: BLE001 - handed back to the test's thread
                 outcome["error"] = e
             finally:
@@ -218,11 +236,11 @@ class BrowserThread:
         return outcome.get("value")
 
     @staticmethod
-    def _drive(flow):
+    def _drive(flow, screenshots: Path):
         from playwright.sync_api import sync_playwright
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        for old in SCREENSHOTS.glob("*.png"):
+        screenshots.mkdir(parents=True, exist_ok=True)
+        for old in screenshots.glob("*.png"):
             old.unlink()
         taken: list[str] = []
         with sync_playwright() as p:
@@ -232,9 +250,9 @@ class BrowserThread:
                 page.set_default_timeout(15_000)
 
                 def shot(name: str) -> None:
-                    """Save a numbered full-page screenshot under test-output/e2e/."""
+                    """Save a numbered full-page screenshot under ``screenshots``."""
                     taken.append(name)
-                    page.screenshot(path=str(SCREENSHOTS / f"{len(taken):02d}-{name}.png"), full_page=True)
+                    page.screenshot(path=str(screenshots / f"{len(taken):02d}-{name}.png"), full_page=True)
 
                 try:
                     return flow(page, shot)
@@ -242,7 +260,7 @@ class BrowserThread:
                     # The flow's database connection belongs to this context (Django keeps
                     # connections per context): closed here, so the test database can be emptied.
                     connections.close_all()
-                    page.screenshot(path=str(SCREENSHOTS / "99-last-page.png"), full_page=True)
+                    page.screenshot(path=str(screenshots / "99-last-page.png"), full_page=True)
             finally:
                 browser.close()
 
