@@ -71,9 +71,18 @@ def _revalidation_minutes() -> int:
 
 
 def _retry_remedy() -> str:
-    """What to do about a platform-side failure, saying when the platform tries again: the
-    validation job's retries (keys.tasks: about 2, 4, 8, 16 s with jitter, under a minute
-    in all) and the periodic re-validation of versions in service."""
+    """What to do about a platform-side failure, saying when the platform tries again.
+
+    With a worker (``CELERY_BROKER_URL`` set): the validation job's retries (keys.tasks:
+    about 2, 4, 8, 16 s with jitter, under a minute in all) and the periodic re-validation
+    of versions in service. Without one (``CELERY_TASK_ALWAYS_EAGER``, the embedded default
+    of ``make run``) a validation is one attempt inside the web request and nothing runs
+    later by itself, so the text says only what is true there: "Validate again"."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return (
+            "Nothing to change on your side: try “Validate again” in a moment. This portal runs without a "
+            "background worker, so it does not try again by itself."
+        )
     minutes = _revalidation_minutes()
     return (
         "Nothing to change on your side: the platform tries again within about a minute, and re-validates "
@@ -190,6 +199,7 @@ def diagnose(
     endpoint_url: str | None = None,
     check_excess_privilege: bool = True,
     role: RoleAccess | None = None,
+    options: kms.KmsClientOptions = kms.DEFAULT_OPTIONS,
 ) -> Diagnosis:
     """Check a BYOK registration against KMS and explain every problem found.
 
@@ -206,6 +216,9 @@ def diagnose(
     the KMS checks then run with the temporary credentials it returned (used
     for this diagnosis only, never stored), and are skipped when it fails.
 
+    ``options`` are the timeouts (seconds) and attempts of every KMS call, and of the
+    AssumeRole call (the same numbers); validation inside a web request passes short ones.
+
     Returns a :class:`Diagnosis` with one :class:`CheckResult` per entry of
     :data:`CHECKS` (:data:`ROLE_CHECKS` in role mode), in that order. Raises
     nothing for KMS or STS errors (they become checks); programming errors propagate.
@@ -219,13 +232,13 @@ def diagnose(
     )
     checks = [_check_region(registration)]
     if role is not None:
-        assumed, credentials = _assume_role_check(role, region)
+        assumed, credentials = _assume_role_check(role, region, options)
         checks.append(assumed)
         if credentials is None:
             skipped = [_skip(n, "Not checked: AssumeRole did not succeed.") for n, _label in CHECKS[1:]]
             return _conclude(checks + skipped)
     assert credentials is not None, "diagnose needs credentials or a role"
-    call = {"region": region, "credentials": credentials, "endpoint_url": endpoint_url}
+    call = {"region": region, "credentials": credentials, "endpoint_url": endpoint_url, "options": options}
     checks += _describe_checks(registration, call)
     checks += _decrypt_checks(registration, call, encrypted_data_key, encryption_context)
     decrypted = next(c for c in checks if c.name == "decrypt.call").status == PASS
@@ -794,7 +807,9 @@ _PERMANENT_TEXTS = {
 
 
 @sensitive_variables("temporary")
-def _assume_role_check(role: RoleAccess, region: str) -> tuple[CheckResult, KmsCredentials | None]:
+def _assume_role_check(
+    role: RoleAccess, region: str, options: kms.KmsClientOptions
+) -> tuple[CheckResult, KmsCredentials | None]:
     name = "sts.assume_role"
     try:
         temporary = sts.assume_role(
@@ -804,6 +819,7 @@ def _assume_role_check(role: RoleAccess, region: str) -> tuple[CheckResult, KmsC
             region=region,
             duration_seconds=role.duration_seconds,
             endpoint_url=role.sts_endpoint_url,
+            options=options,  # the same ClientOptions (keys.aws_clients)
         )
     except StsError as e:
         cause, remedy = _sts_error_texts(e, role, region)

@@ -3,7 +3,6 @@
 Tasks import services, never the reverse: services enqueue through ``keys.queue`` by the
 explicit task names given here (stable for beat schedules and messages already queued)."""
 
-import logging
 import random
 
 from celery import shared_task
@@ -21,12 +20,11 @@ from keys.services.reencryption import (
 from keys.services.validation import (
     TransientValidationError,
     registration_validate,
+    registration_validate_inline,
     registration_validation_timed_out,
     registrations_due_for_revalidation,
 )
 from keys.services.validation_runs import validation_runs_prune
-
-log = logging.getLogger(__name__)
 
 # Attempts after the first one; with BACKOFF_BASE_SECONDS = 2 the retries wait about
 # 2, 4, 8 and 16 s (each plus up to as much again of jitter): under a minute in all.
@@ -59,13 +57,15 @@ def validate_registration(self, registration_id: int, trigger: str) -> None:
     attempt records "could not verify" instead of failing the key. Running twice, or
     after the row vanished, is harmless.
 
-    Eager mode (no broker: the embedded default and the tests) runs every attempt inline
-    at once: Celery's ``self.retry`` would raise ``Retry`` out of ``delay()`` (with
-    ``task_eager_propagates``), i.e. out of the ``on_commit`` of a web request, and an
-    eager retry ignores its countdown anyway.
+    Eager mode (no broker: the embedded default and the tests) runs inside the web request
+    that queued it: one attempt with short KMS timeouts and no retry
+    (``registration_validate_inline``), so a KMS endpoint that never answers holds the
+    request for seconds, not the worker's minutes. Celery's ``self.retry`` would raise
+    ``Retry`` out of ``delay()`` (with ``task_eager_propagates``), i.e. out of the
+    ``on_commit`` of a web request, and an eager retry ignores its countdown anyway.
     """
     if self.request.is_eager or self.request.called_directly:
-        _validate_inline(registration_id, trigger)
+        registration_validate_inline(registration_id=registration_id, trigger=trigger)
         return
     final = self.request.retries >= self.max_retries
     try:
@@ -78,16 +78,6 @@ def validate_registration(self, registration_id: int, trigger: str) -> None:
             return
         raise self.retry(exc=e, countdown=backoff_seconds(self.request.retries))
 
-
-def _validate_inline(registration_id: int, trigger: str) -> None:
-    for attempt in range(MAX_RETRIES + 1):
-        try:
-            registration_validate(
-                registration_id=registration_id, trigger=trigger, final_attempt=attempt == MAX_RETRIES
-            )
-            return
-        except TransientValidationError as e:
-            log.info("validation of registration %s: transient (%s), attempt %s", registration_id, e, attempt + 1)
 
 
 @shared_task(name=queue.REVALIDATE_ACTIVE_REGISTRATIONS, ignore_result=True)

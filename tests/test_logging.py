@@ -320,22 +320,6 @@ def test_it_keeps_the_canary_out_of_the_data_plane_apis_error_log(console, envir
 
 
 @pytest.mark.django_db
-def test_it_keeps_the_canary_out_of_the_inline_validation_retry_log(console, monkeypatch):
-    from keys import tasks
-    from keys.services.validation import TransientValidationError
-
-    def transient(**kwargs):
-        raise TransientValidationError(f"throttled {CANARIES}")
-
-    monkeypatch.setattr(tasks, "registration_validate", transient)
-    tasks._validate_inline(1, "manual")
-
-    output = console.getvalue()
-    assert "transient" in output
-    assert_no_canary(output, "the validation retry log")
-
-
-@pytest.mark.django_db
 def test_it_keeps_the_canary_out_of_the_data_planes_inaccessible_log(console, environment, monkeypatch):
     from keys import kms
     from keys.services import records

@@ -37,7 +37,7 @@ from django.db import transaction
 
 from environments.models import Membership
 from keys import diagnosis as diag
-from keys import metrics, queue
+from keys import kms, metrics, queue
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 from keys.services.audit import audit
@@ -68,6 +68,15 @@ ACTS_ON: dict[str, frozenset[str]] = {
 # A run still "running" after this long was abandoned (its job and all retries are gone):
 # the page stops waiting for it. Longer than the task's retries and time limits together.
 RUNNING_RUN_STALE_AFTER = timedelta(minutes=10)
+
+# Without a broker (the embedded default of `make run`) the validation job runs inside the
+# web request that registered a key or asked "Validate again". There it makes one attempt
+# (``registration_validate_inline``) with these client options, so that a KMS endpoint that
+# accepts the connection and never answers holds the request for seconds: DescribeKey and
+# Decrypt wait at most connect + read seconds each, with no botocore retry (the GenerateDataKey
+# dry run follows only a Decrypt that answered). With the worker's options and its five
+# attempts the same hang held the request about 208 s.
+INLINE_KMS_OPTIONS = kms.KmsClientOptions(connect_timeout=2.0, read_timeout=5.0, max_attempts=1)
 
 JOB = "job: validation"
 PERIODIC_JOB = "job: periodic re-validation"
@@ -107,9 +116,9 @@ def _unreadable_diagnosis(message: str) -> diag.Diagnosis:
     )
 
 
-def _diagnose(registration: KeyRegistration) -> diag.Diagnosis:
+def _diagnose(registration: KeyRegistration, options: kms.KmsClientOptions) -> diag.Diagnosis:
     if registration.uses_role:
-        return _diagnose_role(registration)
+        return _diagnose_role(registration, options)
     try:
         credentials = registration_credentials(registration=registration)
     except CredentialsUnreadable as e:
@@ -123,10 +132,11 @@ def _diagnose(registration: KeyRegistration) -> diag.Diagnosis:
         credentials=credentials,
         endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
         check_excess_privilege=settings.VALIDATION_CHECK_EXCESS_PRIVILEGE,
+        options=options,
     )
 
 
-def _diagnose_role(registration: KeyRegistration) -> diag.Diagnosis:
+def _diagnose_role(registration: KeyRegistration, options: kms.KmsClientOptions) -> diag.Diagnosis:
     """Role mode: AssumeRole afresh (not the data plane's held session, so a trust policy
     changed since then is caught now), then DescribeKey and Decrypt with its credentials."""
     role = diag.RoleAccess(
@@ -147,6 +157,7 @@ def _diagnose_role(registration: KeyRegistration) -> diag.Diagnosis:
         role=role,
         endpoint_url=settings.AWS_KMS_ENDPOINT_URL,
         check_excess_privilege=settings.VALIDATION_CHECK_EXCESS_PRIVILEGE,
+        options=options,
     )
 
 
@@ -199,7 +210,13 @@ def _finish_run(run: ValidationRun, registration: KeyRegistration, result: diag.
 # The job
 
 
-def registration_validate(*, registration_id: int, trigger: str, final_attempt: bool = True) -> ValidationRun | None:
+def registration_validate(
+    *,
+    registration_id: int,
+    trigger: str,
+    final_attempt: bool = True,
+    kms_options: kms.KmsClientOptions = kms.DEFAULT_OPTIONS,
+) -> ValidationRun | None:
     """Validate one BYOK registration against KMS and move its status accordingly.
 
     Idempotent: a registration that vanished, is not BYOK, or is in a status ``trigger``
@@ -214,6 +231,8 @@ def registration_validate(*, registration_id: int, trigger: str, final_attempt: 
     Re-validation (active, decrypt-only, inaccessible): see ``_revalidate``; never raises
     for KMS errors.
 
+    ``kms_options``: timeouts (seconds) and attempts of the KMS (and STS) calls.
+
     Returns the finished ``ValidationRun``.
     """
     registration = (
@@ -224,11 +243,26 @@ def registration_validate(*, registration_id: int, trigger: str, final_attempt: 
     if registration.status not in ACTS_ON.get(trigger, frozenset()):
         return None
     if registration.status in WATCHED_STATUSES:
-        return _revalidate(registration, trigger)
-    return _validate_first(registration, trigger, final_attempt=final_attempt)
+        return _revalidate(registration, trigger, kms_options)
+    return _validate_first(registration, trigger, final_attempt=final_attempt, kms_options=kms_options)
 
 
-def _validate_first(registration: KeyRegistration, trigger: str, *, final_attempt: bool) -> ValidationRun | None:
+def registration_validate_inline(*, registration_id: int, trigger: str) -> ValidationRun | None:
+    """The validation job run inside a web request (no broker: Celery's eager mode, the
+    embedded default): ``registration_validate`` as its one and final attempt, with the short
+    ``INLINE_KMS_OPTIONS``. A KMS that does not answer in time ends the run "could not
+    verify" (the registration back to pending validation; an active one flips nothing), and
+    its remedy says to use "Validate again" (``keys.diagnosis``: nothing retries by itself
+    without a worker). Returns what ``registration_validate`` returns; raises nothing for
+    KMS errors."""
+    return registration_validate(
+        registration_id=registration_id, trigger=trigger, final_attempt=True, kms_options=INLINE_KMS_OPTIONS
+    )
+
+
+def _validate_first(
+    registration: KeyRegistration, trigger: str, *, final_attempt: bool, kms_options: kms.KmsClientOptions
+) -> ValidationRun | None:
     if registration.status != Status.VALIDATING:
         try:
             registration = registration_transition(
@@ -238,7 +272,7 @@ def _validate_first(registration: KeyRegistration, trigger: str, *, final_attemp
         except TransitionConflict:
             return None  # another job got there first
     run = _start_run(registration, trigger)
-    result = _diagnose(registration)
+    result = _diagnose(registration, kms_options)
     if result.transient and not final_attempt:
         _record_attempt(run, result)
         raise TransientValidationError(result.failure_reason or "transient")
@@ -277,12 +311,12 @@ def registration_validation_timed_out(*, registration_id: int) -> None:
             pass
 
 
-def _revalidate(registration: KeyRegistration, trigger: str) -> ValidationRun:
+def _revalidate(registration: KeyRegistration, trigger: str, kms_options: kms.KmsClientOptions) -> ValidationRun:
     """Re-validate a version the data plane depends on. A permanent failure makes it
     inaccessible, a success restores an inaccessible one, a transient failure flips
     nothing and records since when KMS is unreachable (docs/architecture.md, "Rotation and revocation")."""
     label = PERIODIC_JOB if trigger == Trigger.PERIODIC else JOB
-    run = _finish_run(_start_run(registration, trigger), registration, _diagnose(registration), label)
+    run = _finish_run(_start_run(registration, trigger), registration, _diagnose(registration, kms_options), label)
     if run.outcome == Outcome.UNVERIFIED:
         # KMS unreachable or throttling is not a revocation: flip nothing, remember since when.
         KeyRegistration.objects.filter(pk=registration.pk, kms_unreachable_since__isnull=True).update(

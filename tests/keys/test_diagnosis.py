@@ -631,7 +631,10 @@ EXPIRED = "Signature expired: 20260101T000000Z is now earlier than 20260101T0006
         ("ServiceUnavailable", "", 503, "internal", "ServiceUnavailable"),
     ],
 )
-def test_it_leaves_the_registration_unverified_on_transient_errors(stubber, code, message, status, reason, cause):
+def test_it_leaves_the_registration_unverified_on_transient_errors(
+    settings, stubber, code, message, status, reason, cause
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker runs the job (and beat the periodic one)
     stub_describe(stubber)
     stubber.add_client_error("decrypt", code, message, http_status_code=status)
 
@@ -644,6 +647,22 @@ def test_it_leaves_the_registration_unverified_on_transient_errors(stubber, code
     # Says when the platform tries again (the job's retries, the periodic re-validation).
     assert "tries again within about a minute" in check.remedy
     assert "every 15 min" in check.remedy
+
+
+def test_it_promises_no_retry_it_will_not_make_without_a_worker(settings, stubber) -> None:
+    """Without a broker the job runs once in the web request and nothing runs later by
+    itself (no worker, no beat): the remedy says "Validate again" and no minute."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    stub_describe(stubber)
+    stubber.add_client_error("decrypt", "ThrottlingException", "Rate exceeded")
+
+    check = run().check("decrypt.call")
+
+    assert check.transient
+    assert check.remedy == (
+        "Nothing to change on your side: try “Validate again” in a moment. This portal runs without a "
+        "background worker, so it does not try again by itself."
+    )
 
 
 def test_it_tries_decrypt_and_stays_unverified_when_describe_key_is_throttled(stubber) -> None:

@@ -159,7 +159,10 @@ DENIED = f"User: {PLATFORM} is not authorized to perform: sts:AssumeRole on reso
          ["tries again within about a minute", "every 15 min"]),
     ],
 )
-def test_it_explains_each_assume_role_failure(sts_stub, code, status, message, outcome, reason, causes, remedies):
+def test_it_explains_each_assume_role_failure(
+    settings, sts_stub, code, status, message, outcome, reason, causes, remedies
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker runs the job (its retries, beat's re-validation)
     sts_stub.add_client_error("assume_role", code, message, http_status_code=status)
 
     result = run()

@@ -18,9 +18,9 @@ def test_it_logs_and_returns_when_the_broker_is_unreachable(caplog, monkeypatch)
     assert "could not queue validation of registration 12345 (registration): broker unreachable" in caplog.text
 
 
-def test_it_runs_the_task_eagerly_by_default(monkeypatch):
+def test_it_runs_the_task_eagerly_by_default_as_one_inline_attempt(monkeypatch):
     calls = []
-    monkeypatch.setattr(tasks, "registration_validate", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(tasks, "registration_validate", lambda **kw: pytest.fail("not the worker's attempt"))
+    monkeypatch.setattr(tasks, "registration_validate_inline", lambda **kw: calls.append(kw))
     enqueue_validation(999, "manual")
-    assert [c["registration_id"] for c in calls] == [999]
-    assert calls[0]["trigger"] == "manual"
+    assert calls == [{"registration_id": 999, "trigger": "manual"}]
