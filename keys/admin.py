@@ -1,11 +1,14 @@
 """Django admin for support staff: look at registrations, runs, audit events; never a secret."""
 
+import re
+
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.utils.html import format_html_join
 
 from keys.crypto import fingerprint
 from keys.models import ApiKey, AuditEvent, KeyRegistration, Record, ReencryptionJob, ValidationRun
-from keys.services.sealing import sealed_state
+from keys.services.sealing import access_key_id_digests, sealed_state
 from keys.services.validation import ValidationRequestRefused, registration_request_validation
 
 
@@ -32,6 +35,13 @@ class ValidationRunInline(admin.TabularInline):
     max_num = 0
 
 
+# The access key IDs the portal registers: AKIA (or ASIA) and 16 upper-case letters or digits
+# (keys.parsers.parse_access_key_id; IAM User Guide, "IAM identifiers", unique ID prefixes).
+ACCESS_KEY_ID_RE = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}", re.IGNORECASE)
+# The request attribute carrying a whole access key ID searched for (see changelist_view).
+_SEARCHED_ACCESS_KEY_ID = "_searched_access_key_id"
+
+
 @admin.register(KeyRegistration)
 class KeyRegistrationAdmin(ReadOnlyAdmin):
     list_display = ["environment", "version", "kind", "status", "kms_key_arn", "region", "masked_access_key_id", "created_at"]
@@ -47,6 +57,31 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     inlines = [ValidationRunInline]
     actions = ["run_validation"]
+
+    def changelist_view(self, request, extra_context=None):
+        """Searched by a whole access key ID, the page repeats only its last four characters
+        (search box, filter, page and change links), as it shows access key IDs everywhere
+        else; the search itself goes by the whole ID (``get_search_results``)."""
+        term = request.GET.get(SEARCH_VAR, "").strip()
+        if ACCESS_KEY_ID_RE.fullmatch(term):
+            setattr(request, _SEARCHED_ACCESS_KEY_ID, term.upper())
+            request.GET = request.GET.copy()
+            request.GET[SEARCH_VAR] = term[-4:].upper()
+        return super().changelist_view(request, extra_context)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Django's search over ``search_fields`` (the last four characters of the access key
+        ID among them) or, for a whole access key ID, the versions whose keyed digest matches
+        it under any configured sealing key (``keys.services.sealing.access_key_id_digests``).
+        The ID is stored only sealed and as that digest: nothing is unsealed, and the page
+        shows the masked ID only. A version whose digest could not be re-keyed (retired or
+        discarded before the digests moved to the sealing keys) is found by its last four."""
+        access_key_id = getattr(request, _SEARCHED_ACCESS_KEY_ID, "")
+        if not access_key_id and ACCESS_KEY_ID_RE.fullmatch(search_term.strip()):
+            access_key_id = search_term.strip().upper()
+        if access_key_id:
+            return queryset.filter(access_key_id_digest__in=access_key_id_digests(access_key_id)), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="Access key ID")
     def access_key_id_sealed(self, obj: KeyRegistration) -> str:

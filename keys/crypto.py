@@ -77,6 +77,8 @@ __all__ = [
     "generate_data_key",
     "generate_sealing_key",
     "in_sensitive_frame",
+    "lookup_digest",
+    "lookup_digest_key_id",
     "mask_access_key_id",
     "parse_sealing_keys",
     "reseal",
@@ -871,6 +873,43 @@ def _as_bytes(envelope: object) -> bytes:
 def _length_prefixed(*fields: bytes) -> bytes:
     """Each field as a uint32 big-endian length followed by its bytes."""
     return b"".join(_U32.pack(len(field)) + field for field in fields)
+
+
+# --- Lookup digests ---------------------------------------------------------
+
+# RFC 5869 HKDF-Expand "info" of a digest key; the purpose follows it.
+_LOOKUP_DIGEST_INFO_V1 = b"byok-portal/lookup-digest/v1\x00"
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@sensitive_variables()
+def lookup_digest(value: bytes | bytearray, *, sealing_key: SealingKey, purpose: str) -> str:
+    """A keyed digest of ``value`` to find a row by a value stored only sealed (the IAM
+    access key ID): ``"<sealing key id>$<64 lowercase hex>"``, at most 97 characters.
+
+    ``HMAC-SHA256(digest_key, value)`` with ``digest_key = HMAC-SHA256(sealing_key.key,
+    "byok-portal/lookup-digest/v1\0" || purpose || 0x01)`` (RFC 5869 HKDF-Expand, one block;
+    Extract skipped as §3.3 allows for a uniformly random key): one sealing key gives
+    unrelated digest keys per ``purpose``, and the digest never reveals the sealing key.
+    Deterministic (that is what makes it a lookup): use it only for high-entropy or
+    secret-adjacent values, never display it. Like sealed values it names the sealing key
+    it was made with, so digests move to a new key with the sealed values
+    (``manage.py reseal_secrets``) and lookups try every configured key meanwhile.
+    """
+    key = _HMAC(sealing_key.key, _SHA256)
+    key.update(_LOOKUP_DIGEST_INFO_V1 + purpose.encode("ascii") + _HKDF_BLOCK_1)
+    mac = _HMAC(key.finalize(), _SHA256)
+    mac.update(bytes(value))
+    return f"{sealing_key.key_id}${mac.finalize().hex()}"
+
+
+def lookup_digest_key_id(digest: str) -> str | None:
+    """The sealing key id a :func:`lookup_digest` names; None for anything else (empty,
+    or a digest of an older format that names no key)."""
+    key_id, dollar, hex_digest = digest.partition("$")
+    if not dollar or not _KEY_ID_RE.fullmatch(key_id) or not _HEX64_RE.fullmatch(hex_digest):
+        return None
+    return key_id
 
 
 # --- Safe summaries ---------------------------------------------------------

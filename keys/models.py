@@ -95,9 +95,10 @@ class KeyRegistration(models.Model):
     sealed_access_key_id = models.TextField(blank=True, editable=False)
     sealed_secret_access_key = models.TextField(blank=True, editable=False)
     # Safe summaries of the access key ID: its last four characters, and a keyed digest
-    # (HMAC with a sealing-key-derived key) to catch the same access key registered twice.
+    # ("<sealing key id>$<HMAC-SHA256 hex>", keyed from that sealing key; keys.crypto.lookup_digest)
+    # to catch the same access key registered twice and to find a version by its access key ID.
     access_key_id_last4 = models.CharField(max_length=4, blank=True)
-    access_key_id_digest = models.CharField(max_length=64, blank=True, db_index=True)
+    access_key_id_digest = models.CharField(max_length=100, blank=True, db_index=True)
     credentials_version = models.PositiveIntegerField(default=1)
 
     # Managed: the platform's data key, sealed by the sealing key.

@@ -48,7 +48,9 @@ LAYERS: list[tuple[str, int]] = [
     ("keys.services.", SERVICE),
     ("keys.selectors", SERVICE),
     ("keys.models", MODEL),
-    ("keys.migrations.", MODEL),
+    # Migrations run like management commands (migrate calls them, nothing imports them); a
+    # data migration may use adapters (0008 unseals access key IDs through keys.crypto).
+    ("keys.migrations.", TOP),
     ("keys.", ADAPTER),  # kms, sts, aws_clients, crypto, cache, parsers, diagnosis, clock, metrics, queue, devkeys, …
     ("environments.views", TOP),
     ("environments.account_views", TOP),

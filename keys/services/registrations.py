@@ -19,7 +19,7 @@ from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
 from keys.services.refusals import Refused
-from keys.services.sealing import access_key_id_digest, seal_field
+from keys.services.sealing import access_key_id_digest, access_key_id_digests, seal_field
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,10 @@ class DuplicateAccessKey(Refused):
 
 def access_key_in_use(*, environment: Environment, access_key_id: str, exclude: KeyRegistration | None = None) -> bool:
     """Whether ``access_key_id`` is already registered on a live version of ``environment``
-    (a retired or discarded version's credentials were destroyed: its access key is free)."""
-    qs = environment.key_registrations.filter(access_key_id_digest=access_key_id_digest(access_key_id))
+    (a retired or discarded version's credentials were destroyed: its access key is free).
+    Compares the digest under every configured sealing key: a version registered before a
+    sealing-key rotation matches until ``reseal_secrets`` re-keys its digest."""
+    qs = environment.key_registrations.filter(access_key_id_digest__in=access_key_id_digests(access_key_id))
     qs = qs.exclude(status__in=KeyRegistration.DEAD_STATUSES)
     if exclude is not None:
         qs = qs.exclude(pk=exclude.pk)

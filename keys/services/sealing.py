@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import NamedTuple
 
 from django.conf import settings
-from django.utils.crypto import salted_hmac
 from django.views.decorators.debug import sensitive_variables
 
 from keys import crypto, sts
@@ -54,10 +54,51 @@ def unseal_field(registration: KeyRegistration, field: str) -> bytearray:
     return crypto.unseal(getattr(registration, field), keys=sealing_keys(), aad=_aad(registration, field))
 
 
+ACCESS_KEY_ID_DIGEST_PURPOSE = "access_key_id"
+
+
+@sensitive_variables("access_key_id")
 def access_key_id_digest(access_key_id: str) -> str:
-    """A keyed digest of an access key ID, to find the same one registered twice without
-    storing it in the clear (HMAC-SHA256 keyed from ``SECRET_KEY``)."""
-    return salted_hmac("keys.access_key_id", access_key_id, algorithm="sha256").hexdigest()
+    """The keyed digest stored with a registration's access key ID
+    (``"<sealing key id>$<64 hex>"``, ``keys.crypto.lookup_digest``) under the first
+    sealing key: to find the same access key registered twice (the duplicate rule) and a
+    registration by its access key ID (Django admin search), without storing the ID in the
+    clear. Keyed from the sealing keys, not ``SECRET_KEY``: rotating ``SECRET_KEY`` changes
+    nothing here (docs/architecture.md, "Formats")."""
+    return crypto.lookup_digest(
+        access_key_id.encode("ascii"), sealing_key=sealing_keys()[0], purpose=ACCESS_KEY_ID_DIGEST_PURPOSE
+    )
+
+
+@sensitive_variables("access_key_id")
+def access_key_id_digests(access_key_id: str) -> list[str]:
+    """The digests of ``access_key_id`` under every configured sealing key, the first one's
+    first: a stored digest matches one of them until ``reseal_secrets`` has moved it to the
+    first key. Raises ``UnicodeEncodeError`` for a value that is not ASCII (no access key
+    ID is)."""
+    value = access_key_id.encode("ascii")
+    return [
+        crypto.lookup_digest(value, sealing_key=key, purpose=ACCESS_KEY_ID_DIGEST_PURPOSE) for key in sealing_keys()
+    ]
+
+
+@sensitive_variables("access_key_id")
+def _rekeyed_access_key_id_digest(registration: KeyRegistration) -> str | None:
+    """The registration's access-key-ID digest under the first sealing key if the stored one
+    was made under another key (or names none), recomputed from the sealed access key ID;
+    None when it is current, there is no sealed access key ID, or it cannot be unsealed."""
+    if not registration.sealed_access_key_id:
+        return None
+    if crypto.lookup_digest_key_id(registration.access_key_id_digest) == sealing_keys()[0].key_id:
+        return None
+    try:
+        access_key_id = unseal_field(registration, "sealed_access_key_id")
+    except (crypto.SealingKeyUnavailable, crypto.SealedValueInvalid):
+        return None
+    try:
+        return crypto.lookup_digest(access_key_id, sealing_key=sealing_keys()[0], purpose=ACCESS_KEY_ID_DIGEST_PURPOSE)
+    finally:
+        crypto.wipe(access_key_id)
 
 
 def role_session_name(registration: KeyRegistration) -> str:
@@ -132,17 +173,29 @@ def credentials_state(*, registration: KeyRegistration) -> str:
     return "set"
 
 
-def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
-    """Re-seal every sealed value under the first configured sealing key.
+class Resealed(NamedTuple):
+    """What ``reseal_all`` changed: sealed values re-sealed, access-key-ID digests re-keyed."""
 
-    Returns the number of values changed. Values already under the first key are left
-    alone; a value under a key that is no longer configured is skipped (it stays
-    "unreadable" until the admin enters the credentials again).
+    values: int
+    digests: int
+
+
+def reseal_all(*, actor_label: str = "command: reseal_secrets") -> Resealed:
+    """Re-seal every sealed value under the first configured sealing key, and re-key every
+    access-key-ID digest to it (recomputed from the sealed access key ID), one audit event
+    per key version naming the key ids before and after.
+
+    Returns how many of each changed. Values and digests already under the first key are
+    left alone; a value under a key that is no longer configured is skipped (it stays
+    "unreadable" until the admin enters the credentials again, which makes a new digest).
     """
     keys = sealing_keys()
-    changed = 0
+    changed = digests = 0
     for registration in KeyRegistration.objects.exclude(status=Status.RETIRED).iterator():
         updates: dict[str, str] = {}
+        digest = _rekeyed_access_key_id_digest(registration)
+        if digest is not None:
+            updates["access_key_id_digest"] = digest
         for field in SEALED_FIELDS:
             value = getattr(registration, field)
             if not value:
@@ -154,19 +207,28 @@ def reseal_all(*, actor_label: str = "command: reseal_secrets") -> int:
             if new is not None:
                 updates[field] = new
         if updates:
-            before = {f: crypto.sealed_key_id(getattr(registration, f)) for f in updates}
+            before = {f: _key_id_of(registration, f) for f in updates}
             # Compare-and-set: if the credentials were replaced since this row was read, the
             # re-sealed old values must not overwrite the new ones (the next run re-seals those).
             unchanged = {f: getattr(registration, f) for f in updates}
             if not KeyRegistration.objects.filter(pk=registration.pk, **unchanged).update(**updates):
                 continue
-            changed += len(updates)
+            digests += "access_key_id_digest" in updates
+            changed += len(updates) - ("access_key_id_digest" in updates)
             audit(
                 action=AuditEvent.Action.SEALING_KEY_ROTATED,
                 registration=registration,
                 actor_label=actor_label,
                 before={"sealing_key_ids": before},
                 after={"sealing_key_ids": {f: keys[0].key_id for f in updates}},
-                message=f"{len(updates)} sealed value(s) of version {registration.version} re-sealed under {keys[0].key_id}.",
+                message=f"{len(updates)} sealed value(s) and digest(s) of version {registration.version} moved to {keys[0].key_id}.",
             )
-    return changed
+    return Resealed(values=changed, digests=digests)
+
+
+def _key_id_of(registration: KeyRegistration, field: str) -> str | None:
+    """The sealing key id a sealed value or the access-key-ID digest names (None: none)."""
+    value = getattr(registration, field)
+    if field == "access_key_id_digest":
+        return crypto.lookup_digest_key_id(value)
+    return crypto.sealed_key_id(value)

@@ -152,13 +152,13 @@ def test_it_re_seals_every_value_under_the_first_sealing_key(environment, alice)
         assert (credentials.access_key_id, credentials.secret_access_key) == (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
         again = reseal()
 
-    assert output.strip() == "Re-sealed 3 value(s) under sealing key k2."
-    assert again.strip() == "Re-sealed 0 value(s) under sealing key k2."
+    assert output.strip() == "Re-sealed 3 value(s) and re-keyed 1 access key ID digest(s) under sealing key k2."
+    assert again.strip() == "Re-sealed 0 value(s) and re-keyed 0 access key ID digest(s) under sealing key k2."
     events = AuditEvent.objects.filter(action=AuditEvent.Action.SEALING_KEY_ROTATED, registration=registration)
     assert [(e.before, e.after, e.actor_label) for e in events] == [
         (
-            {"sealing_key_ids": {"sealed_access_key_id": "test1", "sealed_secret_access_key": "test1"}},
-            {"sealing_key_ids": {"sealed_access_key_id": "k2", "sealed_secret_access_key": "k2"}},
+            {"sealing_key_ids": {"access_key_id_digest": "test1", "sealed_access_key_id": "test1", "sealed_secret_access_key": "test1"}},
+            {"sealing_key_ids": {"access_key_id_digest": "k2", "sealed_access_key_id": "k2", "sealed_secret_access_key": "k2"}},
             "command: reseal_secrets",
         )
     ]
@@ -174,7 +174,7 @@ def test_it_leaves_values_it_cannot_open_to_be_entered_again(environment, alice)
     with override_settings(SEALING_KEYS=[K2]):
         output = reseal()
 
-    assert output.strip() == "Re-sealed 0 value(s) under sealing key k2."
+    assert output.strip() == "Re-sealed 0 value(s) and re-keyed 0 access key ID digest(s) under sealing key k2."
     assert reload(registration).sealed_secret_access_key == before
 
 
