@@ -65,6 +65,9 @@ __all__ = [
     "parse_region",
     "parse_role_arn",
     "role_cli_commands",
+    "role_drill_commands",
+    "RoleDrillCommands",
+    "ROLE_POLICY_NAME",
     "trust_policy_json",
     "environment_encryption_context",
     "parse_secret_access_key",
@@ -1077,7 +1080,11 @@ def trust_policy_json(*, platform_principal_arn: str, external_id: str) -> str:
     return json.dumps(policy, indent=2)
 
 
-def role_cli_commands(*, role_arn: str, policy_name: str = "byok-portal-kms") -> list[str]:
+# The name the setup guide and ``customer_demo --role`` give the role's permissions policy.
+ROLE_POLICY_NAME = "byok-portal-kms"
+
+
+def role_cli_commands(*, role_arn: str, policy_name: str = ROLE_POLICY_NAME) -> list[str]:
     """The AWS CLI commands that create the role from ``trust-policy.json`` and attach
     ``permissions-policy.json`` (the two policies above, saved as files), one per line,
     shell-quoted. A half-typed role ARN gives a placeholder role name."""
@@ -1093,6 +1100,73 @@ def role_cli_commands(*, role_arn: str, policy_name: str = "byok-portal-kms") ->
     attach = ["aws", "iam", "put-role-policy", "--role-name", name, "--policy-name", policy_name,
               "--policy-document", "file://permissions-policy.json"]
     return [" ".join(shlex.quote(w) for w in words) for words in (create, attach)]
+
+
+
+@dataclass(frozen=True)
+class RoleDrillCommands:
+    """The AWS CLI commands of the revocation drill for a role-mode key version, each one
+    line, shell-quoted, with the real values (role name, policy name, policies inline):
+
+    * ``list_policies`` - the role's inline policies (the guide names its one ``byok-portal-kms``);
+    * ``delete_policy`` / ``put_policy`` - revoke by deleting the permissions policy, restore
+      by putting it back (the same policy the setup guide generates, for the key ARN and
+      the encryption context the platform passes on Decrypt);
+    * ``distrust`` / ``trust`` - revoke by a trust policy that denies the platform
+      principal, restore the generated trust policy (platform principal, external ID).
+    """
+
+    role_name: str
+    policy_name: str
+    list_policies: str
+    delete_policy: str
+    put_policy: str
+    distrust: str
+    trust: str
+
+
+def role_drill_commands(
+    *, role_arn: str, kms_key_arn: str, encryption_context: dict[str, str] | None, platform_principal_arn: str,
+    external_id: str, policy_name: str = ROLE_POLICY_NAME,
+) -> RoleDrillCommands:
+    """The drill's commands for the role ``role_arn`` (IAM is global: no ``--region``).
+
+    IAM evaluates a role's permissions on every request, so deleting the permissions
+    policy stops the next KMS call made with a session already issued; a trust-policy
+    change only stops new AssumeRole calls (a session already issued keeps working until
+    it expires, which is why the revocation bound adds the session lifetime).
+    Without a ``platform_principal_arn`` (role mode switched off since) ``distrust`` and
+    ``trust`` are empty: there is no principal to name.
+    Raises :class:`InputError` for a role ARN that does not parse."""
+    name = parse_role_arn(role_arn, kms_key_arn=None).name
+    permissions = _compact(iam_policy_json(kms_key_arn=kms_key_arn, encryption_context=encryption_context or None))
+
+    def line(*words: str) -> str:
+        return " ".join(shlex.quote(w) for w in words)
+
+    distrust = trust = ""
+    if platform_principal_arn:
+        deny = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": {"AWS": platform_principal_arn}, "Action": "sts:AssumeRole"}]},
+            separators=(",", ":"))
+        allow = _compact(trust_policy_json(platform_principal_arn=platform_principal_arn, external_id=external_id))
+        distrust = line("aws", "iam", "update-assume-role-policy", "--role-name", name, "--policy-document", deny)
+        trust = line("aws", "iam", "update-assume-role-policy", "--role-name", name, "--policy-document", allow)
+
+    return RoleDrillCommands(
+        role_name=name,
+        policy_name=policy_name,
+        list_policies=line("aws", "iam", "list-role-policies", "--role-name", name),
+        delete_policy=line("aws", "iam", "delete-role-policy", "--role-name", name, "--policy-name", policy_name),
+        put_policy=line("aws", "iam", "put-role-policy", "--role-name", name, "--policy-name", policy_name,
+                        "--policy-document", permissions),
+        distrust=distrust,
+        trust=trust,
+    )
+
+
+def _compact(policy_json: str) -> str:
+    return json.dumps(json.loads(policy_json), separators=(",", ":"))
 
 
 # --- IAM role ARN (role mode) ----------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -24,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.models import Environment, Membership
 from environments.selectors import get_environment_for_user
+from keys import parsers
 from keys.clock import now
 from keys.forms import ReplaceCredentialsForm
 from keys.models import KeyRegistration, ReencryptionJob
@@ -266,7 +268,23 @@ def revocation_drill(request: HttpRequest, environment_id) -> HttpResponse:
         "bound": lifecycle.environment_revocation_bound(environment),
         "drill": lifecycle.drill_current(environment=environment),
         "status_url": reverse("revocation_drill_status", args=[environment.public_id]),
+        "role": _role_drill_commands(watched),
     })
+
+
+def _role_drill_commands(registration: KeyRegistration | None) -> parsers.RoleDrillCommands | None:
+    """The role-mode commands of the drill, for a version that reaches KMS through a role."""
+    if registration is None or not registration.uses_role or not registration.role_arn:
+        return None
+    try:
+        return parsers.role_drill_commands(
+            role_arn=registration.role_arn, kms_key_arn=registration.kms_key_arn,
+            encryption_context=registration.encryption_context or None,
+            platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN,
+            external_id=registration.environment.aws_external_id,
+        )
+    except parsers.InputError:  # stored role ARNs were parsed on the way in
+        return None
 
 
 @login_required

@@ -9,14 +9,18 @@ test_records.py does); time is moved with the data-key cache's injectable clock.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+from html import unescape
 
 import pytest
 from django.urls import reverse
 
-from keys import cache, kms
+from keys import cache, kms, parsers
 from keys.services import lifecycle
 from keys.models import AuditEvent, KeyRegistration, Record
+from keys.services.registrations import registration_create
 from keys.services.validation import registration_validate
 from tests.factories import error_of, refuse
 from tests.support import FakeClock
@@ -150,6 +154,82 @@ def test_it_shows_the_owner_how_to_revoke_and_the_bound(client_for, alice, envir
     assert "aws iam delete-access-key" in html and "aws iam detach-user-policy" in html
     assert lifecycle.revocation_bound().text in html
     assert "Start watching" in html and "Check now" in html
+
+
+
+ROLE_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+ROLE_ARN = "arn:aws:iam::111122223333:role/team/byok-portal-access"
+PLATFORM = "arn:aws:iam::999988887777:role/byok-platform"
+
+
+def _active_role_version(environment, actor) -> KeyRegistration:
+    """Version 2 of ``environment``: a role-mode key version, active, its blob bound to the environment."""
+    registration = registration_create(
+        environment=environment, actor=actor, kms_key_arn=ROLE_KEY_ARN, region="eu-west-1",
+        account_id="111122223333", encrypted_data_key=b"\x01\x02\x03\x00" + b"blob" * 40,
+        encryption_context=parsers.environment_encryption_context(environment.public_id), role_arn=ROLE_ARN,
+    )
+    environment.key_registrations.filter(version=1).update(status=Status.DECRYPT_ONLY)
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=Status.ACTIVE)
+    return registration
+
+
+def _command(html: str, element_id: str) -> list[str]:
+    """The words of the command in ``<pre id=element_id>``, as a shell would split them."""
+    match = re.search(rf'<pre id="{element_id}">(.*?)</pre>', html, re.S)
+    assert match, f"no #{element_id} on the page"
+    return shlex.split(unescape(match.group(1)))
+
+
+def test_it_gives_the_role_mode_drill_commands_with_the_real_values_and_the_bound_with_the_session(
+    client_for, alice, environment, settings
+):
+    """GIVEN the active version reaches KMS through a role WHEN the owner opens the drill
+    THEN it gives the role's commands (delete and put back the permissions policy, deny and
+    restore the trust), with the role name, the policy name and both policies inline, no
+    access-key command and no placeholder, and a bound that includes the session lifetime."""
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = PLATFORM
+    settings.DATA_KEY_CACHE_TTL_SECONDS, settings.REVALIDATION_INTERVAL_SECONDS = 300, 900
+    settings.STS_SESSION_DURATION_SECONDS = 3600
+    _active_role_version(environment, alice)
+    context = parsers.environment_encryption_context(environment.public_id)
+
+    html = client_for(alice).get(_drill("revocation_drill", environment)).content.decode()
+
+    assert _command(html, "drill-delete-policy") == [
+        "aws", "iam", "delete-role-policy", "--role-name", "byok-portal-access", "--policy-name", "byok-portal-kms"]
+    put = _command(html, "drill-put-policy")
+    assert put[:7] == ["aws", "iam", "put-role-policy", "--role-name", "byok-portal-access", "--policy-name",
+                       "byok-portal-kms"]
+    assert put[7] == "--policy-document"
+    assert json.loads(put[8]) == json.loads(parsers.iam_policy_json(kms_key_arn=ROLE_KEY_ARN, encryption_context=context))
+    assert _command(html, "drill-list-policies") == [
+        "aws", "iam", "list-role-policies", "--role-name", "byok-portal-access"]
+    distrust, trust = _command(html, "drill-distrust"), _command(html, "drill-trust")
+    assert distrust[:5] == trust[:5] == ["aws", "iam", "update-assume-role-policy", "--role-name", "byok-portal-access"]
+    assert json.loads(distrust[6])["Statement"] == [
+        {"Effect": "Deny", "Principal": {"AWS": PLATFORM}, "Action": "sts:AssumeRole"}]
+    assert json.loads(trust[6]) == json.loads(parsers.trust_policy_json(
+        platform_principal_arn=PLATFORM, external_id=environment.aws_external_id))
+    assert _command(html, "drill-disable")[:3] == ["aws", "kms", "disable-key"]
+    for element_id in ("drill-delete-policy", "drill-put-policy", "drill-list-policies", "drill-distrust", "drill-trust"):
+        assert f'data-copy-target="{element_id}"' in html
+    assert "PRINTED_ABOVE" not in html and "delete-access-key" not in html and "detach-user-policy" not in html
+    assert lifecycle.revocation_bound(role_mode=True).seconds == 4800
+    assert lifecycle.revocation_bound(role_mode=True).text in html
+    assert "a role session lasts\n  3600 s" in html
+
+
+def test_it_leaves_out_the_trust_commands_when_no_platform_principal_is_configured(client_for, alice, environment, settings):
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = PLATFORM
+    _active_role_version(environment, alice)
+    settings.PLATFORM_AWS_PRINCIPAL_ARN = ""
+
+    html = client_for(alice).get(_drill("revocation_drill", environment)).content.decode()
+
+    assert _command(html, "drill-delete-policy")[2] == "delete-role-policy"
+    assert 'id="drill-distrust"' not in html and 'id="drill-trust"' not in html
+    assert '"AWS": ""' not in html and "&quot;AWS&quot;:&quot;&quot;" not in html
 
 
 def test_it_measures_how_long_the_platform_took_to_stop_and_records_it(

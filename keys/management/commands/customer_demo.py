@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from environments.models import Environment
-from keys.parsers import environment_encryption_context, iam_policy_json, trust_policy_json
+from keys.parsers import ROLE_POLICY_NAME, environment_encryption_context, iam_policy_json, trust_policy_json
 
 # Host names of real AWS endpoints (commercial, China, dual-stack): never written to
 # without --real-aws.
@@ -186,7 +186,7 @@ class Command(BaseCommand):
         say("4. Attaching the permissions policy: kms:DescribeKey on the key, kms:Decrypt only with this "
             "environment's encryption context (aws iam put-role-policy) …")
         iam.put_role_policy(
-            RoleName=role_name, PolicyName="byok-portal-kms",
+            RoleName=role_name, PolicyName=ROLE_POLICY_NAME,
             PolicyDocument=iam_policy_json(kms_key_arn=arn, encryption_context=context),
         )
         say(f"   role ARN {role_arn}")
