@@ -6,6 +6,8 @@
 #     answering on 127.0.0.1:6379, a Celery worker with beat (logs in .local/worker.log).
 # Then it plays the customer's AWS side against the emulator (manage.py customer_demo) and
 # prints the portal's URL, a login and the five items to paste into "Register a BYOK key".
+# It runs until Ctrl-C; if one of its processes exits (the emulator, the worker, the portal)
+# it says which, shows the end of its log and stops the others.
 #
 #   PORT=8001 KMS_PORT=4567 make run     other ports
 #   WITH_WORKER=1 make run               real worker + beat (REDIS_DB picks the broker's database, default 0)
@@ -35,6 +37,8 @@ ITEMS=.local/customer-demo.json
 # Each process runs in a session of its own (setsid: its id is its process group's id), so
 # that stopping it stops its children too (runserver's autoreloader, the worker's beat).
 pids=()
+names=()  # what each of pids is, for the message when one exits
+logs=()   # where its output went ("" = this terminal)
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
@@ -97,7 +101,7 @@ if [ "$AWS_KMS_ENDPOINT_URL" = "$LOCAL_EMULATOR" ]; then
   export VALIDATION_CHECK_EXCESS_PRIVILEGE="${VALIDATION_CHECK_EXCESS_PRIVILEGE:-false}"
   echo "==> Starting the local KMS emulator (moto) on 127.0.0.1:${KMS_PORT} (log: .local/kms-emulator.log)"
   setsid .venv/bin/moto_server -H 127.0.0.1 -p "$KMS_PORT" >.local/kms-emulator.log 2>&1 &
-  pids+=($!)
+  pids+=($!) names+=("The local KMS emulator (moto on 127.0.0.1:${KMS_PORT})") logs+=(.local/kms-emulator.log)
   if ! wait_http "${LOCAL_EMULATOR}/moto-api/" 30 "${pids[-1]}"; then
     echo "The KMS emulator did not start; its log (.local/kms-emulator.log) ends with:" >&2
     tail -n 20 .local/kms-emulator.log >&2
@@ -123,7 +127,7 @@ if [ "${WITH_WORKER:-0}" = 1 ]; then
     # --pool solo: one task at a time, which suits SQLite's single writer.
     setsid .venv/bin/celery -A portal worker --beat --pool solo -l info --without-mingle --without-gossip \
       --schedule .local/celerybeat-schedule >.local/worker.log 2>&1 &
-    pids+=($!)
+    pids+=($!) names+=("The Celery worker") logs+=(.local/worker.log)
     worker_note="Celery worker + beat on ${broker} (log: .local/worker.log)."
   else
     echo "==> Redis does not answer at ${broker}: tasks run eagerly in the web process instead." >&2
@@ -133,7 +137,7 @@ fi
 
 echo "==> Starting the portal on http://127.0.0.1:${PORT}/"
 setsid .venv/bin/python manage.py runserver "127.0.0.1:${PORT}" &
-pids+=($!)
+pids+=($!) names+=("The portal (manage.py runserver)") logs+=("")
 if ! wait_http "http://127.0.0.1:${PORT}/healthz" 60 "${pids[-1]}"; then
   echo "The portal did not answer http://127.0.0.1:${PORT}/healthz within 60 s (see the output above)." >&2
   exit 1
@@ -160,4 +164,25 @@ PY
   echo "  Stop with Ctrl-C."
   echo ""
 } 2>&1
-wait "${pids[-1]}"
+
+# Until Ctrl-C, or until one of the processes exits: then say which, and stop the others.
+# The emulator is not restarted: a new one starts empty, so every key registered so far
+# would be unknown to it (validation and BYOK reads would fail with not_found); `make run`
+# again starts the whole set afresh.
+wait -n || true
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    status=0
+    wait "${pids[$i]}" || status=$?
+    {
+      echo ""
+      echo "${names[$i]} exited (status ${status}), so make run stops everything."
+      if [ -n "${logs[$i]}" ]; then
+        echo "Its log (${logs[$i]}) ends with:"
+        tail -n 15 "${logs[$i]}" | sed 's/^/    /'
+      fi
+      echo "Start again with: make run"
+    } >&2
+  fi
+done
+exit 1
