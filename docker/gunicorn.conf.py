@@ -42,6 +42,8 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 # proxy's (a fixed address in docker/compose.yaml; loopback by default). Django reads the
 # scheme from gunicorn (SECURE_PROXY_SSL_HEADER stays off), so a client that reaches
 # gunicorn some other way cannot claim HTTPS. Only the one header nginx sets is honoured.
+# The portal reads the same variable for X-Forwarded-For (TRUSTED_PROXY_ADDRESSES in
+# portal/settings.py), so such a client cannot claim another address either.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 

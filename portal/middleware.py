@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,21 +26,51 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The client's address: ``REMOTE_ADDR``, or behind ``TRUSTED_PROXY_COUNT`` proxies the
-    entry the outermost of them appended to ``X-Forwarded-For``. Entries further left were
-    written by the client and can be anything, so they are never used.
+    """The client's address: ``REMOTE_ADDR``, or, when the connection comes from the front
+    proxy (``TRUSTED_PROXY_ADDRESSES``) and ``TRUSTED_PROXY_COUNT`` proxies stand in front
+    of the portal, the entry the outermost of them appended to ``X-Forwarded-For``. Entries
+    further left were written by the client and can be anything, so they are never used.
 
     Each proxy appends the address it received the request from; with N proxies the
     header ends ``…, <client>, <proxy 1>, …, <proxy N-1>`` and the client is N-th from the
     right. A header shorter than that means a misconfiguration: ``REMOTE_ADDR`` is used.
+
+    A client that reaches the app server directly, from any other address, gets its own
+    ``REMOTE_ADDR`` whatever header it sends: it cannot pose as another address to spread
+    its sign-in failures over many lockout counters (django-axes). The same rule gunicorn
+    applies to ``X-Forwarded-Proto`` (docker/gunicorn.conf.py, ``FORWARDED_ALLOW_IPS``).
     """
     from django.conf import settings
 
+    remote = request.META.get("REMOTE_ADDR")
     count = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    if count <= 0 or not is_trusted_proxy(remote, getattr(settings, "TRUSTED_PROXY_ADDRESSES", ())):
+        return remote
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-    if count > 0 and len(forwarded) >= count:
-        return forwarded[-count]
-    return request.META.get("REMOTE_ADDR")
+    return forwarded[-count] if len(forwarded) >= count else remote
+
+
+def is_trusted_proxy(address: str | None, trusted: Iterable[str]) -> bool:
+    """Is ``address`` (an IP address as text) one of ``trusted``: IP addresses and networks
+    (``172.30.0.10``, ``10.0.0.0/8``, ``::1``), or ``*`` for any peer, as gunicorn's
+    ``forwarded_allow_ips`` reads them? Anything that is not an IP address (a Unix socket's
+    peer, nothing) is not trusted unless ``*`` is. Raises ``ValueError`` for an entry that
+    is neither (portal/settings.py refuses such a ``FORWARDED_ALLOW_IPS`` at start-up)."""
+    entries = tuple(entry.strip() for entry in trusted if entry.strip())
+    if "*" in entries:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_networks(entries))
+
+
+@functools.lru_cache(maxsize=16)
+def trusted_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``entries`` (addresses and networks, no ``*``) as networks; a bare address is a /32 or
+    /128. Raises ``ValueError`` for an entry that is neither."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 # django-axes stores the username of each failed sign-in in a 255-character column

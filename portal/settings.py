@@ -5,6 +5,7 @@ Development defaults are safe and local (SQLite, eager Celery, a generated seali
 ``ALLOWED_HOSTS`` and ``SEALING_KEYS``. Every variable is listed in ``docker/.env.example``.
 """
 
+import ipaddress
 import warnings
 from datetime import timedelta
 from email.utils import parseaddr
@@ -162,6 +163,19 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 # Behind TRUSTED_PROXY_COUNT proxies the client's address is the one the outermost proxy
 # appended to X-Forwarded-For (otherwise every client would share the proxy's address).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# ... but only on a connection from the front proxy: these addresses or networks, the same
+# FORWARDED_ALLOW_IPS gunicorn takes X-Forwarded-Proto from (docker/gunicorn.conf.py; loopback
+# by default; "*" trusts every peer). A client that reaches the app server from anywhere else
+# cannot forge its address (portal.middleware.client_ip).
+TRUSTED_PROXY_ADDRESSES = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"])
+for _entry in TRUSTED_PROXY_ADDRESSES:
+    try:
+        if _entry.strip() != "*":
+            ipaddress.ip_network(_entry.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"FORWARDED_ALLOW_IPS: {_entry!r} is not an IP address or network (e.g. 172.30.0.10, 10.0.0.0/8, *)."
+        ) from None
 AXES_CLIENT_IP_CALLABLE = "portal.middleware.client_ip"
 # The posted username, cut to axes' 255-character column (a longer one answered 500).
 AXES_USERNAME_CALLABLE = "portal.middleware.client_username"

@@ -4,6 +4,9 @@ two-factor authentication" policy (environments/two_factor.py, portal/middleware
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from binascii import unhexlify
 from datetime import timedelta
 
@@ -65,11 +68,24 @@ def test_it_locks_an_address_that_sprays_many_usernames(client, alice, bob, sett
 
 def test_it_counts_failures_by_the_address_the_trusted_proxy_saw(client, bob, settings):
     settings.TRUSTED_PROXY_COUNT = 1
+    settings.TRUSTED_PROXY_ADDRESSES = ["10.0.0.2"]
     for i in range(settings.AXES_FAILURE_LIMIT):
         # The client writes whatever it likes on the left; the proxy appends the real address.
         sign_in(client, f"nobody{i}", "wrong", HTTP_X_FORWARDED_FOR=f"10.9.9.{i}, 198.51.100.20", REMOTE_ADDR="10.0.0.2")
     assert sign_in(Client(), "bob", HTTP_X_FORWARDED_FOR="198.51.100.20", REMOTE_ADDR="10.0.0.2").status_code == 429
     assert sign_in(Client(), "bob", HTTP_X_FORWARDED_FOR="198.51.100.21", REMOTE_ADDR="10.0.0.2").status_code == 302
+
+
+def test_it_counts_failures_by_the_real_address_of_a_client_that_forges_x_forwarded_for(client, bob, settings):
+    """GIVEN a client that reaches the app server directly, not from the front proxy
+    WHEN it sprays usernames, each time claiming another address in X-Forwarded-For
+    THEN its own address is locked out all the same, and other clients are not."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.TRUSTED_PROXY_ADDRESSES = ["10.0.0.2"]
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, f"nobody{i}", "wrong", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}", REMOTE_ADDR="203.0.113.66")
+    assert sign_in(Client(), "bob", HTTP_X_FORWARDED_FOR="198.51.100.30", REMOTE_ADDR="203.0.113.66").status_code == 429
+    assert sign_in(Client(), "bob", HTTP_X_FORWARDED_FOR="198.51.100.0", REMOTE_ADDR="10.0.0.2").status_code == 302
 
 
 @pytest.mark.parametrize(
@@ -81,7 +97,48 @@ def test_it_takes_the_client_address_from_the_trusted_end_of_x_forwarded_for(rf,
     from portal.middleware import client_ip
 
     settings.TRUSTED_PROXY_COUNT = count
+    settings.TRUSTED_PROXY_ADDRESSES = ["10.0.0.2"]
     assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.2")) == expected
+
+
+@pytest.mark.parametrize(
+    "trusted, remote, expected",
+    [
+        (["172.30.0.10"], "172.30.0.10", "1.2.3.4"),  # the front proxy
+        (["172.30.0.10"], "172.30.0.11", "172.30.0.11"),  # its neighbour, talking to gunicorn directly
+        (["127.0.0.1", "::1"], "::1", "1.2.3.4"),
+        (["127.0.0.1", "::1"], "10.0.0.2", "10.0.0.2"),
+        (["10.0.0.0/8"], "10.20.30.40", "1.2.3.4"),
+        (["10.0.0.0/8"], "11.0.0.1", "11.0.0.1"),
+        (["*"], "203.0.113.9", "1.2.3.4"),  # gunicorn's "trust every peer"
+        ([], "127.0.0.1", "127.0.0.1"),
+        (["127.0.0.1"], "", ""),  # a Unix socket's peer has no address
+    ],
+)
+def test_it_reads_x_forwarded_for_only_on_a_connection_from_the_front_proxy(rf, settings, trusted, remote, expected):
+    from portal.middleware import client_ip
+
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.TRUSTED_PROXY_ADDRESSES = trusted
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 1.2.3.4", REMOTE_ADDR=remote)) == expected
+
+
+def test_it_trusts_the_same_proxy_addresses_as_gunicorn_by_default(settings):
+    """Unset, FORWARDED_ALLOW_IPS is loopback for both gunicorn (docker/gunicorn.conf.py) and
+    the portal; the front-proxy test runs that way (tests/test_front_proxy.py)."""
+    from gunicorn.config import ForwardedAllowIPS
+
+    assert "FORWARDED_ALLOW_IPS" not in os.environ
+    assert settings.TRUSTED_PROXY_ADDRESSES == ForwardedAllowIPS.default.split(",") == ["127.0.0.1", "::1"]
+
+
+def test_it_refuses_to_start_with_a_proxy_address_that_is_not_an_address():
+    env = os.environ | {"DEBUG": "true", "FORWARDED_ALLOW_IPS": "172.30.0.10,proxy.internal"}
+    done = subprocess.run([sys.executable, "-c", "import portal.settings"], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: FORWARDED_ALLOW_IPS: 'proxy.internal' is not an IP address or network" in done.stderr
 
 
 def test_it_lets_the_user_in_again_after_the_cool_off(client, alice, settings):
