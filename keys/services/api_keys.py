@@ -10,20 +10,23 @@ passwords). Lookup is by prefix; the hash is then compared in constant time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import FilteredRelation, Q, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
 from keys.clock import now
-from keys.models import ApiKey, AuditEvent, KeyRegistration
+from keys.models import ApiKey, AuditEvent, KeyRegistration, Record
 from keys.services.audit import audit
 from keys.services.refusals import Refused
+from keys.services.rows import Columns
 
 SCHEME = "byok"
 PREFIX_BYTES = 4  # 8 hex characters
@@ -125,9 +128,10 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
 
     The data plane's hot path folds what it needs next into this same query (one round
     trip, issue 12): with ``record_key``, ``row.record_row`` is that record of the key's
-    environment with its key version (``select_related``), or None; with
-    ``with_active_version``, ``row.active_version`` is the environment's active key
-    version, or None. The hash is compared right after the query, before any of it is used.
+    environment with its key version, or None; with ``with_active_version``,
+    ``row.active_version`` is the environment's active key version, or None. The hash is
+    compared right after the query, before any of it is used. The query is written once per
+    shape (:func:`_auth_query`), not compiled by the ORM on every request.
 
     Raises :class:`InvalidApiKey` for a malformed, unknown or wrong key and
     :class:`RevokedApiKey` for a revoked one. Updates ``last_used_at`` at most once a minute.
@@ -135,40 +139,95 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
     prefix = _parse(presented) if len(presented) <= 200 else None
     if prefix is None:
         raise InvalidApiKey("The API key is malformed.")
-    row = _candidates(record_key, with_active_version).filter(prefix=prefix).first()
+    query = _auth_query(connection.vendor, record_key is not None, with_active_version)
+    params: list[object] = []
+    if record_key is not None:
+        params.append(record_key)
+    if with_active_version:
+        params.append(KeyRegistration.Status.ACTIVE)
+    params.append(prefix)
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, params)
+        found = cursor.fetchone()
+    row = query.build(found) if found is not None else None
     # Compare even when no row matched, so both answers take the same time.
     expected = row.key_hash if row is not None else "0" * 64
     if not hmac.compare_digest(_digest(presented), expected) or row is None:
         raise InvalidApiKey("The API key is not valid.")
     if row.revoked_at is not None:
         raise RevokedApiKey("The API key was revoked.")
-    # select_related through a FilteredRelation leaves the attribute unset when nothing joined.
-    if record_key is not None:
-        row.record_row = getattr(row, "record_row", None)
-    if with_active_version:
-        row.active_version = getattr(row, "active_version", None)
     _touch(row)
     return row
 
 
-def _candidates(record_key: str | None, with_active_version: bool) -> QuerySet[ApiKey]:
-    rows = ApiKey.objects.select_related("environment").order_by()
-    if record_key is not None:
-        # Unique (environment, record_key): at most one record joins.
-        rows = rows.annotate(
-            record_row=FilteredRelation(
-                "environment__records", condition=Q(environment__records__record_key=record_key)
+class _AuthQuery:
+    """The API key look-up by prefix, with its environment and, optionally, a record of
+    that environment with its key version (``record_row``) and the environment's active
+    version (``active_version``), as one SELECT of outer joins."""
+
+    def __init__(self, with_record: bool, with_active_version: bool) -> None:
+        self.with_record, self.with_active_version = with_record, with_active_version
+        q = connection.ops.quote_name
+        self.api_key, self.environment = Columns(ApiKey, "ak"), Columns(Environment, "env")
+        self.record, self.registration = Columns(Record, "rec"), Columns(KeyRegistration, "reg")
+        self.active = Columns(KeyRegistration, "act")
+        parts = [self.api_key, self.environment]
+        joins = [
+            f"FROM {q(ApiKey._meta.db_table)} ak INNER JOIN {q(Environment._meta.db_table)} env "
+            f"ON {self.environment.column('id')} = {self.api_key.column('environment')}"
+        ]
+        if with_record:
+            # Unique (environment, record_key): at most one record joins.
+            parts += [self.record, self.registration]
+            joins.append(
+                f"LEFT OUTER JOIN {q(Record._meta.db_table)} rec ON {self.record.column('environment')} = "
+                f"{self.api_key.column('environment')} AND {self.record.column('record_key')} = %s "
+                f"LEFT OUTER JOIN {q(KeyRegistration._meta.db_table)} reg ON {self.registration.column('id')} = "
+                f"{self.record.column('registration')}"
             )
-        ).select_related("record_row", "record_row__registration")
-    if with_active_version:
-        # One active version per environment (a unique constraint): at most one joins.
-        rows = rows.annotate(
-            active_version=FilteredRelation(
-                "environment__key_registrations",
-                condition=Q(environment__key_registrations__status=KeyRegistration.Status.ACTIVE),
+        if with_active_version:
+            # One active version per environment (a unique constraint): at most one joins.
+            parts.append(self.active)
+            joins.append(
+                f"LEFT OUTER JOIN {q(KeyRegistration._meta.db_table)} act ON {self.active.column('environment')} = "
+                f"{self.api_key.column('environment')} AND {self.active.column('status')} = %s"
             )
-        ).select_related("active_version")
-    return rows
+        self.sql = (
+            "SELECT " + ", ".join(p.sql for p in parts) + " " + " ".join(joins)
+            + f" WHERE {self.api_key.column('prefix')} = %s"
+        )
+
+    def build(self, found: Sequence[object]) -> ApiKey:
+        row = self.api_key.build(found)
+        environment = self.environment.build(found, self.api_key.width)
+        assert isinstance(row, ApiKey) and isinstance(environment, Environment)
+        _API_KEY_ENVIRONMENT.set_cached_value(row, environment)
+        at = self.api_key.width + self.environment.width
+        if self.with_record:
+            record = self.record.build(found, at)
+            if record is not None:
+                _RECORD_ENVIRONMENT.set_cached_value(record, environment)
+                _RECORD_REGISTRATION.set_cached_value(record, self.registration.build(found, at + self.record.width))
+            row.record_row = record  # type: ignore[attr-defined]
+            at += self.record.width + self.registration.width
+        if self.with_active_version:
+            active = self.active.build(found, at)
+            if active is not None:
+                _REGISTRATION_ENVIRONMENT.set_cached_value(active, environment)
+            row.active_version = active  # type: ignore[attr-defined]
+        return row
+
+
+# The forward foreign-key fields whose cache build() fills (what select_related would).
+_API_KEY_ENVIRONMENT = ApiKey._meta.get_field("environment")
+_RECORD_ENVIRONMENT = Record._meta.get_field("environment")
+_RECORD_REGISTRATION = Record._meta.get_field("registration")
+_REGISTRATION_ENVIRONMENT = KeyRegistration._meta.get_field("environment")
+
+
+@functools.cache
+def _auth_query(vendor: str, with_record: bool, with_active_version: bool) -> _AuthQuery:
+    return _AuthQuery(with_record, with_active_version)
 
 
 def _touch(row: ApiKey) -> None:

@@ -1,0 +1,70 @@
+"""Hand-written SQL for the data plane's hot queries, read into model instances.
+
+The data plane's few hot queries are fixed in shape: only their parameters change from one
+request to the next. Building them with the ORM compiles the same SQL again on every request
+(``FilteredRelation`` + ``select_related`` across four tables cost about 2 ms of CPU per
+request, ten times the round trip itself; profile in docs/architecture.md, "Speed of the
+data plane"). Here the SQL is written once per shape (column lists from the models'
+``_meta``, so a renamed column cannot drift) and each row is turned into model instances the
+way the ORM does it: the database backend's converters and each field's ``from_db_value``
+(JSON, and SQLite's dates and UUIDs), then ``Model.from_db``.
+
+Only for queries whose shape never changes; everything else uses the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import connection, models
+
+Converter = Callable[[Any, Any, Any], Any]
+
+
+class Columns:
+    """The concrete columns of ``model`` under the SQL alias ``alias``, in field order.
+
+    ``sql`` is the select list (``alias."col", …``); :meth:`build` turns that many values of a
+    row into an instance (``None`` when the primary key is NULL: an outer join that matched
+    nothing)."""
+
+    def __init__(self, model: type[models.Model], alias: str) -> None:
+        self.model = model
+        self.alias = alias
+        self.fields = list(model._meta.concrete_fields)
+        self.attnames = [f.attname for f in self.fields]
+        self.width = len(self.fields)
+        q = connection.ops.quote_name
+        self.sql = ", ".join(f"{alias}.{q(f.column)}" for f in self.fields)
+        self._pk_index = self.fields.index(model._meta.pk)  # type: ignore[arg-type]
+        self._converters: dict[str, list[tuple[int, list[Converter], Any]]] = {}
+
+    def column(self, name: str) -> str:
+        """``alias."column"`` of the field ``name``."""
+        field = self.model._meta.get_field(name)
+        assert isinstance(field, models.Field) and field.column is not None
+        return f"{self.alias}.{connection.ops.quote_name(field.column)}"
+
+    def _converters_for(self, conn: Any) -> list[tuple[int, list[Converter], Any]]:
+        found = self._converters.get(conn.vendor)
+        if found is None:
+            found = []
+            for index, field in enumerate(self.fields):
+                expression = field.get_col(self.alias)
+                converters = conn.ops.get_db_converters(expression) + expression.get_db_converters(conn)
+                if converters:
+                    found.append((index, converters, expression))
+            self._converters[conn.vendor] = found
+        return found
+
+    def build(self, row: Sequence[Any], start: int = 0, conn: Any = connection) -> models.Model | None:
+        values = list(row[start:start + self.width])
+        if values[self._pk_index] is None:
+            return None
+        for index, converters, expression in self._converters_for(conn):
+            value = values[index]
+            for converter in converters:
+                value = converter(value, expression, conn)
+            values[index] = value
+        return self.model.from_db(conn.alias, self.attnames, values)
