@@ -23,6 +23,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A proxy's or client's id is kept only if it is short and plain (no spaces, quotes or
 # control characters that could forge log lines or headers); anything else gets a new one.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+# The WSGI environ key of the same header (request.headers would build the whole header dict).
+_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -89,7 +91,7 @@ def client_username(request: HttpRequest, credentials: dict | None = None) -> st
 
 def request_id_for(request: HttpRequest) -> str:
     """The incoming ``X-Request-ID`` when sane, else a new UUID4 (hex)."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    incoming = request.META.get(_REQUEST_ID_META, "")
     return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 

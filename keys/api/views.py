@@ -159,7 +159,7 @@ def _api_error(e: Exception) -> ApiError:
 
 
 def _authenticate(request: HttpRequest, **joins: Any):
-    header = request.headers.get("Authorization", "")
+    header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise ApiError(

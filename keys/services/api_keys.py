@@ -17,7 +17,8 @@ import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
@@ -139,17 +140,18 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
     prefix = _parse(presented) if len(presented) <= 200 else None
     if prefix is None:
         raise InvalidApiKey("The API key is malformed.")
-    query = _auth_query(connection.vendor, record_key is not None, with_active_version)
+    query = _auth_query(connections[DEFAULT_DB_ALIAS].vendor, record_key is not None, with_active_version)
     params: list[object] = []
     if record_key is not None:
         params.append(record_key)
     if with_active_version:
         params.append(KeyRegistration.Status.ACTIVE)
     params.append(prefix)
-    with connection.cursor() as cursor:
+    conn = connections[DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
         cursor.execute(query.sql, params)
         found = cursor.fetchone()
-    row = query.build(found) if found is not None else None
+    row = query.build(found, conn) if found is not None else None
     # Compare even when no row matched, so both answers take the same time.
     expected = row.key_hash if row is not None else "0" * 64
     if not hmac.compare_digest(_digest(presented), expected) or row is None:
@@ -197,21 +199,21 @@ class _AuthQuery:
             + f" WHERE {self.api_key.column('prefix')} = %s"
         )
 
-    def build(self, found: Sequence[object]) -> ApiKey:
-        row = self.api_key.build(found)
-        environment = self.environment.build(found, self.api_key.width)
+    def build(self, found: Sequence[object], conn: BaseDatabaseWrapper) -> ApiKey:
+        row = self.api_key.build(found, 0, conn)
+        environment = self.environment.build(found, self.api_key.width, conn)
         assert isinstance(row, ApiKey) and isinstance(environment, Environment)
         _API_KEY_ENVIRONMENT.set_cached_value(row, environment)
         at = self.api_key.width + self.environment.width
         if self.with_record:
-            record = self.record.build(found, at)
+            record = self.record.build(found, at, conn)
             if record is not None:
                 _RECORD_ENVIRONMENT.set_cached_value(record, environment)
-                _RECORD_REGISTRATION.set_cached_value(record, self.registration.build(found, at + self.record.width))
+                _RECORD_REGISTRATION.set_cached_value(record, self.registration.build(found, at + self.record.width, conn))
             row.record_row = record  # type: ignore[attr-defined]
             at += self.record.width + self.registration.width
         if self.with_active_version:
-            active = self.active.build(found, at)
+            active = self.active.build(found, at, conn)
             if active is not None:
                 _REGISTRATION_ENVIRONMENT.set_cached_value(active, environment)
             row.active_version = active  # type: ignore[attr-defined]
