@@ -454,6 +454,7 @@ class RoleSessions:
     ) -> botocore.credentials.RefreshableCredentials:
         key = (role_arn, external_id)
         with self._lock:
+            self._drop_expired_locked()
             entry = self._entries.get(key)
             if entry is None:
                 fetch = self._fetcher(role_arn, external_id, session_name, region, duration_seconds, endpoint_url)
@@ -466,6 +467,15 @@ class RoleSessions:
             else:
                 self._entries.move_to_end(key)
             return entry
+
+    def _drop_expired_locked(self) -> None:
+        """Forget the credentials that have expired: a role no longer used here (its key
+        version was pointed at another role, or retired, in another process) is not kept
+        past its session. O(entries), on a data-key cache miss only."""
+        now = self._time_fetcher()
+        expired = [k for k, e in self._entries.items() if e._expiry_time is not None and e._expiry_time <= now]
+        for k in expired:
+            del self._entries[k]
 
     def _fetcher(
         self,

@@ -454,6 +454,25 @@ def test_it_keeps_one_session_per_role_arn_and_external_id() -> None:
     assert len(sessions) == 3
 
 
+def test_it_forgets_the_credentials_of_a_role_no_longer_used_once_they_expire() -> None:
+    """GIVEN credentials held for a role this process no longer asks for (its key version
+    was pointed at another role by another process) WHEN they expire THEN the next lookup
+    of any role drops them."""
+    clock = FakeClock()
+    assume = FakeAssume(clock)
+    sessions = sts.RoleSessions(time_fetcher=clock, assume=assume)
+    _credentials(sessions, external_id="old-role")
+    clock.advance(minutes=30)
+    _credentials(sessions)
+    assert len(sessions) == 2
+
+    clock.advance(minutes=31)
+    _credentials(sessions)
+
+    assert sessions.expiration(role_arn=ROLE_ARN, external_id="old-role") is None
+    assert len(sessions) == 1
+
+
 def test_it_evicts_the_least_recently_used_session() -> None:
     clock = FakeClock()
     assume = FakeAssume(clock)
