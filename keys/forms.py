@@ -55,6 +55,20 @@ def _parsed(parse, value, **kwargs):
         raise forms.ValidationError(e.message) from None
 
 
+def _role_arn_field(*, required: bool) -> forms.CharField:
+    """The role ARN field of role mode (registration and replacement); checked by
+    ``parsers.parse_role_arn`` once the KMS key ARN, and so its partition, is known."""
+    return forms.CharField(
+        label="Role ARN",
+        max_length=parsers.ROLE_ARN_MAX_LENGTH,
+        required=required,
+        error_messages=_messages("role ARN", required=f"Enter the role ARN, for example {parsers.EXAMPLE_ROLE_ARN}."),
+        help_text="arn:aws:iam::<account>:role/<name> — the role you created with the trust policy of the setup guide.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off",
+                                      "placeholder": "arn:aws:iam::111122223333:role/byok-portal-access"}),
+    )
+
+
 class CredentialsFields(forms.Form):
     """The IAM access key of the portal's IAM user (shared by registration and replacement)."""
 
@@ -146,15 +160,7 @@ class RegistrationForm(CredentialsFields):
         "no secret of yours is stored. IAM user access key: the platform stores an access key, sealed.",
         widget=forms.RadioSelect(attrs={"class": "access-mode"}),
     )
-    role_arn = forms.CharField(
-        label="Role ARN",
-        max_length=parsers.ROLE_ARN_MAX_LENGTH,
-        required=False,
-        error_messages=_messages("role ARN", required=f"Enter the role ARN, for example {parsers.EXAMPLE_ROLE_ARN}."),
-        help_text="arn:aws:iam::<account>:role/<name> — the role you created with the trust policy of the setup guide.",
-        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off",
-                                      "placeholder": "arn:aws:iam::111122223333:role/byok-portal-access"}),
-    )
+    role_arn = _role_arn_field(required=False)
 
     encrypted_data_key = forms.CharField(
         label="Encrypted Data Key",
@@ -268,6 +274,26 @@ class RegistrationForm(CredentialsFields):
 
 class ReplaceCredentialsForm(CredentialsFields):
     """New IAM credentials for an existing BYOK key version (the customer rotated their access key)."""
+
+
+class ReplaceRoleArnForm(CredentialsFields):
+    """A new role ARN for an existing role-mode key version (the customer moved the platform's
+    access to another role). Checked like on the registration form: grammar, a role (not a
+    user or an assumed-role session), in the partition of the version's KMS key."""
+
+    role_arn = _role_arn_field(required=True)
+
+    def __init__(self, *args, environment, registration, **kwargs):
+        super().__init__(*args, environment=environment, registration=registration, **kwargs)
+        for name in CREDENTIAL_FIELDS:  # no access key in role mode
+            del self.fields[name]
+
+    def clean_role_arn(self) -> parsers.RoleArn:
+        try:
+            kms_key_arn = parsers.parse_kms_key_arn(self.registration.kms_key_arn)
+        except parsers.InputError:  # an older row: the grammar and the role-not-user checks still apply
+            kms_key_arn = None
+        return _parsed(parsers.parse_role_arn, self.cleaned_data["role_arn"], kms_key_arn=kms_key_arn)
 
 
 class EditRegistrationForm(RegistrationForm):

@@ -125,6 +125,15 @@ def validation_context(registration: KeyRegistration, membership: Membership) ->
     }
 
 
+def _replaceable(registration: KeyRegistration) -> bool:
+    """A BYOK version in service (or inaccessible) whose access may be replaced in place:
+    not one that never served (it is edited instead), not while a validation runs."""
+    return (
+        registration.is_byok and registration.is_live and not registration.is_editable
+        and registration.status != Status.VALIDATING
+    )
+
+
 def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:
     """Context of ``keys/partials/lifecycle_body.html``: the revocation bound, each
     version's records and actions, the re-encryption job and what may be done with it."""
@@ -142,8 +151,9 @@ def lifecycle_context(environment: Environment, membership: Membership) -> dict[
             "can_activate": membership.can_activate(v.registration) and not v.registration.is_byok,
             "can_discard": can_change and v.registration.is_editable,
             # A version that never served is edited instead (all five items, not just the credentials).
-            "can_replace_credentials": can_change and v.registration.is_byok and v.registration.is_live
-            and not v.registration.is_editable and v.registration.status != Status.VALIDATING,
+            # In role mode the role ARN is replaced instead (there are no IAM credentials).
+            "can_replace_credentials": can_change and _replaceable(v.registration) and not v.registration.uses_role,
+            "can_replace_role_arn": can_change and _replaceable(v.registration) and v.registration.uses_role,
             "can_retire": is_owner and v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
             "drained": v.registration.status == Status.DECRYPT_ONLY and v.records == 0,
         }

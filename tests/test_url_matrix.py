@@ -180,6 +180,12 @@ EXPECTED: dict[str, Rule] = {
         lambda world: {"access_key_id": "AKIAIOSFODNN7MATRIX2", "secret_access_key": "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"},
         doc="new IAM credentials for the same key version",
     ),
+    "registration_role_arn": _change_form(
+        200,
+        lambda world: {"role_arn": "arn:aws:iam::111122223333:role/byok-matrix"},
+        doc="a new role ARN for a role-mode version; the matrix's version has an access key, so the page says it "
+        "has no role ARN to replace (tests/keys/test_lifecycle_views.py replaces one)",
+    ),
     "registration_retire": Rule(
         get=roles(200, admin=403, outsider=404), post=roles(SUCCESS, admin=403, outsider=404),
         doc="owners only; GET: the confirmation step; refused with a message unless drained",

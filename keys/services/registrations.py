@@ -14,7 +14,7 @@ from django.db.models import F, Max
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-from keys import crypto, queue
+from keys import cache, crypto, queue, sts
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
@@ -236,9 +236,17 @@ def registration_replace_credentials(
 ) -> KeyRegistration:
     """Replace a BYOK version's IAM credentials in place (no new key version, nothing
     re-encrypted), bump its ``credentials_version`` and ``generation`` (evicting cached
-    data keys and KMS clients), and queue a validation with the new credentials."""
-    if not registration.is_byok or registration.status == Status.RETIRED:
+    data keys and KMS clients), and queue a validation with the new credentials.
+
+    Raises ``TransitionError`` for a platform-managed, retired or discarded version, and
+    for a role-mode version (it has a role ARN to replace instead: ``registration_replace_role_arn``)."""
+    if not registration.is_byok or not registration.is_live:
         raise TransitionError("Only a BYOK key version that is not retired has IAM credentials to replace.")
+    if registration.uses_role:
+        raise TransitionError(
+            f"Key version {registration.version} reaches KMS through an IAM role: it has no IAM credentials; "
+            "replace its role ARN instead."
+        )
     if access_key_in_use(environment=registration.environment, access_key_id=access_key_id, exclude=registration):
         raise DuplicateAccessKey(
             "This access key ID is already registered on another key version of this environment."
@@ -266,6 +274,55 @@ def registration_replace_credentials(
         )
         registration_id = locked.pk
         transaction.on_commit(lambda: queue.enqueue_validation(registration_id, "credentials"))
+    return locked
+
+
+def registration_replace_role_arn(*, registration: KeyRegistration, actor, role_arn: str) -> KeyRegistration:
+    """Point a role-mode version at another IAM role (issue 14, item 6: "replacing the role
+    ARN of a version is like replacing credentials today"): the same key version, nothing
+    re-encrypted. ``role_arn`` is already checked (``keys.parsers.parse_role_arn``: grammar,
+    a role and not a user, the KMS key's partition).
+
+    In one transaction, with a ``credentials_replaced`` audit event (before and after: the
+    role ARNs): ``role_arn`` set, ``credentials_version`` and ``generation`` bumped (every
+    process's data-key cache drops this version's plaintext data key on its next lookup).
+    After commit: this process's cached data key and its held temporary credentials of the
+    old role (``keys.sts.role_sessions``) are dropped at once, and a validation with the new
+    role is queued (trigger ``credentials``: a version in service keeps its status if it passes).
+
+    Raises ``TransitionError`` for a version that is not a live role-mode BYOK version, or
+    when ``role_arn`` is the one already registered (nothing changes).
+    """
+    if not registration.is_byok or not registration.uses_role or not registration.is_live:
+        raise TransitionError("Only a live key version that reaches KMS through an IAM role has a role ARN to replace.")
+    with transaction.atomic():
+        locked = KeyRegistration.objects.select_for_update().select_related("environment").get(pk=registration.pk)
+        if not locked.is_live:
+            raise TransitionError(f"Key version {locked.version} is {locked.get_status_display().lower()}.")
+        before = locked.role_arn
+        if role_arn == before:
+            raise TransitionError("This is the role ARN already registered: nothing was changed.")
+        locked.role_arn = role_arn
+        locked.credentials_version = F("credentials_version") + 1
+        locked.generation = F("generation") + 1
+        locked.save(update_fields=["role_arn", "credentials_version", "generation", "updated_at"])
+        locked.refresh_from_db()
+        audit(
+            action=AuditEvent.Action.CREDENTIALS_REPLACED,
+            registration=locked,
+            actor=actor,
+            before={"role_arn": before},
+            after={"role_arn": role_arn, "credentials_version": locked.credentials_version},
+            message=f"Role ARN of version {locked.version} replaced.",
+        )
+        registration_id, external_id = locked.pk, locked.environment.aws_external_id
+
+        def after_commit() -> None:
+            cache.evict(registration_id)
+            sts.role_sessions.forget(role_arn=before, external_id=external_id)
+            queue.enqueue_validation(registration_id, "credentials")
+
+        transaction.on_commit(after_commit)
     return locked
 
 

@@ -1,5 +1,5 @@
-"""Key lifecycle pages and actions: new platform-managed version, replace credentials,
-re-encryption (start, pause, resume, cancel, live progress), retirement, revocation drill.
+"""Key lifecycle pages and actions: new platform-managed version, replace credentials (or,
+in role mode, the role ARN), re-encryption (start, pause, resume, cancel, live progress), retirement, revocation drill.
 
 Thin: resolve access (``environments.selectors.get_environment_for_user`` / ``keys.selectors.get_registration_for_user``,
 404 outside the user's organizations), check the role (owner or admin; retirement and the
@@ -27,11 +27,16 @@ from environments.models import Environment, Membership
 from environments.selectors import get_environment_for_user
 from keys import parsers
 from keys.clock import now
-from keys.forms import ReplaceCredentialsForm
+from keys.forms import ReplaceCredentialsForm, ReplaceRoleArnForm
 from keys.models import KeyRegistration, ReencryptionJob
 from keys.selectors import get_registration_for_user, lifecycle_context
 from keys.services import lifecycle, reencryption
-from keys.services.registrations import DuplicateAccessKey, TransitionError, registration_replace_credentials
+from keys.services.registrations import (
+    DuplicateAccessKey,
+    TransitionError,
+    registration_replace_credentials,
+    registration_replace_role_arn,
+)
 from keys.views.actions import run_action
 from keys.views.validation import render_confirmation
 
@@ -90,7 +95,8 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
         request.user, environment_id, registration_id, requirement=Membership.CHANGE
     )
     environment = registration.environment
-    usable = registration.is_byok and registration.status != Status.RETIRED
+    # A role-mode version has no IAM credentials: its role ARN is replaced instead.
+    usable = registration.is_byok and registration.is_live and not registration.uses_role
     form = ReplaceCredentialsForm(
         request.POST if request.method == "POST" and usable else None, environment=environment, registration=registration
     )
@@ -118,6 +124,43 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
         request,
         "keys/registration_credentials.html",
         {"environment": environment, "membership": membership, "registration": registration, "form": form, "usable": usable},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def registration_role_arn(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
+    """A new role ARN for a role-mode version (issue 14, item 6): the same key version,
+    nothing re-encrypted; the old role's cached data key and session are dropped and a
+    validation with the new role runs after saving."""
+    registration, membership = get_registration_for_user(
+        request.user, environment_id, registration_id, requirement=Membership.CHANGE
+    )
+    environment = registration.environment
+    usable = registration.is_byok and registration.is_live and registration.uses_role
+    form = ReplaceRoleArnForm(
+        request.POST if request.method == "POST" and usable else None, environment=environment, registration=registration
+    )
+    if request.method == "POST" and usable and form.is_valid():
+        try:
+            registration_replace_role_arn(
+                registration=registration, actor=request.user, role_arn=form.cleaned_data["role_arn"].arn
+            )
+        except TransitionError as e:
+            form.add_error("role_arn", str(e))
+        else:
+            messages.success(
+                request,
+                f"Role ARN of key version {registration.version} replaced; validation with the new role has "
+                "started. Nothing was re-encrypted.",
+                extra_tags=f"validation-started-{registration.version}",
+            )
+            return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
+    return render(
+        request,
+        "keys/registration_role_arn.html",
+        {"environment": environment, "membership": membership, "registration": registration, "form": form,
+         "usable": usable},
     )
 
 
@@ -327,6 +370,7 @@ _VERSION = f"{_ENV}/keys/<uuid:registration_id>"
 urlpatterns = [
     path(f"{_ENV}/keys/managed/new/", managed_version_new, name="managed_version_new"),
     path(f"{_VERSION}/credentials/", registration_credentials, name="registration_credentials"),
+    path(f"{_VERSION}/role/", registration_role_arn, name="registration_role_arn"),
     path(f"{_VERSION}/retire/", registration_retire_view, name="registration_retire"),
     path(f"{_ENV}/reencryption/start/", reencryption_start_view, name="reencryption_start"),
     path(f"{_ENV}/reencryption/pause/", reencryption_pause_view, name="reencryption_pause"),

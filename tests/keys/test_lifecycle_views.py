@@ -4,13 +4,21 @@ wrong HTTP method (405); then what each does and shows."""
 
 from __future__ import annotations
 
+import datetime
+from unittest import mock
+
 import pytest
 from django.urls import reverse
 
-from keys import queue, tasks
+from keys import cache, queue, sts, tasks
 from keys.services import reencryption
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
-from keys.services.registrations import registration_create
+from keys.services.registrations import (
+    TransitionError,
+    registration_create,
+    registration_replace_credentials,
+    registration_replace_role_arn,
+)
 from tests.factories import (
     ARN,
     SECRET,
@@ -48,6 +56,22 @@ def byok_registration(environment, alice) -> KeyRegistration:
     return registration
 
 
+ROLE_ARN = "arn:aws:iam::111122223333:role/byok-portal-access"
+NEW_ROLE_ARN = "arn:aws:iam::111122223333:role/team/byok-portal-access-2"
+
+
+@pytest.fixture
+def role_registration(environment, alice) -> KeyRegistration:
+    """GIVEN a role-mode BYOK version in service (decrypt-only)."""
+    registration = registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=b"\x01\x02\x03\x00" + b"blob" * 40, encryption_context={}, role_arn=ROLE_ARN,
+    )
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=Status.DECRYPT_ONLY)
+    registration.refresh_from_db()
+    return registration
+
+
 @pytest.fixture
 def rotated(environment, alice):
     """GIVEN 12 records under v1 and v2 active."""
@@ -73,6 +97,8 @@ ACTIONS = [
     ("managed_version_new", "env", "post", "change"),
     ("registration_credentials", "version", "get", "change"),
     ("registration_credentials", "version", "post", "change"),
+    ("registration_role_arn", "version", "get", "change"),
+    ("registration_role_arn", "version", "post", "change"),
     ("registration_retire", "version", "get", "owner"),  # the confirmation step
     ("registration_retire", "version", "post", "owner"),
     ("reencryption_start", "env", "post", "change"),
@@ -117,7 +143,7 @@ def test_it_answers_405_to_the_wrong_method(name, scope, method, who, client_for
     url = _url(name, scope, environment, byok_registration)
     client = client_for(alice)
 
-    if name in ("registration_credentials", "registration_retire", "reencryption_cancel"):
+    if name in ("registration_credentials", "registration_role_arn", "registration_retire", "reencryption_cancel"):
         assert client.put(url).status_code == 405
     else:
         wrong = client.get if method == "post" else client.post
@@ -253,6 +279,141 @@ def test_it_has_no_credentials_to_replace_for_a_platform_managed_version(client_
     assert response.status_code == 200 and "no IAM credentials to replace" in response.content.decode()
     v1.refresh_from_db()
     assert v1.access_key_id_last4 == ""
+
+
+# ---------------------------------------------------------------------------
+# Replace role ARN (role mode)
+# ---------------------------------------------------------------------------
+
+
+def _state(registration: KeyRegistration) -> tuple:
+    registration.refresh_from_db()
+    events = AuditEvent.objects.filter(registration=registration).count()
+    return (registration.role_arn, registration.generation, registration.credentials_version, registration.status, events)
+
+
+def test_it_offers_replace_role_arn_for_a_role_version_and_replace_credentials_only_for_an_access_key_one(
+    client_for, carol, environment, role_registration, byok_registration
+):
+    html = _page(client_for(carol), environment)
+
+    assert _version_url("registration_role_arn", role_registration) in html
+    assert _version_url("registration_credentials", role_registration) not in html
+    assert _version_url("registration_credentials", byok_registration) in html
+    assert _version_url("registration_role_arn", byok_registration) not in html
+
+
+def test_it_replaces_the_role_arn_in_place_audits_it_and_queues_a_validation(
+    client_for, alice, environment, role_registration, no_jobs, django_capture_on_commit_callbacks
+):
+    versions, generation = environment.key_registrations.count(), role_registration.generation
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(alice).post(_version_url("registration_role_arn", role_registration), {"role_arn": NEW_ROLE_ARN})
+
+    assert response.status_code == 302 and response["Location"].endswith(f"#version-{role_registration.version}")
+    role_registration.refresh_from_db()
+    assert (role_registration.role_arn, role_registration.status) == (NEW_ROLE_ARN, Status.DECRYPT_ONLY)
+    assert role_registration.generation == generation + 1 and role_registration.credentials_version == 2
+    assert environment.key_registrations.count() == versions
+    event = AuditEvent.objects.filter(registration=role_registration).latest("id")
+    assert (event.action, event.actor) == ("credentials_replaced", alice)
+    assert (event.before, event.after) == ({"role_arn": ROLE_ARN}, {"role_arn": NEW_ROLE_ARN, "credentials_version": 2})
+    assert no_jobs["validation"] == [(role_registration.pk, "credentials")]
+
+
+def test_it_drops_the_cached_data_key_and_the_old_roles_session_when_the_role_arn_is_replaced(
+    alice, environment, role_registration, django_capture_on_commit_callbacks
+):
+    """GIVEN this process holds the version's plaintext data key and temporary credentials of
+    its role WHEN the role ARN is replaced THEN both are dropped at once (not at the TTL)."""
+    sessions = sts.RoleSessions(assume=lambda **kw: sts.TemporaryCredentials(
+        "ASIAOLDROLE000000000", "old-secret", "old-token", expiration=_in_an_hour()))
+    sessions.credentials(role_arn=ROLE_ARN, external_id=environment.aws_external_id, session_name="s", region="eu-west-1")
+    with cache.get_cache().data_key_for(role_registration, loader=lambda registration: bytearray(32)):
+        pass
+    assert role_registration.pk in cache.get_cache() and len(sessions) == 1
+
+    with mock.patch.object(sts, "role_sessions", sessions), django_capture_on_commit_callbacks(execute=True):
+        registration_replace_role_arn(registration=role_registration, actor=alice, role_arn=NEW_ROLE_ARN)
+
+    assert role_registration.pk not in cache.get_cache()
+    assert sessions.expiration(role_arn=ROLE_ARN, external_id=environment.aws_external_id) is None
+
+
+BAD_ROLE_ARNS = {
+    "not an ARN": ("byok/portal", "This is not an ARN"),
+    "an IAM user": ("arn:aws:iam::111122223333:user/byok", "IAM user ARN"),
+    "an assumed-role session": ("arn:aws:sts::111122223333:assumed-role/byok/session", "assumed-role"),
+    "another partition than the key's": ("arn:aws-cn:iam::111122223333:role/byok", "partition"),
+    "no account": ("arn:aws:iam:::role/byok", "12 digits"),
+    "empty": ("", "Enter the role ARN"),
+    "the registered one": (ROLE_ARN, "already registered"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ROLE_ARNS)
+def test_it_refuses_a_bad_role_arn_and_changes_nothing(case, client_for, carol, role_registration, no_jobs):
+    value, message = BAD_ROLE_ARNS[case]
+    before = _state(role_registration)
+
+    response = client_for(carol).post(_version_url("registration_role_arn", role_registration), {"role_arn": value})
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert _state(role_registration) == before and no_jobs["validation"] == []
+
+
+@pytest.mark.parametrize(("who", "status"), [("bob", 403), ("charlie", 404)])
+def test_it_lets_neither_a_viewer_nor_an_outsider_replace_the_role_arn(
+    who, status, request, client_for, role_registration, no_jobs
+):
+    before = _state(role_registration)
+    client = client_for(request.getfixturevalue(who))
+
+    for method in ("get", "post"):
+        response = getattr(client, method)(_version_url("registration_role_arn", role_registration), {"role_arn": NEW_ROLE_ARN})
+        assert response.status_code == status
+
+    assert _state(role_registration) == before and no_jobs["validation"] == []
+
+
+def test_it_answers_405_to_a_put_on_replace_role_arn_and_changes_nothing(client_for, alice, role_registration):
+    before = _state(role_registration)
+
+    response = client_for(alice).put(_version_url("registration_role_arn", role_registration), {"role_arn": NEW_ROLE_ARN})
+
+    assert response.status_code == 405 and _state(role_registration) == before
+
+
+def test_it_replaces_no_credentials_of_a_role_version_and_no_role_arn_of_an_access_key_version(
+    client_for, carol, role_registration, byok_registration, no_jobs
+):
+    role_before, key_before = _state(role_registration), _state(byok_registration)
+
+    credentials = client_for(carol).post(
+        _version_url("registration_credentials", role_registration),
+        {"access_key_id": NEW_ACCESS_KEY_ID, "secret_access_key": NEW_SECRET},
+    )
+    role = client_for(carol).post(_version_url("registration_role_arn", byok_registration), {"role_arn": NEW_ROLE_ARN})
+
+    assert credentials.status_code == 200 and "no IAM credentials to replace" in credentials.content.decode()
+    assert role.status_code == 200 and "no role ARN to replace" in role.content.decode()
+    assert _state(role_registration) == role_before and _state(byok_registration) == key_before
+    assert role_registration.sealed_secret_access_key == "" and no_jobs["validation"] == []
+
+
+def test_the_services_refuse_to_cross_the_access_modes(alice, role_registration, byok_registration):
+    with pytest.raises(TransitionError, match="replace its role ARN instead"):
+        registration_replace_credentials(
+            registration=role_registration, actor=alice, access_key_id=NEW_ACCESS_KEY_ID, secret_access_key=NEW_SECRET
+        )
+    with pytest.raises(TransitionError, match="IAM role has a role ARN to replace"):
+        registration_replace_role_arn(registration=byok_registration, actor=alice, role_arn=NEW_ROLE_ARN)
+
+
+def _in_an_hour() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
 
 
 # ---------------------------------------------------------------------------
