@@ -30,4 +30,5 @@ class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "public_id", "created_by", "created_at"]
     list_filter = ["organization", "created_at"]
     search_fields = ["name", "organization__name", "public_id"]
-    readonly_fields = ["public_id", "created_by", "created_at"]
+    # The external ID is issued by the portal, never edited (issue 14).
+    readonly_fields = ["public_id", "aws_external_id", "created_by", "created_at"]

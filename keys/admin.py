@@ -44,12 +44,17 @@ _SEARCHED_ACCESS_KEY_ID = "_searched_access_key_id"
 
 @admin.register(KeyRegistration)
 class KeyRegistrationAdmin(ReadOnlyAdmin):
-    list_display = ["environment", "version", "kind", "status", "kms_key_arn", "region", "masked_access_key_id", "created_at"]
-    list_filter = ["status", "kind", "region", "environment__organization"]
+    list_display = [
+        "environment", "version", "kind", "access_mode", "status", "kms_key_arn", "region", "masked_access_key_id",
+        "created_at",
+    ]
+    list_filter = ["status", "kind", "access_mode", "region", "environment__organization"]
     search_fields = ["kms_key_arn", "environment__name", "environment__public_id", "environment__organization__name", "access_key_id_last4"]
     fields = [
         "public_id", "environment", "version", "kind", "status", "restore_status", "inaccessible_reason",
-        "kms_key_arn", "region", "account_id", "encryption_context", "masked_access_key_id",
+        "kms_key_arn", "region", "account_id", "encryption_context",
+        # Role mode (issue 14): the role and the environment's external ID (not secrets); no STS credentials exist here.
+        "access_mode", "role_arn", "external_id", "masked_access_key_id",
         "access_key_id_sealed", "secret_access_key_sealed", "data_key_sealed", "encrypted_data_key_summary",
         "credentials_version", "generation", "created_by", "created_at", "activated_at", "retired_at",
         "last_verified_at", "kms_unreachable_since",
@@ -82,6 +87,10 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
         if access_key_id:
             return queryset.filter(access_key_id_digest__in=access_key_id_digests(access_key_id)), False
         return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="External ID of the environment")
+    def external_id(self, obj: KeyRegistration) -> str:
+        return obj.environment.aws_external_id
 
     @admin.display(description="Access key ID")
     def access_key_id_sealed(self, obj: KeyRegistration) -> str:

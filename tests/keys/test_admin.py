@@ -243,3 +243,69 @@ def test_it_reports_a_version_the_admin_action_cannot_validate(client, support, 
     assert "Validation queued for 0 BYOK key version(s)." in html
     assert "cannot be validated now" in html
     delay.assert_not_called()
+
+
+# ---------------------------------------------------------------------------
+# Role mode (issue 14): access mode, role ARN, the environment's external ID
+# ---------------------------------------------------------------------------
+
+ROLE_ARN = "arn:aws:iam::111122223333:role/team/byok-portal-access"
+
+
+@pytest.fixture
+def role_registration(environment, alice):
+    with mock.patch("keys.tasks.validate_registration.delay"):
+        registration = registrations.registration_create(
+            environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1",
+            account_id="111122223333", encrypted_data_key=MOTO_BLOB, encryption_context={}, role_arn=ROLE_ARN,
+        )
+    return KeyRegistration.objects.get(pk=registration.pk)
+
+
+def _readonly(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<label>([^<]+):</label>\s*<div class="readonly">(.*?)</div>', html, re.S))
+
+
+def test_it_shows_support_the_access_mode_role_arn_and_external_id_of_a_role_version(
+    client, support, role_registration, environment
+):
+    client.force_login(support)
+
+    html = client.get(reverse("admin:keys_keyregistration_change", args=[role_registration.pk])).content.decode()
+
+    readonly = _readonly(html)
+    assert readonly["Access mode"] == "IAM role (recommended)"
+    assert readonly["Role ARN"] == ROLE_ARN
+    assert readonly["External ID of the environment"] == environment.aws_external_id
+    assert (readonly["Access key ID"], readonly["Secret access key"]) == ("not set", "not set")
+
+
+def test_it_lists_and_filters_key_versions_by_access_mode(client, support, registration, role_registration):
+    client.force_login(support)
+    changelist = reverse("admin:keys_keyregistration_changelist")
+
+    everything = client.get(changelist).content.decode()
+    roles_only = client.get(changelist + "?access_mode__exact=role").content.decode()
+
+    assert "IAM role (recommended)" in everything and "IAM user access key" in everything
+    change = reverse("admin:keys_keyregistration_change", args=[role_registration.pk])
+    assert change in roles_only
+    assert reverse("admin:keys_keyregistration_change", args=[registration.pk]) not in roles_only
+
+
+def test_it_has_no_input_for_the_role_fields_even_for_a_superuser(client, admin_user, role_registration, environment):
+    client.force_login(admin_user)
+    registration_url = reverse("admin:keys_keyregistration_change", args=[role_registration.pk])
+    environment_url = reverse("admin:environments_environment_change", args=[environment.pk])
+    external_id = environment.aws_external_id
+
+    registration_html = client.get(registration_url).content.decode()
+    environment_html = client.get(environment_url).content.decode()
+    client.post(environment_url, {"name": environment.name, "organization": environment.organization_id,
+                                  "aws_external_id": "attacker-chosen-id"})
+
+    assert not re.search(r'name="(access_mode|role_arn|external_id)"', registration_html)
+    assert _readonly(environment_html)["External ID"] == external_id
+    assert 'name="aws_external_id"' not in environment_html
+    environment.refresh_from_db()
+    assert environment.aws_external_id == external_id
