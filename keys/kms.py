@@ -481,9 +481,10 @@ AWS_ENDPOINT_DOMAINS = ("amazonaws.com", "amazonaws.com.cn", "api.aws")
 
 
 def is_aws_endpoint(endpoint_url: str | None) -> bool:
-    """True when ``endpoint_url`` is unset (boto3 then calls AWS KMS itself) or names an AWS
+    """True when ``endpoint_url`` is unset (boto3 then calls AWS itself) or names an AWS
     host, e.g. ``https://kms.eu-west-1.amazonaws.com``; False for an emulator such as
-    ``http://127.0.0.1:4566``, which need not enforce IAM policies."""
+    ``http://127.0.0.1:4566``, which need not enforce IAM policies (keys.diagnosis), and
+    which ``manage.py customer_demo`` may write to without ``--real-aws``."""
     if not endpoint_url:
         return True
     host = (urlsplit(endpoint_url).hostname or "").lower().rstrip(".")

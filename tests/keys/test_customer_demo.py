@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from keys.forms import RegistrationForm
 from keys.management.commands import customer_demo
-from keys.management.commands.customer_demo import is_real_aws
+from keys.kms import is_aws_endpoint as is_real_aws
 from tests.support import moto_server
 
 FIVE_ITEMS = ["Encrypted Data Key", "Access Key", "Secret Access Key", "KMS Key ARN", "Region code"]

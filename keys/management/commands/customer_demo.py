@@ -3,8 +3,8 @@
 This command stands in for the customer: it creates their KMS key, encrypted data key, IAM
 policy, IAM user and access key, exactly as the seed document's steps do with the AWS CLI,
 and prints the five items the portal's registration form asks for, in the form's words. It
-is the one place besides ``keys/kms.py`` that uses boto3, because it plays the customer,
-not the platform.
+is the one place besides the AWS adapters (``keys/aws_clients.py``, ``kms.py``, ``sts.py``)
+that uses boto3, because it plays the customer, not the platform.
 
 It refuses to create anything in real AWS (no endpoint, or an ``amazonaws.com`` /
 ``api.aws`` endpoint) unless ``--real-aws`` is passed: a demo must not leave a KMS key
@@ -18,18 +18,15 @@ import json as jsonlib
 import secrets
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import boto3
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from environments.models import Environment
+from keys.kms import is_aws_endpoint
 from keys.parsers import ROLE_POLICY_NAME, environment_encryption_context, iam_policy_json, trust_policy_json
 
-# Host names of real AWS endpoints (commercial, China, dual-stack): never written to
-# without --real-aws.
-AWS_DOMAINS = ("amazonaws.com", "amazonaws.com.cn", "api.aws")
 # The five items, in the words of the registration form (keys/forms.py RegistrationForm).
 ENCRYPTED_DATA_KEY = "Encrypted Data Key"
 ACCESS_KEY = "Access Key"
@@ -39,15 +36,6 @@ REGION_CODE = "Region code"
 ENCRYPTION_CONTEXT = "Encryption context"
 ACCESS_MODE = "How the platform reaches your key"
 ROLE_ARN = "Role ARN"
-
-
-def is_real_aws(endpoint_url: str | None) -> bool:
-    """True when ``endpoint_url`` is missing (boto3 would then use AWS itself) or names an
-    AWS host, e.g. ``https://kms.eu-west-1.amazonaws.com``."""
-    if not endpoint_url:
-        return True
-    host = (urlsplit(endpoint_url).hostname or "").lower().rstrip(".")
-    return any(host == domain or host.endswith("." + domain) for domain in AWS_DOMAINS)
 
 
 class Command(BaseCommand):
@@ -78,7 +66,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, region, endpoint_url, encryption_context, real_aws, json_file, **options):
         endpoint_url = endpoint_url or settings.AWS_KMS_ENDPOINT_URL
-        if is_real_aws(endpoint_url) and not real_aws:
+        # AWS itself (no endpoint, or an AWS host) is never written to without --real-aws.
+        if is_aws_endpoint(endpoint_url) and not real_aws:
             where = f"{endpoint_url} is AWS itself" if endpoint_url else "No emulator endpoint is set"
             raise CommandError(
                 f"{where}: this demo creates a KMS key, an IAM policy, an IAM user and an access key, so it "
