@@ -7,6 +7,9 @@ partials the status endpoint returns, so what the page polls is what it first sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -41,6 +44,37 @@ def render_confirmation(
     })
 
 
+def confirm_then_run(
+    request: HttpRequest,
+    registration: KeyRegistration,
+    *,
+    verb: str,
+    consequences: Callable[[KeyRegistration], list[str]],
+    service: Callable[..., Any],
+    success: str,
+    danger: bool = True,
+) -> HttpResponse:
+    """A key version's action with a confirmation step ("Activate", "Discard"): GET renders
+    ``verb`` key version N with ``consequences(registration)``; POST runs
+    ``service(registration=registration, actor=request.user)`` through
+    :func:`~keys.views.actions.run_action` (``success``, or the refusal, as a message) and
+    goes back to the version's row of the environment page. The caller resolved access."""
+    if request.method != "POST":
+        return render_confirmation(
+            request, environment=registration.environment, title=f"{verb} key version {registration.version}",
+            consequences=consequences(registration), button=f"{verb} version {registration.version}",
+            back_url=version_url(registration), danger=danger,
+        )
+    run_action(request, lambda: service(registration=registration, actor=request.user), success=success)
+    return redirect(version_url(registration))
+
+
+def version_url(registration: KeyRegistration) -> str:
+    """The environment page at the key version's row."""
+    url = reverse("environment_detail", args=[registration.environment.public_id])
+    return f"{url}#version-{registration.version}"
+
+
 def activation_consequences(registration: KeyRegistration) -> list[str]:
     """What activating ``registration`` does, in the admin's words."""
     active = registration.environment.key_registrations.filter(status=Status.ACTIVE).first()
@@ -60,8 +94,7 @@ def activation_consequences(registration: KeyRegistration) -> list[str]:
 
 
 def _back(registration: KeyRegistration) -> HttpResponse:
-    url = reverse("environment_detail", args=[registration.environment.public_id])
-    return redirect(f"{url}#version-{registration.version}")
+    return redirect(version_url(registration))
 
 
 @login_required
@@ -101,20 +134,13 @@ def registration_validate_again(request: HttpRequest, environment_id, registrati
 @require_http_methods(["GET", "HEAD", "POST"])
 def registration_activate_view(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """GET: the confirmation step; POST: activate."""
-    registration, membership = get_registration_for_user(
+    registration, _ = get_registration_for_user(
         request.user, environment_id, registration_id, requirement=Membership.CHANGE
     )
-    if request.method != "POST":
-        return render_confirmation(
-            request, environment=registration.environment, title=f"Activate key version {registration.version}",
-            consequences=activation_consequences(registration), button=f"Activate version {registration.version}",
-            back_url=_back(registration).url, danger=False,
-        )
-    run_action(
-        request, lambda: registration_activate(registration=registration, actor=request.user),
-        success=f"Key version {registration.version} is now active: new records use it.",
+    return confirm_then_run(
+        request, registration, verb="Activate", consequences=activation_consequences, service=registration_activate,
+        success=f"Key version {registration.version} is now active: new records use it.", danger=False,
     )
-    return _back(registration)
 
 
 _VERSION = "environments/<uuid:environment_id>/keys/<uuid:registration_id>"

@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
@@ -24,13 +24,8 @@ from keys.models import KeyRegistration
 from keys.selectors import get_registration_for_user, recent_validation_runs
 from keys.services import lifecycle
 from keys.services.registrations import DuplicateAccessKey, NotEditable, registration_update
-from keys.views.actions import run_action
 from keys.views.registration import SENSITIVE_FIELDS, _guide
-from keys.views.validation import render_confirmation
-
-
-def _version_url(registration: KeyRegistration) -> str:
-    return f"{reverse('environment_detail', args=[registration.environment.public_id])}#version-{registration.version}"
+from keys.views.validation import confirm_then_run, version_url
 
 
 @login_required
@@ -48,7 +43,7 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
             f"Key version {registration.version} is {registration.get_status_display().lower()}: only a version "
             "that never served and is not being validated can be edited.",
         )
-        return redirect(_version_url(registration))
+        return redirect(version_url(registration))
     environment = registration.environment
     form = EditRegistrationForm(
         request.POST if request.method == "POST" else None, environment=environment, registration=registration
@@ -68,13 +63,13 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
             form.add_error_after_clean("access_key_id", str(e))
         except NotEditable as e:
             messages.error(request, str(e))
-            return redirect(_version_url(registration))
+            return redirect(version_url(registration))
         else:
             messages.success(
                 request, f"Key version {registration.version} saved; its validation against KMS has started.",
                 extra_tags=f"validation-started-{registration.version}",
             )
-            return redirect(_version_url(registration))
+            return redirect(version_url(registration))
     arn_text = request.POST.get("kms_key_arn", "") if request.method == "POST" else registration.kms_key_arn
     context_text = request.POST.get("encryption_context", "") if request.method == "POST" else form.initial.get("encryption_context", "")
     blob = bytes(registration.encrypted_data_key or b"")
@@ -92,21 +87,15 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
 @require_http_methods(["GET", "HEAD", "POST"])
 def registration_discard(request: HttpRequest, environment_id, registration_id) -> HttpResponse:
     """GET: the confirmation step; POST: discard."""
-    registration, membership = get_registration_for_user(
+    registration, _ = get_registration_for_user(
         request.user, environment_id, registration_id, requirement=Membership.CHANGE
     )
-    if request.method != "POST":
-        return render_confirmation(
-            request, environment=registration.environment, title=f"Discard key version {registration.version}",
-            consequences=discard_consequences(registration), button=f"Discard version {registration.version}",
-            back_url=_version_url(registration),
-        )
-    run_action(
-        request, lambda: lifecycle.registration_discard(registration=registration, actor=request.user),
+    return confirm_then_run(
+        request, registration, verb="Discard", consequences=discard_consequences,
+        service=lifecycle.registration_discard,
         success=f"Key version {registration.version} discarded: its IAM credentials and encrypted data key were "
         "destroyed, and its access key can be registered again.",
     )
-    return redirect(_version_url(registration))
 
 
 def discard_consequences(registration: KeyRegistration) -> list[str]:
