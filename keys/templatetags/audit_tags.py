@@ -22,7 +22,7 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
     (S.VALID, S.VALIDATING): "Validation of version {v} started",
     (S.VALIDATING, S.VALID): "Validation passed: version {v} is valid and can be activated",
     (S.VALIDATING, S.FAILED): "Validation failed: version {v} cannot be used yet",
-    (S.VALIDATING, S.PENDING_VALIDATION): "Validation could not reach KMS: version {v} waits for the next try",
+    (S.VALIDATING, S.PENDING_VALIDATION): "Validation could not reach KMS: version {v} stays pending until it is validated again",
     (S.FAILED, S.PENDING_VALIDATION): "Version {v} queued for validation again",
     (S.VALID, S.PENDING_VALIDATION): "Version {v} queued for validation again",
     (S.VALID, S.ACTIVE): "Activated: version {v} encrypts new records",

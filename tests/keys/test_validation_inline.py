@@ -137,3 +137,5 @@ def test_it_tells_the_admin_to_validate_again_and_promises_no_retry_without_a_wo
     page = client_for(alice).get(reverse("environment_detail", args=[failed.environment.public_id]))
     text = page.content.decode()
     assert "does not try again by itself" in text and "within about a minute" not in text
+    # The audit trail promises no "next try" either.
+    assert "Validation could not reach KMS: version 2 stays pending until it is validated again" in text
