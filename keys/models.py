@@ -173,6 +173,13 @@ class ValidationRun(models.Model):
 
     ``checks`` is a list of ``{"name", "label", "status", "aws_error_code", "cause",
     "remedy"}`` dicts, as produced by ``keys.diagnosis``.
+
+    Outcomes: ``running`` while its job is queued or runs, then ``passed``, ``failed`` or
+    ``unverified``. ``not_queued``: its job could not be queued (the broker was
+    unreachable); the validation sweep (``keys.services.validation.validations_requeue``)
+    queues it again, back to ``running``, and ends a run that no longer has anything to
+    validate ``unverified`` with the reason ``not_run``. ``queued_at``: when its job was
+    last queued (the sweep's clock for a run that stays ``running``).
     """
 
     class Trigger(models.TextChoices):
@@ -183,6 +190,7 @@ class ValidationRun(models.Model):
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "Running"
+        NOT_QUEUED = "not_queued", "Not queued"
         PASSED = "passed", "Passed"
         FAILED = "failed", "Failed"
         UNVERIFIED = "unverified", "Could not verify"
@@ -193,6 +201,7 @@ class ValidationRun(models.Model):
     failure_reason = models.CharField(max_length=40, blank=True)
     checks = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -10,7 +10,10 @@ default and the tests) still runs it inline, and a test that patches a task's ``
 
 Call these from ``transaction.on_commit``: a job must never see a row that is not committed.
 A broker that cannot be reached never turns an already committed change into a 500: it is
-logged, and the periodic beat task (or the page's "Validate again" / "Resume") queues it again.
+logged and reported to the caller (``False``), and a beat task queues the work again: the
+validation sweep (``keys.services.validation.validations_requeue``, which
+``keys.services.validation_runs.validation_enqueue`` leaves a ``not_queued`` run for) or the
+stale re-encryption job resumer; the page's "Validate again" / "Resume" can too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ VALIDATE_REGISTRATION = "keys.tasks.validate_registration"
 REVALIDATE_ACTIVE_REGISTRATIONS = "keys.tasks.revalidate_active_registrations"
 REENCRYPT_ENVIRONMENT = "keys.tasks.reencrypt_environment"
 RESUME_STALE_REENCRYPTION_JOBS = "keys.tasks.resume_stale_reencryption_jobs"
+REQUEUE_VALIDATIONS = "keys.tasks.requeue_validations"
 
 
 def task(name: str) -> Task:
@@ -35,15 +39,19 @@ def task(name: str) -> Task:
     return current_app.tasks[name]
 
 
-def enqueue_validation(registration_id: int, trigger: str) -> None:
+def enqueue_validation(registration_id: int, trigger: str) -> bool:
     """Queue the validation of one registration (``keys.tasks.validate_registration``).
+    Returns whether it was queued (in eager mode: run).
 
-    An unreachable broker is logged; the registration stays pending validation, where the
-    page's "Validate again" (or periodic re-validation) queues it again."""
+    An unreachable broker is logged and answers ``False``; services call this through
+    ``keys.services.validation_runs.validation_enqueue``, which marks the run ``not_queued``
+    for the validation sweep to queue again."""
     try:
         task(VALIDATE_REGISTRATION).delay(registration_id, trigger)
     except OperationalError:
         log.error("could not queue validation of registration %s (%s): broker unreachable", registration_id, trigger)
+        return False
+    return True
 
 
 def enqueue_reencryption(job_id: int, *, countdown: float | None = None) -> None:

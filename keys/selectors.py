@@ -15,6 +15,7 @@ from environments.selectors import get_environment_for_user
 from keys.models import AuditEvent, KeyRegistration, ReencryptionJob, ValidationRun
 from keys.services import lifecycle, reencryption
 from keys.services.validation import REQUESTABLE_STATUSES, staleness, validation_in_progress
+from keys.services.validation_runs import requeue_within_minutes
 
 Status = KeyRegistration.Status
 JobStatus = ReencryptionJob.Status
@@ -100,6 +101,23 @@ def environment_overview(*, environment: Environment) -> dict[str, Any]:
     }
 
 
+def not_queued_message(registration: KeyRegistration) -> str:
+    """What the page says of a validation whose job could not be queued (``not_queued`` run):
+    the sweep queues it again within ``VALIDATION_REQUEUE_INTERVAL_SECONDS``."""
+    minutes = requeue_within_minutes()
+    return (
+        f"Validation of key version {registration.version} could not be queued; it will be retried "
+        f"automatically within {minutes} minute{'s' if minutes != 1 else ''}."
+    )
+
+
+def validation_not_queued(registration: KeyRegistration) -> str:
+    """``not_queued_message`` if the version's latest validation run could not be queued
+    (right after a service queued it: registering, editing, new credentials), else ""."""
+    latest = registration.validation_runs.order_by("-started_at", "-id").first()
+    return not_queued_message(registration) if latest and latest.outcome == ValidationRun.Outcome.NOT_QUEUED else ""
+
+
 def validation_context(registration: KeyRegistration, membership: Membership) -> dict[str, Any]:
     """What the status cell and validation panel of one key version show."""
     runs = recent_validation_runs(registration) if registration.is_byok else []
@@ -114,6 +132,7 @@ def validation_context(registration: KeyRegistration, membership: Membership) ->
         "latest_run": latest,
         "checked_run": checked,
         "busy": busy,
+        "not_queued": not_queued_message(registration) if latest and latest.outcome == ValidationRun.Outcome.NOT_QUEUED else "",
         "staleness": staleness(registration) if registration.is_byok else "",
         # Not while a validation is queued or running: it would only queue a second one.
         "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,

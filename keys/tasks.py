@@ -4,6 +4,7 @@ Tasks import services, never the reverse: services enqueue through ``keys.queue`
 explicit task names given here (stable for beat schedules and messages already queued)."""
 
 import random
+from datetime import timedelta
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -23,6 +24,7 @@ from keys.services.validation import (
     registration_validate_inline,
     registration_validation_timed_out,
     registrations_due_for_revalidation,
+    validations_requeue,
 )
 from keys.services.validation_runs import validation_runs_prune
 
@@ -93,6 +95,14 @@ def revalidate_active_registrations() -> int:
             (registration_id, "periodic"), expires=settings.REVALIDATION_INTERVAL_SECONDS
         )
     return len(ids)
+
+
+@shared_task(name=queue.REQUEUE_VALIDATIONS, ignore_result=True)
+def requeue_validations() -> int:
+    """Celery beat, the validation sweep: queue again every validation whose job never
+    reached the broker or was lost, and every version left pending validation
+    (``keys.services.validation.validations_requeue``). Returns how many were queued."""
+    return validations_requeue(stuck_after=timedelta(seconds=settings.VALIDATION_REQUEUE_AFTER_SECONDS))
 
 
 @shared_task(name="keys.tasks.prune_validation_runs", ignore_result=True)

@@ -323,6 +323,12 @@ STS_SESSION_DURATION_SECONDS = env.int("STS_SESSION_DURATION_SECONDS", default=3
 
 # How often Celery beat re-validates every active and decrypt-only BYOK key.
 REVALIDATION_INTERVAL_SECONDS = env.int("REVALIDATION_INTERVAL_SECONDS", default=15 * 60)
+# How often Celery beat's validation sweep queues again the validations whose job could not be
+# queued (broker unreachable); the page promises a retry within this many seconds.
+VALIDATION_REQUEUE_INTERVAL_SECONDS = env.int("VALIDATION_REQUEUE_INTERVAL_SECONDS", default=5 * 60)
+# A validation queued (or a key version pending validation) with no sign of life for this long
+# lost its job, and the sweep queues it again. Longer than a job's retries and time limits.
+VALIDATION_REQUEUE_AFTER_SECONDS = env.int("VALIDATION_REQUEUE_AFTER_SECONDS", default=10 * 60)
 # Validation runs kept per key version (the latest ones); older ones are pruned hourly...
 VALIDATION_RUNS_KEEP_LATEST = env.int("VALIDATION_RUNS_KEEP_LATEST", default=50)
 # ...except failed and unverified runs younger than this many days.
@@ -431,6 +437,8 @@ REENCRYPTION_RESUME_INTERVAL_SECONDS = env.int("REENCRYPTION_RESUME_INTERVAL_SEC
 # worker died (SIGKILL, lost host): acks_late alone would wait for the broker's visibility
 # timeout (an hour) before redelivering their task.
 # Every VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS, delete old validation runs.
+# Every VALIDATION_REQUEUE_INTERVAL_SECONDS, the validation sweep: queue again the validations
+# that never reached the broker or lost their job, and key versions left pending validation.
 CELERY_BEAT_SCHEDULE = {
     "revalidate-active-registrations": {
         "task": "keys.tasks.revalidate_active_registrations",
@@ -446,5 +454,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.prune_validation_runs",
         "schedule": float(VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS),
         "options": {"expires": float(VALIDATION_RUNS_PRUNE_INTERVAL_SECONDS)},
+    },
+    "requeue-validations": {
+        "task": "keys.tasks.requeue_validations",
+        "schedule": float(VALIDATION_REQUEUE_INTERVAL_SECONDS),
+        "options": {"expires": float(VALIDATION_REQUEUE_INTERVAL_SECONDS)},
     },
 }

@@ -19,7 +19,7 @@ from django.db import transaction
 from environments.models import Environment
 from keys import cache, crypto
 from keys.clock import now
-from keys.models import AuditEvent, KeyRegistration, Record
+from keys.models import AuditEvent, KeyRegistration, Record, ValidationRun
 from keys.services.audit import audit
 from keys.services.records import KeyUnavailable, active_registration, data_key_for
 from keys.services.refusals import Refused
@@ -365,10 +365,11 @@ def _inaccessible_since(environment: Environment, since: datetime) -> datetime |
     return event.created_at if event else None
 
 
-def drill_check_now(*, environment: Environment, actor) -> None:
+def drill_check_now(*, environment: Environment, actor) -> ValidationRun:
     """"Check now": queue a validation (trigger manual) of the BYOK version that serves,
     or served, the environment's writes, so that a revocation is noticed without waiting
-    for the cache TTL or the periodic re-validation. Raises :class:`LifecycleRefused`."""
+    for the cache TTL or the periodic re-validation. Returns its run (``registration_request_validation``).
+    Raises :class:`LifecycleRefused`."""
     registration = (
         environment.key_registrations.filter(kind=KeyRegistration.Kind.BYOK, status=Status.ACTIVE).first()
         or environment.key_registrations.filter(
@@ -378,6 +379,6 @@ def drill_check_now(*, environment: Environment, actor) -> None:
     if registration is None:
         raise LifecycleRefused("The active key version is platform-managed: there is nothing to validate against KMS.")
     try:
-        registration_request_validation(registration=registration, actor=actor)
+        return registration_request_validation(registration=registration, actor=actor)
     except ValidationRequestRefused as e:
         raise LifecycleRefused(str(e)) from e

@@ -14,12 +14,13 @@ from django.db.models import F, Max
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-from keys import cache, crypto, queue, sts
+from keys import cache, crypto, sts
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
 from keys.services.refusals import Refused
 from keys.services.sealing import access_key_id_digest, access_key_id_digests, seal_field
+from keys.services.validation_runs import validation_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ def registration_create(
     platform assumes that role with the environment's external ID.
 
     The IAM credentials are sealed (bound to this row and field); the encrypted data key
-    is stored as is. A validation job is queued after the transaction commits.
+    is stored as is. A validation job is queued after the transaction commits (if the broker
+    cannot be reached, a ``not_queued`` run says so and the validation sweep queues it later).
 
     Raises ``DuplicateAccessKey`` if the access key ID is already registered on a live
     version of this environment.
@@ -220,7 +222,7 @@ def registration_create(
                 )
                 registration_id = registration.pk
                 transaction.on_commit(
-                    lambda: queue.enqueue_validation(registration_id, "registration")
+                    lambda: validation_enqueue(registration_id=registration_id, trigger="registration")
                 )
                 return registration
         except IntegrityError:
@@ -273,7 +275,7 @@ def registration_replace_credentials(
             message=f"IAM credentials of version {locked.version} replaced.",
         )
         registration_id = locked.pk
-        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, "credentials"))
+        transaction.on_commit(lambda: validation_enqueue(registration_id=registration_id, trigger="credentials"))
     return locked
 
 
@@ -320,7 +322,7 @@ def registration_replace_role_arn(*, registration: KeyRegistration, actor, role_
         def after_commit() -> None:
             cache.evict(registration_id)
             sts.role_sessions.forget(role_arn=before, external_id=external_id)
-            queue.enqueue_validation(registration_id, "credentials")
+            validation_enqueue(registration_id=registration_id, trigger="credentials")
 
         transaction.on_commit(after_commit)
     return locked
@@ -398,7 +400,7 @@ def registration_update(
             + ".",
         )
         registration_id = locked.pk
-        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, "registration"))
+        transaction.on_commit(lambda: validation_enqueue(registration_id=registration_id, trigger="registration"))
     return locked
 
 

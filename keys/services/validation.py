@@ -34,16 +34,19 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Coalesce
 
 from environments.models import Membership
 from keys import diagnosis as diag
-from keys import kms, metrics, queue
+from keys import kms, metrics
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 from keys.services.audit import audit
 from keys.services.refusals import Refused
 from keys.services.registrations import TransitionConflict, registration_transition
 from keys.services.sealing import CredentialsUnreadable, registration_credentials, role_session_name
+from keys.services.validation_runs import UNFINISHED, validation_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +167,24 @@ def _diagnose_role(registration: KeyRegistration, options: kms.KmsClientOptions)
 # Runs
 
 
-def _start_run(registration: KeyRegistration, trigger: str) -> ValidationRun:
-    """The run this job fills in: the registration's newest "running" run (queued by
-    "Validate again", or left by an earlier attempt of this job that is being retried or
-    was interrupted), else a new one. Claiming it keeps one run per job, however many
-    attempts the job needs."""
-    run = registration.validation_runs.filter(outcome=Outcome.RUNNING).order_by("-started_at", "-id").first()
-    if run is not None:
-        return run
-    return ValidationRun.objects.create(registration=registration, trigger=trigger, outcome=Outcome.RUNNING)
+def _start_run(registration: KeyRegistration, trigger: str, *, queued: bool = False) -> ValidationRun:
+    """The run this job fills in: the registration's newest unfinished run ("running":
+    queued by "Validate again" or the sweep, or left by an earlier attempt of this job that
+    is being retried or was interrupted; "not queued": its job never reached the broker),
+    now "running", else a new one. Claiming it keeps one run per job, however many attempts
+    the job needs. ``queued``: the caller is about to queue its job (``queued_at`` = now)."""
+    run = registration.validation_runs.filter(outcome__in=UNFINISHED).order_by("-started_at", "-id").first()
+    if run is None:
+        return ValidationRun.objects.create(
+            registration=registration, trigger=trigger, outcome=Outcome.RUNNING, queued_at=now() if queued else None
+        )
+    run.outcome = Outcome.RUNNING
+    fields = ["outcome"]
+    if queued:
+        run.queued_at = now()
+        fields.append("queued_at")
+    run.save(update_fields=fields)
+    return run
 
 
 def _checks(result: diag.Diagnosis) -> list[dict]:
@@ -401,6 +413,94 @@ def _notify_admins(registration: KeyRegistration, reason: str) -> None:
     )
 
 
+def validations_requeue(*, stuck_after: timedelta) -> int:
+    """The validation sweep (Celery beat, ``keys.tasks.requeue_validations``, every
+    ``VALIDATION_REQUEUE_INTERVAL_SECONDS``): queue again every validation whose job was lost.
+    The same pattern as the stale re-encryption job resumer: claim what is due with a
+    compare-and-set on its timestamp, then queue it. Returns how many jobs it tried to queue.
+
+    Due are:
+
+    * a run ``not_queued`` (its job never reached the broker: ``validation_enqueue``);
+    * a run ``running`` whose job was last queued (or, never queued, started) more than
+      ``stuck_after`` ago: its job and every retry are gone (a worker killed, a broker that
+      lost the message). ``stuck_after`` must exceed a job's retries and time limits;
+    * a BYOK version pending validation (or validating) with no unfinished run and no run
+      started, and no change, within ``stuck_after``: registered while the broker was
+      unreachable before runs said so, or left "could not verify" by KMS. It gets a new
+      ``running`` run with trigger ``registration``.
+
+    Of several due runs of one version only the newest is queued again. A run whose version
+    no longer needs it (the trigger does not act on its status: ``ACTS_ON``; gone, or not
+    BYOK) is ended ``unverified`` with the reason ``not_run`` instead. Idempotent: a second
+    sweep finds the claimed runs freshly queued and queues nothing; a run or version that
+    vanished meanwhile matches no compare-and-set and is skipped. If the broker is still
+    unreachable, the run is ``not_queued`` again for the next sweep.
+    """
+    cutoff = now() - stuck_after
+    requeued = 0
+    seen: set[int] = set()
+    due_runs = (
+        ValidationRun.objects.annotate(last_queued=Coalesce("queued_at", "started_at"))
+        .filter(Q(outcome=Outcome.NOT_QUEUED) | Q(outcome=Outcome.RUNNING, last_queued__lt=cutoff))
+        .select_related("registration")
+        .order_by("-started_at", "-id")
+    )
+    for run in due_runs:
+        registration = run.registration
+        claim = ValidationRun.objects.filter(pk=run.pk, outcome=run.outcome, queued_at=run.queued_at)
+        wanted = registration.is_byok and registration.status in ACTS_ON.get(run.trigger, frozenset())
+        if registration.pk in seen or not wanted:
+            claim.update(outcome=Outcome.UNVERIFIED, failure_reason="not_run", finished_at=now())
+            continue
+        seen.add(registration.pk)
+        if claim.update(outcome=Outcome.RUNNING, queued_at=now()):
+            requeued += 1
+            validation_enqueue(registration_id=registration.pk, trigger=run.trigger, run_id=run.pk)
+    for registration_id in _pending_without_validation(cutoff):
+        run_id = _claim_pending(registration_id, cutoff)
+        if run_id is not None:
+            requeued += 1
+            validation_enqueue(registration_id=registration_id, trigger=Trigger.REGISTRATION.value, run_id=run_id)
+    if requeued:
+        log.info("validation sweep queued %s validation(s) again", requeued)
+    return requeued
+
+
+def _pending_without_validation(cutoff) -> list[int]:
+    """BYOK versions waiting for a first validation that nothing is doing (see ``validations_requeue``)."""
+    runs = ValidationRun.objects.filter(registration=OuterRef("pk"))
+    return list(
+        KeyRegistration.objects.filter(
+            kind=KeyRegistration.Kind.BYOK,
+            status__in=ACTS_ON[Trigger.REGISTRATION],
+            updated_at__lt=cutoff,
+        )
+        .exclude(Exists(runs.filter(outcome__in=UNFINISHED)))
+        .exclude(Exists(runs.filter(started_at__gte=cutoff)))
+        .values_list("pk", flat=True)
+    )
+
+
+def _claim_pending(registration_id: int, cutoff) -> int | None:
+    """A new ``running`` run for a pending version, unless another sweep got there first (the
+    version's row is locked, and the check repeated under the lock). Returns its id."""
+    with transaction.atomic():
+        registration = (
+            KeyRegistration.objects.select_for_update(skip_locked=True)
+            .filter(pk=registration_id, status__in=ACTS_ON[Trigger.REGISTRATION])
+            .first()
+        )
+        if registration is None:
+            return None
+        runs = registration.validation_runs
+        if runs.filter(outcome__in=UNFINISHED).exists() or runs.filter(started_at__gte=cutoff).exists():
+            return None
+        return ValidationRun.objects.create(
+            registration=registration, trigger=Trigger.REGISTRATION, outcome=Outcome.RUNNING, queued_at=now()
+        ).pk
+
+
 def registrations_due_for_revalidation() -> list[int]:
     """Ids of every BYOK registration periodic re-validation watches."""
     return list(
@@ -415,8 +515,9 @@ def registrations_due_for_revalidation() -> list[int]:
 
 def registration_request_validation(*, registration: KeyRegistration, actor) -> ValidationRun:
     """"Validate again": queue a validation of a BYOK version (after commit) and return
-    its run, "running" until the job fills it in. A failed version goes back to pending
-    validation at once, so the page shows progress.
+    its run, "running" until the job fills it in, or "not queued" if the broker could not
+    be reached (the sweep queues it again; the caller says so). A failed version goes back
+    to pending validation at once, so the page shows progress.
 
     Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
     """
@@ -434,7 +535,7 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
                 )
             except TransitionConflict as e:
                 raise ValidationRequestRefused(str(e)) from e
-        run = _start_run(registration, Trigger.MANUAL)
+        run = _start_run(registration, Trigger.MANUAL, queued=True)
         audit(
             action=AuditEvent.Action.VALIDATION_RUN,
             registration=registration,
@@ -442,8 +543,12 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
             after={"outcome": "queued", "trigger": Trigger.MANUAL},
             message=f"Validation of version {registration.version} requested.",
         )
-        registration_id = registration.pk
-        transaction.on_commit(lambda: queue.enqueue_validation(registration_id, Trigger.MANUAL.value))
+        registration_id, run_id = registration.pk, run.pk
+        transaction.on_commit(
+            lambda: validation_enqueue(registration_id=registration_id, trigger=Trigger.MANUAL.value, run_id=run_id)
+        )
+    # Outside an outer transaction the job was queued (or, eagerly, ran) or marked not queued now.
+    run.refresh_from_db()
     return run
 
 
@@ -515,4 +620,6 @@ def validation_in_progress(registration: KeyRegistration, latest_run: Validation
         return True
     if latest_run is None:
         return registration.status == Status.PENDING_VALIDATION and registration.is_byok
-    return latest_run.outcome == Outcome.RUNNING and now() - latest_run.started_at < RUNNING_RUN_STALE_AFTER
+    # A run "not queued" is not on its way until the sweep queues it: the page says so instead.
+    last_queued = latest_run.queued_at or latest_run.started_at
+    return latest_run.outcome == Outcome.RUNNING and now() - last_queued < RUNNING_RUN_STALE_AFTER

@@ -1,4 +1,14 @@
-"""Pruning validation runs, so that periodic re-validation does not grow the table forever.
+"""Validation runs: queueing a run's job (marking it ``not_queued`` when the broker cannot be
+reached), and pruning old runs.
+
+Queueing: every service that queues a validation job does it through ``validation_enqueue``
+(after commit). When the broker cannot be reached the run is marked ``not_queued`` (a new
+``not_queued`` run is made when the job had none yet, e.g. right after registering), so the
+page can say so truthfully and the validation sweep (``keys.services.validation
+.validations_requeue``, Celery beat every ``VALIDATION_REQUEUE_INTERVAL_SECONDS``) queues it
+again.
+
+Pruning keeps periodic re-validation from growing the table forever.
 
 Every ``REVALIDATION_INTERVAL_SECONDS`` each key version in service gets a new
 ``ValidationRun`` row (96 a day at the 15-minute default). The pages show only the latest
@@ -7,7 +17,7 @@ is deleted when all of these hold:
 
 * it is not among the ``keep_latest`` most recent runs of its key version
   (by ``started_at``, then id);
-* it is not still running;
+* it is not still running, nor waiting to be queued again (``not_queued``);
 * it is not a failure (``failed`` or ``unverified``) younger than ``keep_failures_days``:
   failures are what an operator looks back at, so they are kept longer.
 """
@@ -16,17 +26,47 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 
+from django.conf import settings
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from keys.models import ValidationRun
+from keys import queue
+from keys.models import KeyRegistration, ValidationRun
 
 log = logging.getLogger(__name__)
 
 Outcome = ValidationRun.Outcome
 FAILURES = (Outcome.FAILED, Outcome.UNVERIFIED)
+# Runs whose job is (or should be) on its way: never pruned.
+UNFINISHED = (Outcome.RUNNING, Outcome.NOT_QUEUED)
+
+
+def validation_enqueue(*, registration_id: int, trigger: str, run_id: int | None = None) -> bool:
+    """Queue the validation job of a registration; call it from ``transaction.on_commit``.
+
+    ``run_id``: the ``running`` run the job will fill in, if the caller made one ("Validate
+    again", the sweep). Returns whether the job was queued (in eager mode: run). When the
+    broker cannot be reached (``keys.queue.enqueue_validation`` logged it), that run, or a
+    new one with ``trigger`` if there was none, becomes ``not_queued``: the page says the
+    validation will be retried, and the sweep queues it again. A registration that vanished
+    meanwhile gets no run."""
+    if queue.enqueue_validation(registration_id, trigger):
+        return True
+    if run_id is not None:
+        if ValidationRun.objects.filter(pk=run_id, outcome__in=UNFINISHED).update(outcome=Outcome.NOT_QUEUED):
+            return False
+    if KeyRegistration.objects.filter(pk=registration_id).exists():
+        ValidationRun.objects.create(registration_id=registration_id, trigger=trigger, outcome=Outcome.NOT_QUEUED)
+    return False
+
+
+def requeue_within_minutes() -> int:
+    """The most minutes a ``not_queued`` validation waits for the sweep to queue it again
+    (``VALIDATION_REQUEUE_INTERVAL_SECONDS``, rounded up), for the page's words."""
+    return max(1, math.ceil(settings.VALIDATION_REQUEUE_INTERVAL_SECONDS / 60))
 DELETE_BATCH_SIZE = 1000
 
 
@@ -54,7 +94,7 @@ def validation_runs_to_prune(
     return [
         pk
         for pk, outcome, started_at in ranked.iterator()
-        if outcome != Outcome.RUNNING and not (outcome in FAILURES and started_at >= cutoff)
+        if outcome not in UNFINISHED and not (outcome in FAILURES and started_at >= cutoff)
     ]
 
 

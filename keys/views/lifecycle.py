@@ -28,8 +28,8 @@ from environments.selectors import get_environment_for_user
 from keys import parsers
 from keys.clock import now
 from keys.forms import ReplaceCredentialsForm, ReplaceRoleArnForm
-from keys.models import KeyRegistration, ReencryptionJob
-from keys.selectors import get_registration_for_user, lifecycle_context
+from keys.models import KeyRegistration, ReencryptionJob, ValidationRun
+from keys.selectors import get_registration_for_user, lifecycle_context, not_queued_message, validation_not_queued
 from keys.services import lifecycle, reencryption
 from keys.services.registrations import (
     DuplicateAccessKey,
@@ -113,12 +113,20 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
             messages.error(request, str(e))
             return _back(environment)
         else:
-            messages.success(
-                request,
-                f"IAM credentials of key version {registration.version} replaced; validation with the new "
-                "credentials has started. Nothing was re-encrypted.",
-                extra_tags=f"validation-started-{registration.version}",
-            )
+            not_queued = validation_not_queued(registration)
+            if not_queued:
+                messages.warning(
+                    request,
+                    f"IAM credentials of key version {registration.version} replaced; nothing was re-encrypted. "
+                    f"{not_queued}",
+                )
+            else:
+                messages.success(
+                    request,
+                    f"IAM credentials of key version {registration.version} replaced; validation with the new "
+                    "credentials has started. Nothing was re-encrypted.",
+                    extra_tags=f"validation-started-{registration.version}",
+                )
             return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
     return render(
         request,
@@ -149,12 +157,19 @@ def registration_role_arn(request: HttpRequest, environment_id, registration_id)
         except TransitionError as e:
             form.add_error("role_arn", str(e))
         else:
-            messages.success(
-                request,
-                f"Role ARN of key version {registration.version} replaced; validation with the new role has "
-                "started. Nothing was re-encrypted.",
-                extra_tags=f"validation-started-{registration.version}",
-            )
+            not_queued = validation_not_queued(registration)
+            if not_queued:
+                messages.warning(
+                    request,
+                    f"Role ARN of key version {registration.version} replaced; nothing was re-encrypted. {not_queued}",
+                )
+            else:
+                messages.success(
+                    request,
+                    f"Role ARN of key version {registration.version} replaced; validation with the new role has "
+                    "started. Nothing was re-encrypted.",
+                    extra_tags=f"validation-started-{registration.version}",
+                )
             return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
     return render(
         request,
@@ -348,6 +363,7 @@ def revocation_drill_check(request: HttpRequest, environment_id) -> HttpResponse
     run_action(
         request, lambda: lifecycle.drill_check_now(environment=environment, actor=request.user),
         success="Validation against KMS queued: a revocation is noticed as soon as it runs.",
+        warning=lambda run: not_queued_message(run.registration) if run.outcome == ValidationRun.Outcome.NOT_QUEUED else None,
     )
     return redirect("revocation_drill", environment_id=environment.public_id)
 

@@ -16,6 +16,7 @@ from environments.models import Membership
 from environments.selectors import get_environment_for_user
 from keys import parsers
 from keys.forms import RegistrationForm
+from keys.selectors import validation_not_queued
 from keys.services.registrations import DuplicateAccessKey, registration_create
 
 SENSITIVE_FIELDS = ("secret_access_key", "access_key_id", "encrypted_data_key")
@@ -104,11 +105,15 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
         except DuplicateAccessKey as e:
             form.add_error_after_clean("access_key_id", str(e))
         else:
-            messages.success(
-                request,
-                f"Key version {registration.version} registered; validation against KMS has started.",
-                extra_tags=f"validation-started-{registration.version}",
-            )
+            not_queued = validation_not_queued(registration)
+            if not_queued:
+                messages.warning(request, f"Key version {registration.version} registered. {not_queued}")
+            else:
+                messages.success(
+                    request,
+                    f"Key version {registration.version} registered; validation against KMS has started.",
+                    extra_tags=f"validation-started-{registration.version}",
+                )
             return redirect("environment_detail", environment_id=environment.public_id)
     guide = _guide(
         request.POST.get("kms_key_arn", ""),

@@ -19,8 +19,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from environments.models import Membership
-from keys.models import KeyRegistration
-from keys.selectors import get_registration_for_user, validation_context
+from keys.models import KeyRegistration, ValidationRun
+from keys.selectors import get_registration_for_user, not_queued_message, validation_context
 from keys.services.validation import (
     registration_activate,
     registration_request_validation,
@@ -28,6 +28,7 @@ from keys.services.validation import (
 from keys.views.actions import run_action
 
 Status = KeyRegistration.Status
+Outcome = ValidationRun.Outcome
 # Runs shown in a version's history.
 
 
@@ -126,6 +127,7 @@ def registration_validate_again(request: HttpRequest, environment_id, registrati
         request, lambda: registration_request_validation(registration=registration, actor=request.user),
         success=f"Validation of key version {registration.version} against KMS has started.",
         extra_tags=f"validation-started-{registration.version}",
+        warning=lambda run: not_queued_message(registration) if run.outcome == Outcome.NOT_QUEUED else None,
     )
     return _back(registration)
 
