@@ -127,6 +127,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Keep database connections open between requests (seconds); 0 = one per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: the data plane's hot statements are prepared once per connection, then only
+# bound and executed (keys/services/rows.py: the API key query was planned anew on every
+# request, four times its execution time). psycopg prepares only the statements that ask
+# (prepare=True): Django's own cursors bind client-side and never do. Turn it off behind a
+# pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+DATA_PLANE_PREPARED_STATEMENTS = env.bool("DATA_PLANE_PREPARED_STATEMENTS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATA_PLANE_PREPARED_STATEMENTS:
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Auth

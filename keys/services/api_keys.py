@@ -25,6 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 from environments.models import Environment
 from keys.clock import now
 from keys.models import ApiKey, AuditEvent, KeyRegistration, Record
+from keys.services import rows
 from keys.services.audit import audit
 from keys.services.refusals import Refused
 from keys.services.rows import Columns
@@ -147,11 +148,8 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
     if with_active_version:
         params.append(KeyRegistration.Status.ACTIVE)
     params.append(prefix)
-    conn = connections[DEFAULT_DB_ALIAS]
-    with conn.cursor() as cursor:
-        cursor.execute(query.sql, params)
-        found = cursor.fetchone()
-    row = query.build(found, conn) if found is not None else None
+    found = rows.fetch(query.sql, params)
+    row = query.build(found, connections[DEFAULT_DB_ALIAS]) if found is not None else None
     # Compare even when no row matched, so both answers take the same time.
     expected = row.key_hash if row is not None else "0" * 64
     if not hmac.compare_digest(_digest(presented), expected) or row is None:

@@ -15,23 +15,25 @@ Only for queries whose shape never changes; everything else uses the ORM.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
 Converter = Callable[[Any, Any, Any], Any]
+M = TypeVar("M", bound=models.Model)
 
 
-class Columns:
+class Columns(Generic[M]):
     """The concrete columns of ``model`` under the SQL alias ``alias``, in field order.
 
     ``sql`` is the select list (``alias."col", …``); :meth:`build` turns that many values of a
     row into an instance (``None`` when the primary key is NULL: an outer join that matched
     nothing)."""
 
-    def __init__(self, model: type[models.Model], alias: str) -> None:
+    def __init__(self, model: type[M], alias: str) -> None:
         self.model = model
         self.alias = alias
         self.fields = list(model._meta.concrete_fields)
@@ -61,7 +63,7 @@ class Columns:
             self._converters[conn.vendor] = found
         return found
 
-    def build(self, row: Sequence[Any], start: int = 0, conn: Any = None) -> models.Model | None:
+    def build(self, row: Sequence[Any], start: int = 0, conn: Any = None) -> M | None:
         """An instance from ``row[start:start + width]`` as read through ``conn`` (a
         connection, not the ``django.db.connection`` proxy, whose every attribute is a
         look-up; default: the default connection)."""
@@ -89,3 +91,40 @@ class Columns:
         state.adding, state.db = False, conn.alias
         instance.__dict__.update(zip(self.attnames, values, strict=True))
         return instance
+
+
+def fetch(sql: str, params: Sequence[Any], *, many: bool = False) -> Any:
+    """Run one hand-written statement on the default connection and return its first row
+    (None if none) or, with ``many``, all its rows.
+
+    PostgreSQL: a raw psycopg cursor, parameters bound server-side, and a prepared
+    statement (``prepare=True``: parsed and planned once per connection, then only bound
+    and executed; the first execution on a connection sends the PREPARE as a round trip of
+    its own). Django turns psycopg's preparing off (``prepare_threshold=None``) for
+    connection poolers in transaction mode (PgBouncer before 1.21);
+    ``settings.DATA_PLANE_PREPARED_STATEMENTS`` (default on) turns it back on for the
+    statements that ask for it (portal/settings.py), and off makes ``prepare=True`` a
+    no-op. Other databases: Django's cursor. Database errors are Django's (``wrap_database_errors``), as from the
+    ORM, so a broken connection is closed at the end of the request."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if many else cursor.fetchone()
+    conn.ensure_connection()
+    with conn.wrap_database_errors, psycopg.Cursor(conn.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall() if many else cursor.fetchone()
+
+
+def execute(sql: str, params: Sequence[Any]) -> int:
+    """Like :func:`fetch` for a statement whose rows are not wanted; returns the row count."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+    conn.ensure_connection()
+    with conn.wrap_database_errors, psycopg.Cursor(conn.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.rowcount

@@ -213,10 +213,10 @@ def test_it_never_leaves_a_record_under_a_retired_version_after_a_write_in_fligh
     chosen, release = threading.Event(), threading.Event()
     real_upsert = records._upsert
 
-    def slow_upsert(rows):
+    def slow_upsert(*args):
         chosen.set()
         release.wait(30)
-        return real_upsert(rows)
+        return real_upsert(*args)
 
     monkeypatch.setattr(records, "_upsert", slow_upsert)
     outcome: list[object] = []

@@ -2,8 +2,10 @@
 tests/statements.py: every statement psycopg sends, from Django's cursors and raw ones,
 including BEGIN / COMMIT and the connection health check's SELECT 1.
 
-Steady state: the data key is cached and the API key's ``last_used_at`` is fresh (it is
-written at most once a minute, an UPDATE of its own). Requests go through the production
+Steady state: the data key is cached, the API key's ``last_used_at`` is fresh (it is
+written at most once a minute, an UPDATE of its own) and the connection has prepared the
+data plane's statements (keys/services/rows.py: the first use of each on a connection
+sends its PREPARE as a round trip of its own, once). Requests go through the production
 entry point, ``portal.wsgi.application`` (so Django's request_started / request_finished
 signals and the connection health check run as under gunicorn), and through the test
 client for comparison; both must send the same statements."""
@@ -81,6 +83,10 @@ def server(api, api_key, persistent_connections):
     http = Wsgi(api.base, api_key)
     assert http.put("warm")[0] == 200  # loads the data key, writes last_used_at
     assert http.get("warm")[0] == 200
+    # Each statement prepared once on this connection.
+    assert http.post("batch", {"records": [{"record_key": "scratch", "body": 1}]})[0] == 200
+    assert http.post("find", {"record_keys": ["scratch"]})[0] == 200
+    assert http.delete("scratch")[0] == 204
     return http
 
 
