@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -21,9 +22,9 @@ from django.db import transaction
 from django.urls import reverse
 
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
-from keys.services.validation import registration_activate
+from keys.services.validation import registration_activate, validations_requeue
 from tests.keys.moto_customer import Customer, register
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 from tests.worker.waits import wait_status
 
 pytestmark = [pytest.mark.worker]
@@ -164,3 +165,53 @@ def test_it_marks_an_active_key_inaccessible_when_access_is_revoked_and_restores
     assert (restored.inaccessible_reason, restored.restore_status) == ("", "")
     # Both flips came from Celery beat's periodic runs, not from anything this test queued.
     assert registration.validation_runs.filter(trigger="periodic").count() >= 2
+
+
+def test_a_registration_made_while_the_broker_is_down_is_validated_by_the_sweep_once_it_is_back(
+    start_worker, customer, client_for, alice, environment, queued_to, published
+):
+    """GIVEN the web process's broker unreachable for real (a Redis URL nothing listens on)
+    WHEN alice registers the five items THEN the page answers (no 500) saying the validation
+    could not be queued, and the version's one run is "not queued"; WHEN the broker is back
+    and the validation sweep runs (as beat would) THEN the worker takes the version to valid."""
+    from portal.celery import app
+
+    worker = start_worker()
+    app.conf.update(broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    _forget_producer_pool(app)
+    try:
+        response = client_for(alice).post(
+            reverse("registration_new", args=[environment.public_id]),
+            {
+                "encrypted_data_key": base64.b64encode(customer.encrypted_data_key).decode(),
+                "access_key_id": customer.access_key_id,
+                "secret_access_key": customer.secret_access_key,
+                "kms_key_arn": customer.kms_key_arn,
+                "region": customer.region,
+                "encryption_context": "",
+            },
+            follow=True,
+        )
+    finally:
+        app.conf.update(broker_url=queued_to)
+        _forget_producer_pool(app)
+
+    assert response.status_code == 200
+    assert "could not be queued; it will be retried automatically within" in response.content.decode()
+    registration = environment.key_registrations.get(version=2)
+    assert registration.status == Status.PENDING_VALIDATION
+    assert list(registration.validation_runs.values_list("outcome", flat=True)) == [ValidationRun.Outcome.NOT_QUEUED]
+    assert published == []
+
+    assert validations_requeue(stuck_after=timedelta(minutes=10)) == 1
+
+    wait_status(registration.pk, Status.VALID, worker)
+    run = registration.validation_runs.get()
+    assert (run.trigger, run.outcome) == ("registration", ValidationRun.Outcome.PASSED)
+    assert published == [("keys.tasks.validate_registration", (registration.pk, "registration"))]
+
+
+def _forget_producer_pool(app) -> None:
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
