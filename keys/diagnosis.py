@@ -23,7 +23,7 @@ from typing import Literal
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from keys import kms, sts
+from keys import kms, parsers, sts
 from keys.kms import KeyDescription, KmsCredentials, KmsError, Reason
 from keys.sts import Reason as StsReason
 from keys.sts import StsError
@@ -89,6 +89,22 @@ def _retry_remedy() -> str:
         f"every key version in service every {minutes} min; “Validate again” tries at once."
     )
 
+
+
+def _platform_remedy() -> str:
+    """What to do when STS refused the platform's own credentials: nothing on the customer's
+    side; when the platform tries again (as :func:`_retry_remedy`: a version that is not in
+    service is not re-validated periodically, and without a worker nothing runs by itself)."""
+    text = "Nothing to change on your side: the platform's operators have to renew the platform's own AWS credentials. "
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return text + (
+            "Then press “Validate again”: this portal runs without a background worker, so it does not try "
+            "again by itself."
+        )
+    return text + (
+        f"Then “Validate again” tries at once; key versions in service are also re-validated every "
+        f"{_revalidation_minutes()} min."
+    )
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -848,34 +864,39 @@ def _sts_error_texts(error: StsError, role: RoleAccess, region: str) -> tuple[st
         "account": role.role_arn.split(":")[4] if role.role_arn.count(":") >= 5 else "",
         "code": error.code or "no error code",
         "message": error.message,
+        "trust_policy": _compact_trust_policy(role),
         "retry": _retry_remedy(),
         "minutes": _revalidation_minutes(),
+        "platform_retry": _platform_remedy(),
     }
     cause, remedy = texts
     return cause.format(**values), remedy.format(**values)
 
 
-_PLATFORM_REMEDY = (
-    "Nothing to change on your side: the platform's operators have to renew the platform's own AWS "
-    "credentials; the platform then tries again at the next periodic re-validation (every {minutes} min), "
-    "or at once with “Validate again”."
-)
+def _compact_trust_policy(role: RoleAccess) -> str:
+    """The setup guide's trust policy for ``role``, on one line (inside single quotes in a command)."""
+    if not role.platform_principal_arn:
+        return "file://trust-policy.json"
+    policy = parsers.trust_policy_json(platform_principal_arn=role.platform_principal_arn, external_id=role.external_id)
+    return json.dumps(json.loads(policy), separators=(",", ":"))
+
+
 
 _STS_TEXTS = {
     StsReason.ACCESS_DENIED: (
         "AWS refused sts:AssumeRole on {role_arn} to the platform principal {principal} (AccessDenied). "
-        "AWS gives this same answer for different causes and does not say which: (a) the role does not "
-        "exist (wrong account, name or path); (b) its trust policy does not name the platform principal; "
+        "AWS gives this same answer for different causes and does not say which:\n(a) the role does not "
+        "exist (wrong account, name or path);\n(b) its trust policy does not name the platform principal;\n"
         "(c) its trust policy requires a different external ID, or does not require this one - the "
         "external ID is missing from its sts:ExternalId condition or differs from it.",
-        "Check each in turn. (a) aws iam get-role --role-name {role_name} --query Role.Arn --output text "
-        "must print exactly {role_arn}. (b) aws iam get-role --role-name {role_name} --query "
+        "Check each in turn.\n(a) aws iam get-role --role-name {role_name} --query Role.Arn --output text "
+        "must print exactly {role_arn}.\n(b) aws iam get-role --role-name {role_name} --query "
         "Role.AssumeRolePolicyDocument must show \"Principal\": {{\"AWS\": \"{principal}\"}} with "
-        "\"Action\": \"sts:AssumeRole\". (c) the same document must have \"Condition\": "
+        "\"Action\": \"sts:AssumeRole\".\n(c) the same document must have \"Condition\": "
         "{{\"StringEquals\": {{\"sts:ExternalId\": \"{external_id}\"}}}} - this environment's "
-        "external ID, character for character. Fix the trust policy with aws iam "
-        "update-assume-role-policy --role-name {role_name} --policy-document file://trust-policy.json "
-        "(the trust policy shown on this page), then validate again.",
+        "external ID, character for character.\nFix the trust policy with aws iam "
+        "update-assume-role-policy --role-name {role_name} --policy-document '{trust_policy}' "
+        "(the trust policy of the setup guide), then validate again.",
     ),
     StsReason.DURATION_TOO_LONG: (
         "AssumeRole asked for a {duration}-second session, which is above the role's maximum session "
@@ -892,7 +913,7 @@ _STS_TEXTS = {
     StsReason.PLATFORM_CREDENTIALS: (
         "STS rejected the platform's own AWS credentials ({code}): they are expired, invalid or missing. "
         "This is a problem on the platform's side, not in your AWS account or your role.",
-        _PLATFORM_REMEDY,
+        "{platform_retry}",
     ),
     StsReason.THROTTLED: (
         "STS throttled the request: the AssumeRole request rate was exceeded for a moment.",
@@ -913,10 +934,40 @@ _STS_TEXTS = {
 }
 def explain_reason(
     *, reason: str, kms_key_arn: str, region: str, account_id: str = "", has_encryption_context: bool = False,
-    operation: str = "Decrypt",
+    operation: str = "Decrypt", role: RoleAccess | None = None,
 ) -> tuple[str, str]:
-    """``(cause, remedy)`` for a KMS failure known only by its reason (a :class:`Reason`
-    value), e.g. the one the data plane stored when it marked a version inaccessible: the
-    same texts a validation's failing check shows for that reason."""
+    """``(cause, remedy)`` for a failure known only by its reason, e.g. the one the data
+    plane stored when it marked a version inaccessible: the same texts a validation's
+    failing check shows for that reason. A :class:`keys.sts.Reason` value (AssumeRole
+    refused) is explained with ``role`` (role mode), any other as a KMS :class:`Reason`."""
+    if role is not None and is_sts_reason(reason):
+        error = sts.StsError(reason, operation="AssumeRole", message=f"STS refused AssumeRole ({reason}).")
+        return _sts_error_texts(error, role, region)
     error = KmsError(reason, operation=operation, message=f"KMS refused {operation} ({reason}).")
     return _error_texts(error, _Registration(kms_key_arn, region, account_id, has_encryption_context))
+
+
+_STS_REASONS = frozenset(
+    value for name, value in vars(StsReason).items() if name.isupper() and isinstance(value, str)
+)
+
+
+def is_sts_reason(reason: str) -> bool:
+    """Is ``reason`` a :class:`keys.sts.Reason` value (AssumeRole failed), not a KMS one?"""
+    return reason in _STS_REASONS
+
+
+_STS_CAUSES_SHORT = {
+    StsReason.PLATFORM_CREDENTIALS: "STS refused the platform's own AWS credentials (a problem on the platform's side)",
+    StsReason.THROTTLED: "STS throttled the AssumeRole request",
+    StsReason.INTERNAL: "STS had an internal error",
+    StsReason.TIMEOUT: "STS did not answer in time",
+    StsReason.NETWORK: "STS could not be reached",
+    StsReason.CLOCK_SKEW: "the platform's clock is off (clock skew)",
+}
+
+
+def short_cause(reason: str) -> str:
+    """A few words for why a check could not be made (a transient KMS or STS reason), for
+    a status line such as "could not verify: STS throttled the AssumeRole request"."""
+    return _STS_CAUSES_SHORT.get(reason) or _REASON_CAUSES_SHORT.get(reason) or "KMS could not be reached"

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from environments.models import Environment, Membership
 from environments.selectors import get_environment_for_user
+from keys import diagnosis
 from keys.models import AuditEvent, KeyRegistration, ReencryptionJob, ValidationRun
 from keys.services import lifecycle, reencryption
 from keys.services.validation import REQUESTABLE_STATUSES, staleness, validation_in_progress
@@ -134,6 +135,8 @@ def validation_context(registration: KeyRegistration, membership: Membership) ->
         "busy": busy,
         "not_queued": not_queued_message(registration) if latest and latest.outcome == ValidationRun.Outcome.NOT_QUEUED else "",
         "staleness": staleness(registration) if registration.is_byok else "",
+        # Why the latest run could not verify (a transient KMS or STS failure), in a few words.
+        "unverified_note": _unverified_note(latest),
         # Not while a validation is queued or running: it would only queue a second one.
         "can_validate": can_change and registration.is_byok and registration.status in REQUESTABLE_STATUSES and not busy,
         "can_edit": can_change and registration.is_editable,
@@ -151,6 +154,15 @@ def _replaceable(registration: KeyRegistration) -> bool:
         registration.is_byok and registration.is_live and not registration.is_editable
         and registration.status != Status.VALIDATING
     )
+
+
+def _unverified_note(run: ValidationRun | None) -> str:
+    if run is None or run.outcome != ValidationRun.Outcome.UNVERIFIED:
+        return ""
+    reason = run.failure_reason or next(
+        (c.get("reason") for c in run.checks if c.get("status") == "fail" and c.get("reason")), ""
+    )
+    return diagnosis.short_cause(reason or "")
 
 
 def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from typing import Any
 
 from django import template
+from django.conf import settings
 
 from keys import diagnosis
 from keys.models import KeyRegistration
 from keys.selectors import validation_context
+from keys.services.sealing import role_session_name
 
 register = template.Library()
 
@@ -22,11 +24,22 @@ def registration_validation(registration, membership) -> dict[str, Any]:
 def kms_problem(registration) -> dict | None:
     """``registration|kms_problem``: for a version the data plane or a re-validation made
     inaccessible, ``{"reason", "cause", "remedy"}`` in the words a failing validation check
-    uses for that reason (``keys.diagnosis.explain_reason``); None otherwise."""
+    uses for that reason (``keys.diagnosis.explain_reason``), and ``"title"``: who refused
+    (STS, when a role-mode version's AssumeRole was refused; else KMS); None otherwise."""
     if registration.status != KeyRegistration.Status.INACCESSIBLE or not registration.inaccessible_reason:
         return None
+    reason = registration.inaccessible_reason
+    role = None
+    if registration.uses_role and diagnosis.is_sts_reason(reason):
+        role = diagnosis.RoleAccess(
+            role_arn=registration.role_arn, external_id=registration.environment.aws_external_id,
+            session_name=role_session_name(registration), platform_principal_arn=settings.PLATFORM_AWS_PRINCIPAL_ARN,
+            duration_seconds=settings.STS_SESSION_DURATION_SECONDS,
+        )
     cause, remedy = diagnosis.explain_reason(
-        reason=registration.inaccessible_reason, kms_key_arn=registration.kms_key_arn, region=registration.region,
-        account_id=registration.account_id, has_encryption_context=bool(registration.encryption_context),
+        reason=reason, kms_key_arn=registration.kms_key_arn, region=registration.region,
+        account_id=registration.account_id, has_encryption_context=bool(registration.encryption_context), role=role,
     )
-    return {"reason": registration.inaccessible_reason, "cause": cause, "remedy": remedy}
+    # Who refused: STS (the role could not be assumed) or KMS (the key refused the call).
+    title = "STS refused to let the platform assume the role" if role is not None else "KMS refused access"
+    return {"reason": reason, "cause": cause, "remedy": remedy, "title": title}

@@ -205,3 +205,48 @@ def test_it_passes_a_role_in_moto_which_does_not_check_the_trust_policy_or_exter
         result = run(kms_key_arn=key["Arn"], account_id=key["AWSAccountId"], encrypted_data_key=blob, role=role)
 
     assert result.outcome == "passed", [(c.name, c.cause) for c in result.checks if c.status == "fail"]
+
+
+def test_it_explains_a_role_refusal_known_only_by_its_reason_in_the_checks_words() -> None:
+    """The status of a version the data plane or a re-validation made inaccessible has only
+    the reason: with the role, it is explained as STS's refusal, not as a KMS one."""
+    cause, remedy = diagnosis.explain_reason(
+        reason=sts.Reason.ACCESS_DENIED, kms_key_arn=ARN, region=REGION, account_id=ACCOUNT, role=ROLE
+    )
+
+    assert cause.startswith(f"AWS refused sts:AssumeRole on {ROLE_ARN} to the platform principal {PLATFORM}")
+    assert "KMS" not in cause
+    assert "aws iam get-role --role-name byok-portal-access" in remedy
+    trust = json.loads(remedy.split("--policy-document '", 1)[1].split("'", 1)[0])
+    assert trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] == EXTERNAL_ID
+    assert diagnosis.is_sts_reason(sts.Reason.ACCESS_DENIED) and not diagnosis.is_sts_reason(kms.Reason.ACCESS_DENIED)
+    # Without the role (or for a KMS reason) it stays the KMS explanation.
+    kms_cause, _ = diagnosis.explain_reason(reason=kms.Reason.DISABLED, kms_key_arn=ARN, region=REGION, role=ROLE)
+    assert "disabled" in kms_cause
+
+
+@pytest.mark.parametrize(("reason", "words"), [
+    (sts.Reason.PLATFORM_CREDENTIALS, "STS refused the platform's own AWS credentials (a problem on the platform's side)"),
+    (sts.Reason.THROTTLED, "STS throttled the AssumeRole request"),
+    (sts.Reason.NETWORK, "STS could not be reached"),
+    (kms.Reason.THROTTLED, "KMS throttled the request"),
+    ("", "KMS could not be reached"),
+])
+def test_it_says_in_a_few_words_why_a_run_could_not_verify(reason, words) -> None:
+    assert diagnosis.short_cause(reason) == words
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["no-worker", "worker"])
+def test_it_says_only_what_is_true_about_retrying_after_the_platforms_credentials_were_refused(
+    sts_stub, settings, eager
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = eager
+    sts_stub.add_client_error("assume_role", "ExpiredTokenException", "expired", http_status_code=400)
+
+    remedy = run().check("sts.assume_role").remedy
+
+    assert remedy.startswith("Nothing to change on your side: the platform's operators have to renew")
+    if eager:
+        assert "does not try again by itself" in remedy and "re-validated every" not in remedy
+    else:
+        assert "key versions in service are also re-validated every" in remedy
