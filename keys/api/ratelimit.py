@@ -22,6 +22,19 @@ Where the buckets live
     processes a client may get up to N times the limit. Good enough for one development
     process; production sets ``REDIS_URL``.
 
+DELETE: checked before, charged after
+    A DELETE is one SQL statement that authenticates the API key and deletes the record
+    together (``keys.services.api_keys.api_key_record_delete``), so the bucket cannot be
+    charged between the two. It is looked at first (:meth:`~LocalRateLimiter.peek`, which
+    takes nothing): an empty bucket sends the request down the two-statement path
+    (authenticate, then 429 from :func:`api_key_hit`, nothing deleted); otherwise the
+    statement runs and, if the key authenticated, the request takes its token afterwards
+    (:func:`api_key_hit`, whatever it answers: the record is gone). A request that fails
+    authentication takes nothing, as everywhere else, so knowing a key's prefix does not
+    let anyone drain its bucket. Concurrent DELETEs of one key may overdraw the bucket by
+    at most their number (each looked before the others took); the bucket never goes
+    below zero.
+
 When Redis cannot be reached: fail open
     If Redis is configured but a call fails (connection refused, timeout, any Redis error),
     the request is allowed and a warning is logged (at most once every
@@ -98,6 +111,27 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return {allowed, string.format('%.17g', tokens), string.format('%.17g', wait)}
 """
 
+# The same refill without taking or writing anything: would a request be allowed now?
+PEEK_LUA = """
+local EPSILON = 1e-9
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  return {1, string.format('%.17g', capacity), '0'}
+end
+if now > ts then
+  tokens = math.min(capacity, tokens + (now - ts) * rate)
+end
+if tokens >= 1 - EPSILON then
+  return {1, string.format('%.17g', tokens), '0'}
+end
+return {0, string.format('%.17g', tokens), string.format('%.17g', (1 - tokens) / rate)}
+"""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -140,6 +174,17 @@ class LocalRateLimiter:
             return Decision(True, self.limit, int(tokens))
         return Decision(False, self.limit, 0, _retry_after((1 - tokens) / self._rate))
 
+    def peek(self, key: str) -> Decision:
+        """What :meth:`hit` would answer now, taking nothing."""
+        with self._lock:
+            now = self._clock()
+            tokens, ts = self._buckets.get(key, (float(self.limit), now))
+            if now > ts:
+                tokens = min(float(self.limit), tokens + (now - ts) * self._rate)
+        if tokens >= 1 - EPSILON:
+            return Decision(True, self.limit, int(tokens))
+        return Decision(False, self.limit, 0, _retry_after((1 - tokens) / self._rate))
+
 
 class RedisRateLimiter:
     """Token buckets in Redis, shared by every process (see the module docstring).
@@ -162,14 +207,22 @@ class RedisRateLimiter:
             url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
         )
         self._script = self._client.register_script(TOKEN_BUCKET_LUA)
+        self._peek_script = self._client.register_script(PEEK_LUA)
         self._skip_until = 0.0
         self._warned_at = -math.inf
 
     def hit(self, key: str) -> Decision:
+        return self._run(self._script, key)
+
+    def peek(self, key: str) -> Decision:
+        """What :meth:`hit` would answer now, taking nothing (fails open the same way)."""
+        return self._run(self._peek_script, key)
+
+    def _run(self, script, key: str) -> Decision:
         if time.monotonic() < self._skip_until:
             return Decision(True, self.limit, self.limit)
         try:
-            allowed, tokens, wait = self._script(
+            allowed, tokens, wait = script(
                 keys=[f"{self._prefix}:{key}"], args=[self.limit, repr(self._rate), repr(self._clock())]
             )
         except redis.RedisError as e:
@@ -222,3 +275,10 @@ def api_key_hit(api_key_prefix: str) -> Decision | None:
     limit is off."""
     limiter = get_limiter()
     return None if limiter is None else limiter.hit(api_key_prefix)
+
+
+def api_key_peek(api_key_prefix: str) -> Decision | None:
+    """What :func:`api_key_hit` would answer now, taking nothing; None when the limit is
+    off (see "DELETE: checked before, charged after" above)."""
+    limiter = get_limiter()
+    return None if limiter is None else limiter.peek(api_key_prefix)

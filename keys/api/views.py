@@ -55,7 +55,8 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -158,7 +159,8 @@ def _api_error(e: Exception) -> ApiError:
 # ---------------------------------------------------------------------------
 
 
-def _authenticate(request: HttpRequest, **joins: Any):
+def _presented(request: HttpRequest) -> str:
+    """The API key the request presents (``Authorization: Bearer …``), else 401."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
@@ -166,12 +168,23 @@ def _authenticate(request: HttpRequest, **joins: Any):
             401, "unauthenticated", "Send an API key: Authorization: Bearer byok_…",
             headers={"WWW-Authenticate": 'Bearer realm="byok"'},
         )
+    return presented.strip()
+
+
+@contextmanager
+def _api_key_errors() -> Iterator[None]:
     try:
-        api_key = api_keys.api_key_authenticate(presented=presented.strip(), **joins)
+        yield
     except RevokedApiKey as e:
         raise ApiError(401, "api_key_revoked", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     except InvalidApiKey as e:
         raise ApiError(401, "invalid_api_key", str(e), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _authenticate(request: HttpRequest, **joins: Any):
+    presented = _presented(request)
+    with _api_key_errors():
+        api_key = api_keys.api_key_authenticate(presented=presented, **joins)
     _check_rate_limit(api_key)
     return api_key
 
@@ -186,6 +199,39 @@ def _check_rate_limit(api_key) -> None:
         )
 
 
+def _public_id(environment_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(environment_id)
+    except ValueError:
+        return None
+
+
+def _delete(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
+    """DELETE of a record: one statement that authenticates and deletes (issue 12), the
+    rate limit looked at before and charged after (``keys.api.ratelimit``, "DELETE:
+    checked before, charged after"). An empty bucket, or a malformed record key, takes the
+    usual path: authenticate (401s first), then 429 or 400, nothing deleted."""
+    presented = _presented(request)
+    prefix = api_keys.api_key_prefix(presented)
+    decision = ratelimit.api_key_peek(prefix) if prefix is not None else None
+    valid_key = records.RECORD_KEY_RE.fullmatch(record_key) and record_key not in records.RESERVED_RECORD_KEYS
+    if (decision is not None and not decision.allowed) or not valid_key:
+        environment = _environment(request, environment_id)
+        records.record_delete(environment=environment, record_key=record_key)
+        return HttpResponse(status=204)
+    with _api_key_errors():
+        api_key, deleted = api_keys.api_key_record_delete(
+            presented=presented, environment_public_id=_public_id(environment_id), record_key=record_key
+        )
+    ratelimit.api_key_hit(api_key.prefix)  # charged whatever it answers: the statement ran
+    if api_key.environment.public_id != _public_id(environment_id):
+        raise ApiError(404, "not_found", "No such environment.")
+    request.api_environment = api_key.environment
+    if not deleted:
+        raise RecordNotFound(f"No record {record_key!r} in this environment.")
+    return HttpResponse(status=204)
+
+
 def _environment(request: HttpRequest, environment_id: str):
     """The API key's environment if ``environment_id`` names it; any other id (unknown,
     malformed, or another environment's) is the same 404."""
@@ -196,10 +242,7 @@ def _api_key_for(request: HttpRequest, environment_id: str, **joins: Any):
     """The API key row if its environment is ``environment_id`` (else 404), with what
     ``joins`` asked the same query to bring (``api_keys.api_key_authenticate``)."""
     api_key = _authenticate(request, **joins)
-    try:
-        wanted = uuid.UUID(environment_id)
-    except ValueError:
-        wanted = None
+    wanted = _public_id(environment_id)
     if wanted is None or api_key.environment.public_id != wanted:
         raise ApiError(404, "not_found", "No such environment.")
     request.api_environment = api_key.environment  # for the access log and outage warnings
@@ -406,7 +449,8 @@ def _failure_json(failure: RecordFailure) -> dict[str, Any]:
 def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
     # Round trips (pinned by tests/keys/test_round_trips.py): a GET is one statement (the
     # API key, the record and its key version in one query); a PUT two (the API key with
-    # the active version, then the guarded upsert); a DELETE two (the API key, the DELETE).
+    # the active version, then the guarded upsert); a DELETE one (the API key and the
+    # DELETE guarded by its hash, together).
     if request.method == "GET":
         # A malformed record key is never sent to the database (a NUL byte would fail
         # there): record_read answers 400 for it, after authentication as for any request.
@@ -417,8 +461,7 @@ def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpRe
         )
         return _raw_json_response(_record_json(value))
     if request.method == "DELETE":
-        records.record_delete(environment=_environment(request, environment_id), record_key=record_key)
-        return HttpResponse(status=204)
+        return _delete(request, environment_id, record_key)
     api_key = _api_key_for(request, environment_id, with_active_version=True)
     payload = _read_json(request, settings.API_MAX_BODY_BYTES)
     if not isinstance(payload, dict) or "body" not in payload:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -158,6 +159,92 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
         raise RevokedApiKey("The API key was revoked.")
     _touch(row)
     return row
+
+
+def api_key_prefix(presented: str) -> str | None:
+    """The prefix of a well-formed API key (public: it names the key's rate-limit bucket),
+    else None. Says nothing about whether the key is valid."""
+    return _parse(presented) if len(presented) <= 200 else None
+
+
+@sensitive_variables("presented", "digest")
+def api_key_record_delete(
+    *, presented: str, environment_public_id: uuid.UUID | None, record_key: str | None
+) -> tuple[ApiKey, bool]:
+    """Authenticate ``presented`` and, in the same statement, delete the record
+    ``record_key`` of the environment ``environment_public_id`` (issue 12: a DELETE is one
+    round trip). Returns ``(row, deleted)``: the API key row with its environment, as
+    :func:`api_key_authenticate` returns it, and whether a record was deleted.
+
+    The record is deleted only if the key's SHA-256 matches, the key is not revoked and
+    its environment is ``environment_public_id``; a None environment or record key (the
+    caller found them malformed) deletes nothing. The hash is compared in SQL (a timing
+    difference there tells nothing: it is the hash of a 256-bit secret) and again, in
+    constant time, right after, to answer as :func:`api_key_authenticate` does.
+
+    Raises :class:`InvalidApiKey` and :class:`RevokedApiKey` (nothing deleted).
+    """
+    prefix = api_key_prefix(presented)
+    if prefix is None:
+        raise InvalidApiKey("The API key is malformed.")
+    digest = _digest(presented)
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
+        # No data-modifying WITH (SQLite in development): authenticate, then delete.
+        row = api_key_authenticate(presented=presented)
+        deleted = 0
+        if row.environment.public_id == environment_public_id and record_key is not None:
+            deleted = Record.objects.filter(environment=row.environment_id, record_key=record_key).delete()[0]
+        return row, bool(deleted)
+    query = _delete_query()
+    found = rows.fetch(query.sql, [prefix, digest, environment_public_id, record_key, prefix])
+    row = query.auth.build(found, conn) if found is not None else None
+    expected = row.key_hash if row is not None else "0" * 64
+    if not hmac.compare_digest(digest, expected) or row is None:
+        raise InvalidApiKey("The API key is not valid.")
+    if row.revoked_at is not None:
+        raise RevokedApiKey("The API key was revoked.")
+    _touch(row)
+    assert found is not None
+    return row, bool(found[-1])
+
+
+class _DeleteQuery:
+    """The API key look-up of :class:`_AuthQuery`, and a ``DELETE`` of the record guarded
+    by the key's hash, revocation and environment, in one statement::
+
+        WITH deleted AS (DELETE FROM record USING apikey, environment
+                         WHERE prefix = %s AND key_hash = %s AND revoked_at IS NULL
+                         AND environment.public_id = %s AND record_key = %s …)
+        SELECT <API key>, <environment>, (SELECT count(*) FROM deleted) FROM apikey … WHERE prefix = %s
+
+    PostgreSQL runs a data-modifying WITH exactly once, whether or not the SELECT reads
+    it; the SELECT sees the rows as they were before the DELETE (one snapshot)."""
+
+    def __init__(self) -> None:
+        q = connection.ops.quote_name
+        self.auth = _AuthQuery(False, False)
+        key = Columns(ApiKey, "dk")
+        environment = Columns(Environment, "de")
+        record = Columns(Record, "rec")
+        deleted = (
+            f"DELETE FROM {q(Record._meta.db_table)} rec USING {q(ApiKey._meta.db_table)} dk, "
+            f"{q(Environment._meta.db_table)} de "
+            f"WHERE {key.column('prefix')} = %s AND {key.column('key_hash')} = %s AND {key.column('revoked_at')} IS NULL "
+            f"AND {environment.column('id')} = {key.column('environment')} AND {environment.column('public_id')} = %s "
+            f"AND {record.column('environment')} = {key.column('environment')} AND {record.column('record_key')} = %s "
+            "RETURNING 1"
+        )
+        # The count goes last, where build() does not look.
+        select = "SELECT " + self.auth.sql.removeprefix("SELECT ").replace(
+            " FROM ", ", (SELECT count(*) FROM deleted) FROM ", 1
+        )
+        self.sql = f"WITH deleted AS ({deleted}) {select}"
+
+
+@functools.cache
+def _delete_query() -> _DeleteQuery:
+    return _DeleteQuery()
 
 
 class _AuthQuery:

@@ -316,3 +316,64 @@ def test_it_limits_in_process_memory_without_redis(api, settings, fresh_limiter)
     answers = [api.get("r1").status_code for _ in range(3)]
 
     assert answers == [404, 404, 429]
+
+
+# DELETE: one statement that authenticates and deletes; the bucket is looked at before
+# and charged after (keys/api/ratelimit.py, "DELETE: checked before, charged after").
+
+
+def _wrong_secret(api_key: str) -> str:
+    prefix = api_key.split("_")[1]
+    return f"Bearer byok_{prefix}_" + "A" * 43
+
+
+def test_it_deletes_nothing_and_takes_no_token_for_a_delete_with_a_wrong_secret(api, api_key, limited, client):  # noqa: F811
+    assert api.put("r1", {"body": 1}).status_code == 200  # 1 of 3
+
+    refused = [client.delete(f"{api.base}/r1", HTTP_AUTHORIZATION=_wrong_secret(api_key)).status_code for _ in range(5)]
+
+    assert refused == [401] * 5
+    assert api.get("r1").status_code == 200  # 2 of 3: the record is there, the bucket was not drained
+    assert api.delete("r1").status_code == 204  # 3 of 3
+    assert api.get("r1").status_code == 429
+
+
+def test_it_answers_429_to_a_delete_over_the_limit_and_deletes_nothing(api, limited):  # noqa: F811
+    assert [api.put("r1", {"body": i}).status_code for i in range(3)] == [200, 200, 200]
+
+    refused = api.delete("r1")
+
+    assert refused.status_code == 429 and error_of(refused)["code"] == "rate_limited"
+    from keys.models import Record
+
+    assert Record.objects.filter(record_key="r1").exists()
+
+
+def test_it_answers_401_not_429_to_a_delete_with_a_wrong_secret_over_the_limit(api, api_key, limited, client):  # noqa: F811
+    for i in range(3):
+        api.put("r1", {"body": i})
+
+    response = client.delete(f"{api.base}/r1", HTTP_AUTHORIZATION=_wrong_secret(api_key))
+
+    assert response.status_code == 401
+
+
+def test_it_takes_one_token_for_a_delete(api, limited):  # noqa: F811
+    api.put("r1", {"body": 1})
+
+    assert api.delete("r1").status_code == 204
+    assert api.get("r1").status_code == 404  # 3 of 3
+    assert api.get("r1").status_code == 429
+
+
+def test_it_peeks_without_taking_a_token(make_limiter):
+    clock = FakeClock()
+    limiter = make_limiter(2, clock)
+
+    peeks = [limiter.peek("k").allowed for _ in range(5)]
+    hits = [limiter.hit("k").allowed for _ in range(3)]
+
+    assert peeks == [True] * 5
+    assert hits == [True, True, False]
+    assert limiter.peek("k").allowed is False
+    assert limiter.peek("k").retry_after == 30  # 2 a minute: one token every 30 s

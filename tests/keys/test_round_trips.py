@@ -120,11 +120,20 @@ def test_a_put_is_two_statements_with_no_transaction_around_them(server):
     assert "FOR SHARE" in sent.sql[1]  # the active-version guard travels with the write
 
 
-def test_a_delete_is_two_statements(server):
+def test_a_delete_is_one_statement_that_authenticates_and_deletes(server):
     with count_statements() as sent:
         status, _ = server.delete("warm")
     assert status == 204
-    assert kinds(sent) == ["SELECT", "DELETE"], str(sent)
+    assert kinds(sent) == ["WITH"], str(sent)
+    assert "DELETE" in sent.sql[0] and "key_hash" in sent.sql[0]
+    assert not Record.objects.filter(record_key="warm").exists()
+
+
+def test_a_delete_of_a_missing_record_is_one_statement(server):
+    with count_statements() as sent:
+        status, _ = server.delete("never-written")
+    assert status == 404
+    assert len(sent) == 1, str(sent)
 
 
 @pytest.mark.parametrize("n", [1, 10, 999])
@@ -175,3 +184,28 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
     assert KeyRegistration.objects.get(environment=environment, version=1).status == "decrypt_only"
     inserts = [s for s in sent.sql if s.upper().startswith("INSERT INTO \"KEYS_RECORD\"")]
     assert len(inserts) == 2  # the first matched no active version; the retry did
+
+
+def test_a_delete_with_another_environments_id_deletes_nothing(server, environment, alice):
+    from environments.services import environment_create
+
+    other = environment_create(organization=environment.organization, name="other", actor=alice)
+    path = f"/api/v1/environments/{other.public_id}/records/warm"
+
+    with count_statements() as sent:
+        status, _ = server("DELETE", path)
+
+    assert status == 404 and len(sent) == 1
+    assert Record.objects.filter(record_key="warm").exists()
+
+
+def test_a_delete_with_a_revoked_key_deletes_nothing(server, api_key, alice):
+    from keys.models import ApiKey
+    from keys.services import api_keys
+
+    api_keys.api_key_revoke(api_key=ApiKey.objects.get(prefix=api_key.split("_")[1]), actor=alice)
+
+    status, data = server.delete("warm")
+
+    assert status == 401 and json.loads(data)["error"]["code"] == "api_key_revoked"
+    assert Record.objects.filter(record_key="warm").exists()
