@@ -46,9 +46,9 @@ def slow_job(monkeypatch):
     threads: list[threading.Thread] = []
     real_diagnose = validation._diagnose
 
-    def slow_diagnose(registration):
+    def slow_diagnose(registration, *args):
         time.sleep(3)
-        return real_diagnose(registration)
+        return real_diagnose(registration, *args)
 
     def run(registration_id, trigger):
         try:
