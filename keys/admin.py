@@ -113,15 +113,25 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
     def run_validation(self, request, queryset):
         """Each selected BYOK version through the validation service: a validation run
         row, an audit event naming the support user, failed → pending validation."""
-        queued, refused = 0, []
+        queued, not_queued, refused = 0, 0, []
         for registration in queryset.filter(kind=KeyRegistration.Kind.BYOK).select_related("environment"):
             try:
-                registration_request_validation(registration=registration, actor=request.user)
+                run = registration_request_validation(registration=registration, actor=request.user)
             except ValidationRequestRefused as e:
                 refused.append(str(e))
             else:
-                queued += 1
+                if run.outcome == ValidationRun.Outcome.NOT_QUEUED:
+                    not_queued += 1
+                else:
+                    queued += 1
         self.message_user(request, f"Validation queued for {queued} BYOK key version(s).", messages.SUCCESS)
+        if not_queued:
+            self.message_user(
+                request,
+                f"Validation of {not_queued} BYOK key version(s) could not be queued (broker unreachable); "
+                "the validation sweep queues them again.",
+                messages.WARNING,
+            )
         for reason in refused:
             self.message_user(request, reason, messages.WARNING)
 
@@ -135,10 +145,12 @@ class KeyRegistrationAdmin(ReadOnlyAdmin):
 
 @admin.register(ValidationRun)
 class ValidationRunAdmin(ReadOnlyAdmin):
-    list_display = ["registration", "trigger", "outcome", "failure_reason", "started_at", "finished_at"]
+    list_display = ["registration", "trigger", "outcome", "failure_reason", "started_at", "queued_at", "finished_at"]
     list_filter = ["outcome", "trigger", "failure_reason"]
     search_fields = ["registration__kms_key_arn", "registration__environment__name"]
-    fields = ["registration", "trigger", "outcome", "failure_reason", "started_at", "finished_at", "checks_table"]
+    fields = [
+        "registration", "trigger", "outcome", "failure_reason", "started_at", "queued_at", "finished_at", "checks_table",
+    ]
     readonly_fields = fields
 
     @admin.display(description="Checks")

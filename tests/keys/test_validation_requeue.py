@@ -220,3 +220,20 @@ def test_the_sweep_ends_a_run_that_has_nothing_left_to_validate(environment, ali
 def test_beat_runs_the_sweep_every_interval(settings):
     entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "keys.tasks.requeue_validations")
     assert entry["task"] in tasks.requeue_validations.name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_action_says_which_validations_could_not_be_queued(client, admin_user, environment, alice, customer):
+    with broker_down():
+        registration = register(environment, alice, customer)
+        client.force_login(admin_user)
+        response = client.post(
+            reverse("admin:keys_keyregistration_changelist"),
+            {"action": "run_validation", "_selected_action": [registration.pk]},
+            follow=True,
+        )
+
+    page = response.content.decode()
+    assert "Validation queued for 0 BYOK key version(s)." in page
+    assert "Validation of 1 BYOK key version(s) could not be queued (broker unreachable)" in page
+    assert list(registration.validation_runs.values_list("outcome", flat=True)) == [Outcome.NOT_QUEUED]
