@@ -18,6 +18,10 @@ sealed value                   ``sealed$1$<key_id>$<nonce>$<ciphertext>``  ``sea
 API key                        ``byok_<8 hex>_<43 base64url>``             ``byok_<8 hex>_[REDACTED]``
 base64 of 32 bytes (data key)  44 characters ending ``=``                  ``[REDACTED]``
 AWS access key ID              ``AKIA``/``ASIA`` + 16                      ``AKIA************WXYZ``
+AWS session token (STS)        its value after a name that carries it:     ``<SessionToken>[REDACTED]``
+                               ``<SessionToken>``, ``X-Amz-Security-Token``
+                               (header, canonical request, query),
+                               ``SessionToken``/``session_token`` ``=``/``:``
 AWS secret access key          40 characters of ``[A-Za-z0-9/+]``          ``[REDACTED]``
 =============================  ==========================================  ==================
 
@@ -76,6 +80,15 @@ def _redact_aws_secret(match: re.Match) -> str:
 SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match], str]]] = [
     (re.compile(r"(sealed\$\d+\$[A-Za-z0-9_-]{1,32}\$)[A-Za-z0-9_\-$=]+"), r"\1" + REDACTED),
     (re.compile(r"\b(byok_[0-9a-f]{8}_)[A-Za-z0-9_-]+"), r"\1" + REDACTED),
+    # STS session tokens are long base64 with no shape of their own: found by what names them,
+    # as botocore writes them at DEBUG (the AssumeRole response body, the signed request's
+    # X-Amz-Security-Token header and canonical request) and as Python names them.
+    (
+        re.compile(
+            r"(?i)((?:x-amz-security-token|session_?token)['\"]?\s*(?:[:=]|>)\s*b?['\"]?)[A-Za-z0-9+/=%]{16,}"
+        ),
+        r"\1" + REDACTED,
+    ),
     (re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{43}=(?![A-Za-z0-9+/=_-])"), REDACTED),
     (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"), _mask_access_key_id),
     # "/" is both in the alphabet and the path separator: a secret may stand between two

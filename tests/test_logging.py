@@ -37,6 +37,7 @@ AWS_SECRET = "CANARYsecret/DoNotLeak+0123456789abcdefX"
 ACCESS_KEY_ID = "AKIACANARY7Q2W3E4R5T"
 DATA_KEY = base64.b64encode(b"canary data key: 32 bytes long!!").decode()
 API_KEY = "byok_0a1b2c3d_" + "CANARYapiKEYsecretPart_0123456789-abcdefghi"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjECANARY/sessionToken+" + "A1b2" * 100 + "=="
 SEALED = "sealed$1$k1$Q0FOQVJZbm9uY2Ux$Q0FOQVJZY2lwaGVydGV4dC1ub3QtZm9yLWV5ZXMtMDEyMzQ1Njc4OQ"
 CANARIES = f"{AWS_SECRET} {ACCESS_KEY_ID} {DATA_KEY} {API_KEY} {SEALED}"
 # What must never appear (an access key ID keeps its type prefix and last four characters).
@@ -76,6 +77,13 @@ def test_the_canaries_have_the_shapes_they_stand_for():
         (f"stored {SEALED} ok", f"stored sealed$1$k1${REDACTED} ok"),
         ("SEALING_KEYS=k1:" + DATA_KEY, f"SEALING_KEYS=k1:{REDACTED}"),
         (f"'{AWS_SECRET}'", f"'{REDACTED}'"),
+        # STS session tokens, where botocore (DEBUG) and Python name them.
+        (f"<SessionToken>{SESSION_TOKEN}</SessionToken>", f"<SessionToken>{REDACTED}</SessionToken>"),
+        (f"{{'X-Amz-Security-Token': b'{SESSION_TOKEN}'}}", f"{{'X-Amz-Security-Token': b'{REDACTED}'}}"),
+        (f"host:kms\nx-amz-security-token:{SESSION_TOKEN}\n", f"host:kms\nx-amz-security-token:{REDACTED}\n"),
+        (f"?X-Amz-Security-Token={SESSION_TOKEN}%2B&a=1", f"?X-Amz-Security-Token={REDACTED}&a=1"),
+        (f'{{"SessionToken": "{SESSION_TOKEN}"}}', f'{{"SessionToken": "{REDACTED}"}}'),
+        (f"session_token='{SESSION_TOKEN}'", f"session_token='{REDACTED}'"),
     ],
 )
 def test_it_redacts_each_shape_of_secret(text, expected):
