@@ -165,10 +165,17 @@ def _unverified_note(run: ValidationRun | None) -> str:
     return diagnosis.short_cause(reason or "")
 
 
-def lifecycle_context(environment: Environment, membership: Membership) -> dict[str, Any]:
+def lifecycle_context(
+    environment: Environment, membership: Membership, registrations: list[KeyRegistration] | None = None
+) -> dict[str, Any]:
     """Context of ``keys/partials/lifecycle_body.html``: the revocation bound, each
-    version's records and actions, the re-encryption job and what may be done with it."""
-    progress = reencryption.job_progress(environment=environment)
+    version's records and actions, the re-encryption job and what may be done with it.
+
+    ``registrations``: the key versions the page already loaded (``environment_overview``),
+    newest first. One status per version on a page: the lifecycle card's records table must
+    not read a version again and show a status its key versions table does not (a worker
+    moving it from pending validation to validating between the two reads did)."""
+    progress = reencryption.job_progress(environment=environment, registrations=registrations)
     job = progress.job
     can_change, is_owner = membership.can_change, membership.is_owner
     unfinished = job is not None and job.is_unfinished

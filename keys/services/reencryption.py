@@ -689,10 +689,15 @@ class Progress:
         }
 
 
-def job_progress(*, environment: Environment) -> Progress:
+def job_progress(*, environment: Environment, registrations: list[KeyRegistration] | None = None) -> Progress:
     """Per-version record counts (one grouped count over the environment's records) and
-    the latest job's progress and time-left estimate."""
-    registrations = list(KeyRegistration.objects.filter(environment=environment).order_by("-version"))
+    the latest job's progress and time-left estimate.
+
+    ``registrations``: the environment's key versions, newest first, when the caller
+    already loaded them (the environment page), so that every panel of one page shows each
+    version's status from the same read; loaded here otherwise."""
+    if registrations is None:
+        registrations = list(KeyRegistration.objects.filter(environment=environment).order_by("-version"))
     counts = dict(
         Record.objects.filter(environment=environment).values_list("registration_id").annotate(n=Count("id")).values_list("registration_id", "n")
     )

@@ -10,7 +10,9 @@ register = template.Library()
 
 
 @register.simple_tag
-def environment_lifecycle(environment, membership) -> dict[str, Any]:
-    """``{% environment_lifecycle environment membership as lc %}``: what the environment
-    page's lifecycle card shows (``keys.selectors.lifecycle_context``)."""
-    return lifecycle_context(environment, membership)
+def environment_lifecycle(environment, membership, registrations=None) -> dict[str, Any]:
+    """``{% environment_lifecycle environment membership registrations as lc %}``: what the
+    environment page's lifecycle card shows (``keys.selectors.lifecycle_context``), from
+    the key versions the page already loaded (``registrations``, so every panel shows the
+    same status for a version); without them (or an empty string: a missing variable), read afresh."""
+    return lifecycle_context(environment, membership, list(registrations) if registrations else None)

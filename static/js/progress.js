@@ -43,6 +43,9 @@
       });
     }
     card.dataset.running = data.running ? "true" : "false";
+    // One status everywhere: status.js brings the key versions table up to date with the
+    // statuses this answer read (a version may have changed since the page was rendered).
+    document.dispatchEvent(new CustomEvent("portal:version-statuses", { detail: data.versions }));
   }
 
   function schedule() {

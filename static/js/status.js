@@ -20,6 +20,8 @@
   }
 
   function watch(group) {
+    if (group.dataset.watching === "true") { return; }
+    group.dataset.watching = "true";
     var url = group.dataset.statusUrl;
     var statusCell = group.querySelector("[data-status-cell]");
     var panel = group.querySelector("[data-validation-panel]");
@@ -41,6 +43,7 @@
           group.dataset.status = data.status;
           group.dataset.busy = data.busy ? "true" : "false";
           if (data.busy) { schedule(); return; }
+          group.dataset.watching = "false";
           // The banner "validation … has started" follows the state: gone once it ended.
           document.querySelectorAll(".msg[data-validation-banner='" + data.version + "']").forEach(function (banner) {
             banner.remove();
@@ -58,4 +61,13 @@
     if (group && group.dataset.busy !== "true") { banner.remove(); }
   });
   document.querySelectorAll("[data-status-url][data-busy='true']").forEach(watch);
+
+  // The lifecycle card re-read the versions (progress.js): a version whose status changed
+  // since this table was rendered is fetched again, so both tables say the same.
+  document.addEventListener("portal:version-statuses", function (event) {
+    (event.detail || []).forEach(function (v) {
+      var group = document.querySelector(".key-version[data-version='" + v.version + "']");
+      if (group && group.dataset.status !== v.status) { watch(group); }
+    });
+  });
 })();

@@ -86,13 +86,18 @@ def test_it_shows_the_validation_live_and_activates_the_key(page, live_server, s
     page.evaluate("window.__sameDocument = 'yes'")
     version = page.locator(f"#registration-{registration.public_id}")
     status = version.locator("[data-status-cell] .status")
+    # One status everywhere: the lifecycle card's records table says what the versions table says.
+    records_row = page.locator("[data-lifecycle-version='2'] .status")
     expect(status).to_have_text("Pending validation")
+    expect(records_row).to_have_text("Pending validation")
     shot("1-pending")
 
     slow_job.set()
     expect(status).to_have_text("Validating", timeout=10_000)
+    expect(records_row).to_have_text("Validating", timeout=5_000)
     shot("2-validating")
     expect(status).to_have_text("Valid", timeout=20_000)
+    expect(records_row).to_have_text("Valid", timeout=5_000)
     shot("3-valid")
 
     assert page.evaluate("window.__sameDocument") == "yes"
