@@ -20,7 +20,8 @@ Prints figures and ratios; it is not a test and asserts nothing. Four parts:
 3. Batch: 10,000 records of 1 KiB through POST …/records/batch (1,000 per request), then
    read back through POST …/records/find; records/s over HTTP, and in process (the
    services alone) for comparison.
-4. Peak RSS (VmHWM) of one gunicorn worker after 1,000 and after 100,000 requests.
+4. RSS (VmRSS, and the peak VmHWM) of one gunicorn worker after 1,000 and after 100,000
+   requests (``rss_start_kib``, ``rss_end_kib`` in the JSON).
 
 Every figure goes to test-output/bench/dataplane.json, with the crypto figures of
 bench_crypto.measure() and the load average before and after (the machine may be shared).
@@ -642,6 +643,12 @@ def part4_rss(tmp: Path, envs: dict, args) -> None:
             print(f"(stopped at {done:,} of {target:,} requests: the {args.rss_seconds:.0f} s budget ran out)")
         print(f"peak growth from 1,000 to {done:,} requests: {(last['VmHWM'] - first['VmHWM']) / 1024:+.1f} MiB")
         RESULTS["rss"] = {"requests": done, "vmhwm_growth_mib": round((last["VmHWM"] - first["VmHWM"]) / 1024, 1)}
+        # Flat RSS (issue 12): the worker's resident set after the first 1,000 requests
+        # (warm: Django, the data key and the connection loaded) and after all of them.
+        RESULTS.update(
+            rss_boot_kib=after_boot["VmRSS"], rss_start_kib=first["VmRSS"], rss_end_kib=last["VmRSS"],
+            rss_requests=done,
+        )
     finally:
         server.stop()
 
