@@ -276,10 +276,14 @@ class Record(models.Model):
     """A customer's data item: ciphertext (our envelope format) and the key version that
     encrypted it. Unique per (environment, record key)."""
 
-    environment = models.ForeignKey(Environment, models.CASCADE, related_name="records")
+    # No index of their own: the unique (environment, record_key) index serves look-ups by
+    # environment and record_by_version (registration, id) those by version. Each extra
+    # index was one more insertion per record written (the batch write's cost is mostly
+    # index maintenance: docs/architecture.md, "Speed of the data plane").
+    environment = models.ForeignKey(Environment, models.CASCADE, related_name="records", db_index=False)
     record_key = models.CharField(max_length=255)
     ciphertext = models.BinaryField()
-    registration = models.ForeignKey(KeyRegistration, models.PROTECT, related_name="records")
+    registration = models.ForeignKey(KeyRegistration, models.PROTECT, related_name="records", db_index=False)
     key_version = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
