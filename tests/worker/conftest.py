@@ -119,7 +119,8 @@ def start_worker(transactional_db, queued_to, moto_server, tmp_path) -> Iterator
     before pytest-django empties the tables."""
     processes: list[subprocess.Popen] = []
 
-    def start(*, beat_every: int | None = None) -> Worker:
+    def start(*, beat_every: int | None = None, extra_env: dict[str, str] | None = None) -> Worker:
+        """``extra_env``: more variables for the worker (role mode's platform principal, say)."""
         log, mail_dir = tmp_path / f"worker{len(processes)}.log", tmp_path / "mail"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_"))},
@@ -137,6 +138,7 @@ def start_worker(transactional_db, queued_to, moto_server, tmp_path) -> Iterator
             # django-environ drops one leading "/" of the path: four make it absolute.
             "EMAIL_URL": f"filemail:///{mail_dir}",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         name = f"byok-test-{os.getpid()}-{len(processes)}@localhost"
         command = [str(BIN / "celery"), "-A", "portal", "worker", "--pool", "solo", "-l", "info",
