@@ -349,6 +349,12 @@ def _revalidate(registration: KeyRegistration, trigger: str, kms_options: kms.Km
     return run
 
 
+
+def _who_refused(reason: str) -> str:
+    """"STS refused AssumeRole" for a role that could not be assumed, else "KMS refused access"."""
+    return "STS refused AssumeRole" if diag.is_sts_reason(reason) else "KMS refused access"
+
+
 def registration_mark_inaccessible(*, registration: KeyRegistration, reason: str, actor_label: str) -> KeyRegistration | None:
     """Make an active or decrypt-only version inaccessible after a permanent KMS refusal
     (``reason`` is a ``KmsError.reason`` such as ``disabled``), evict its cached data key
@@ -361,7 +367,7 @@ def registration_mark_inaccessible(*, registration: KeyRegistration, reason: str
             registration=registration,
             to=Status.INACCESSIBLE,
             actor_label=actor_label,
-            message=f"KMS refused access ({reason}); the data plane stopped using this key version.",
+            message=f"{_who_refused(reason)} ({reason}); the data plane stopped using this key version.",
             updates={"restore_status": registration.status, "inaccessible_reason": reason[:40], "kms_unreachable_since": None},
         )
     except TransitionConflict:

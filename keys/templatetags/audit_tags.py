@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django import template
 
+from keys import diagnosis
 from keys.models import AuditEvent, KeyRegistration
 
 register = template.Library()
@@ -69,6 +70,9 @@ def audit_summary(event: AuditEvent) -> str:
     if event.action == A.STATUS_CHANGED and (before, after) in _TRANSITIONS:
         sentence = _TRANSITIONS[(before, after)].format(v=version)
         reason = event.after.get("reason")
+        if reason and after == S.INACCESSIBLE and diagnosis.is_sts_reason(reason):
+            # The role could not be assumed: STS refused, not KMS.
+            sentence = sentence.replace("KMS refused access", "STS refused the role")
         return f"{sentence} ({reason.replace('_', ' ')})" if reason else sentence
     if event.action == A.VALIDATION_RUN and event.after.get("outcome") in _RUN_OUTCOMES:
         return _RUN_OUTCOMES[event.after["outcome"]].format(v=version)

@@ -226,3 +226,4 @@ def test_it_says_sts_refused_the_role_when_a_version_in_service_loses_it(page, l
     expect(problem).to_contain_text("STS refused to let the platform assume the role: AWS refused sts:AssumeRole")
     expect(problem).to_contain_text("aws iam get-role --role-name byok-portal-access")
     expect(problem).not_to_contain_text("KMS refused")
+    expect(page.get_by_text("STS refused the role: version 2 stopped serving (role access denied)")).to_be_visible()

@@ -239,9 +239,10 @@ def role_flow(stack: Stack, page: Page, shot, timings: dict[str, float]) -> None
     started = time.monotonic()
     aws("iam", "delete-role-policy", "--role-name", role_name, "--policy-name", POLICY_NAME)
     elapsed, refused = seconds_until_unavailable(api, probe, started=started, limit=REVOCATION_WAIT_SECONDS)
-    assert refused["error"]["code"] == "key_unavailable", refused
+    # KMS refuses the role's temporary credentials.
+    assert (refused["error"]["code"], refused["error"]["reason"]) == ("key_unavailable", "access_denied"), refused
     assert elapsed <= bound, f"reads stopped {elapsed:.1f} s after the revocation; the page promises {bound} s"
-    timings[f"5a permissions detached → 503 {refused['error'].get('reason')} (s)"] = round(elapsed, 1)
+    timings["5a permissions detached → 503 (s)"] = round(elapsed, 1)
     page.reload()
     expect(page.locator("#version-2 [data-status-cell] .status")).to_have_text("Inaccessible")
     shot("revoked-permissions-detached")
@@ -261,11 +262,14 @@ def role_flow(stack: Stack, page: Page, shot, timings: dict[str, float]) -> None
     started = time.monotonic()
     aws("iam", "update-assume-role-policy", "--role-name", role_name, "--policy-document", other)
     elapsed, refused = seconds_until_unavailable(api, probe, started=started, limit=REVOCATION_WAIT_SECONDS)
-    assert refused["error"]["code"] == "key_unavailable", refused
+    # The re-validation assumes the role afresh: STS refuses it.
+    assert (refused["error"]["code"], refused["error"]["reason"]) == ("key_unavailable", "role_access_denied"), refused
     assert elapsed <= bound, f"reads stopped {elapsed:.1f} s after the revocation; the page promises {bound} s"
-    timings[f"5b trust changed → 503 {refused['error'].get('reason')} (s)"] = round(elapsed, 1)
+    timings["5b trust changed → 503 (s)"] = round(elapsed, 1)
     page.reload()
     expect(page.locator("#version-2 [data-status-cell] .status")).to_have_text("Inaccessible")
+    expect(page.locator("#version-2 [data-kms-problem='role_access_denied']")).to_contain_text(
+        "STS refused to let the platform assume the role")
     expect(page.locator("tbody[data-version='2'] [data-validation-panel] table.checks")).to_contain_text(
         "external ID")
     shot("revoked-trust-policy-changed")
