@@ -268,23 +268,37 @@ def registration_retire_view(request: HttpRequest, environment_id, registration_
         request.user, environment_id, registration_id, requirement=Membership.OWN
     )
     if request.method != "POST":
-        what = "sealed IAM credentials and encrypted data key" if registration.is_byok else "sealed data key"
         return render_confirmation(
             request, environment=registration.environment, title=f"Retire key version {registration.version}",
-            consequences=[
-                (f"Destroy the {what} of key version {registration.version}. This cannot be undone: a record "
-                 "still encrypted with it could never be read again (there is none now, or retiring is refused)."),
-                f"Keep version {registration.version} listed as retired, with an entry in the audit trail.",
-                "Change nothing in AWS: delete the IAM user's access key there too once you no longer need it."
-                if registration.is_byok else "Change nothing else.",
-            ],
+            consequences=retire_consequences(registration),
             button=f"Retire version {registration.version}", back_url=_back(registration.environment).url,
         )
+    destroyed = "data key was" if registration.uses_role else "credentials and data key were"
     run_action(
         request, lambda: lifecycle.registration_retire(registration=registration, actor=request.user),
-        success=f"Key version {registration.version} retired: its credentials and data key were destroyed.",
+        success=f"Key version {registration.version} retired: its {destroyed} destroyed.",
     )
     return _back(registration.environment)
+
+
+def retire_consequences(registration: KeyRegistration) -> list[str]:
+    """What retiring does, in the admin's words: a role-mode version holds no IAM
+    credentials (only its encrypted data key is destroyed; the role stays in AWS)."""
+    version = registration.version
+    if not registration.is_byok:
+        what, aws = "sealed data key", "Change nothing else."
+    elif registration.uses_role:
+        what = "encrypted data key"
+        aws = "Change nothing in AWS: delete the IAM role there too once no key version uses it."
+    else:
+        what = "sealed IAM credentials and encrypted data key"
+        aws = "Change nothing in AWS: delete the IAM user's access key there too once you no longer need it."
+    return [
+        (f"Destroy the {what} of key version {version}. This cannot be undone: a record "
+         "still encrypted with it could never be read again (there is none now, or retiring is refused)."),
+        f"Keep version {version} listed as retired, with an entry in the audit trail.",
+        aws,
+    ]
 
 
 # ---------------------------------------------------------------------------

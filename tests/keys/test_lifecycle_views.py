@@ -412,6 +412,14 @@ def test_the_services_refuse_to_cross_the_access_modes(alice, role_registration,
         registration_replace_role_arn(registration=byok_registration, actor=alice, role_arn=NEW_ROLE_ARN)
 
 
+def test_it_confirms_retiring_a_role_version_without_speaking_of_iam_credentials(client_for, alice, role_registration):
+    html = client_for(alice).get(_version_url("registration_retire", role_registration)).content.decode()
+
+    assert "Destroy the encrypted data key of key version 2" in html
+    assert "IAM credentials" not in html and "access key" not in html
+    assert "delete the IAM role there too" in html
+
+
 def _in_an_hour() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
 
