@@ -76,6 +76,8 @@ def audit_summary(event: AuditEvent) -> str:
         return f"{sentence} ({reason.replace('_', ' ')})" if reason else sentence
     if event.action == A.VALIDATION_RUN and event.after.get("outcome") in _RUN_OUTCOMES:
         return _RUN_OUTCOMES[event.after["outcome"]].format(v=version)
+    if event.action == A.CREDENTIALS_REPLACED and "role_arn" in event.after:
+        return f"Role ARN of version {version} replaced"  # role mode: no IAM credentials
     if event.action in _ACTIONS and event.registration_id:
         return _ACTIONS[event.action].format(v=version)
     return event.get_action_display()

@@ -88,3 +88,37 @@ def test_it_shows_and_copies_the_external_id_on_the_environment_page(page, live_
     expect(page.get_by_role("button", name="Copy the external ID")).to_have_text("Copied")
     assert violations == []
     shot("1-external-id-copied")
+
+
+def test_it_replaces_the_role_arn_of_a_version_in_service(page, live_server, sign_in, shot, alice, environment):
+    """GIVEN a role-mode version in service WHEN alice follows "Replace role ARN", first with a
+    user ARN (refused, nothing changed), then with another role THEN the version points at the
+    new role, still in service, and a validation was queued."""
+    from keys.services.registrations import registration_create
+
+    registration = registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=base64.b64decode(BLOB_B64), encryption_context={}, role_arn=ROLE_ARN,
+    )
+    KeyRegistration.objects.filter(pk=registration.pk).update(status=KeyRegistration.Status.DECRYPT_ONLY)
+    new_role = "arn:aws:iam::111122223333:role/team/byok-portal-access-2"
+    sign_in(alice)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/")
+    expect(page.get_by_role("link", name="Replace credentials")).to_have_count(0)
+    page.get_by_role("link", name="Replace role ARN").click()
+    expect(page.get_by_role("heading", name="Replace the role ARN of key version 2")).to_be_visible()
+    page.get_by_label("Role ARN").fill("arn:aws:iam::111122223333:user/byok")
+    page.get_by_role("button", name="Replace role ARN").click()
+    expect(page.locator("#id_role_arn_error")).to_contain_text("This is an IAM user ARN")
+    registration.refresh_from_db()
+    assert registration.role_arn == ROLE_ARN
+    shot("1-user-arn-refused")
+
+    page.get_by_label("Role ARN").fill(new_role)
+    page.get_by_role("button", name="Replace role ARN").click()
+    page.wait_for_url(f"**/environments/{environment.public_id}/#version-2")
+    expect(page.locator("#key-lifecycle")).to_contain_text("Replace role ARN")
+    expect(page.get_by_text("Role ARN of version 2 replaced")).to_be_visible()  # the audit trail
+    registration.refresh_from_db()
+    assert (registration.role_arn, registration.status) == (new_role, KeyRegistration.Status.DECRYPT_ONLY)
+    shot("2-replaced")

@@ -320,6 +320,8 @@ def test_it_replaces_the_role_arn_in_place_audits_it_and_queues_a_validation(
     assert (event.action, event.actor) == ("credentials_replaced", alice)
     assert (event.before, event.after) == ({"role_arn": ROLE_ARN}, {"role_arn": NEW_ROLE_ARN, "credentials_version": 2})
     assert no_jobs["validation"] == [(role_registration.pk, "credentials")]
+    html = _page(client_for(alice), environment)
+    assert "Role ARN of version 2 replaced" in html and "IAM credentials of version 2" not in html
 
 
 def test_it_drops_the_cached_data_key_and_the_old_roles_session_when_the_role_arn_is_replaced(
