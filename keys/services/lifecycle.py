@@ -170,27 +170,35 @@ def _material_summary(registration: KeyRegistration) -> dict[str, str]:
 class RevocationBound:
     """How long after a customer revokes access this platform may still decrypt their data.
 
-    ``seconds`` = ``DATA_KEY_CACHE_TTL_SECONDS`` + ``REVALIDATION_INTERVAL_SECONDS``:
+    ``seconds`` = ``cache_ttl_seconds`` + ``recheck_seconds`` (+ ``role_session_seconds``):
 
-    * a process uses a cached plaintext data key for at most the TTL; its next lookup after
-      that asks KMS, which refuses, and the version is marked inaccessible at once (and
-      evicted in every process, through the generation bump);
+    * a process uses a cached plaintext data key for at most the TTL
+      (``DATA_KEY_CACHE_TTL_SECONDS``); its next lookup after that asks KMS, which refuses,
+      and the version is marked inaccessible at once (and evicted in every process, through
+      the generation bump);
     * a revocation AWS has not applied yet when that lookup happens (IAM and key-state
-      changes are eventually consistent) is caught by the next periodic re-validation, at
-      most one interval later, which marks the version inaccessible the same way;
+      changes are eventually consistent) is caught ``recheck_seconds`` later at most, which
+      marks the version inaccessible the same way. With a worker and beat (``periodic``) that
+      is the periodic re-validation, every ``REVALIDATION_INTERVAL_SECONDS``. Without them
+      (``CELERY_TASK_ALWAYS_EAGER``, the embedded default of ``make run``: nothing runs
+      periodically) it is the data plane itself: the lookup that found KMS still willing
+      cached the key once more, and the next lookup after that one cache lifetime asks KMS
+      again, so ``recheck_seconds`` is the TTL;
     * a lookup that misses the cache after the revocation (new process, expired entry,
       credentials replaced) stops at once, without waiting for either.
     """
 
     cache_ttl_seconds: int
-    revalidation_interval_seconds: int
+    recheck_seconds: int
     # Role mode: a trust-policy change does not end a session already issued, so its
     # temporary credentials may keep working for one session lifetime (STS_SESSION_DURATION_SECONDS).
     role_session_seconds: int = 0
+    # Whether the periodic re-validation (Celery beat) does the re-check; False without a worker.
+    periodic: bool = True
 
     @property
     def seconds(self) -> int:
-        return self.cache_ttl_seconds + self.revalidation_interval_seconds + self.role_session_seconds
+        return self.cache_ttl_seconds + self.recheck_seconds + self.role_session_seconds
 
     @property
     def text(self) -> str:
@@ -202,11 +210,19 @@ class RevocationBound:
 
 
 def revocation_bound(*, role_mode: bool = False) -> RevocationBound:
-    """The bound from the current settings; in role mode it includes the session lifetime."""
+    """The bound from the current settings; in role mode it includes the session lifetime.
+
+    The re-check is the periodic re-validation (``REVALIDATION_INTERVAL_SECONDS``) when a
+    worker and beat run, and one more data-key cache lifetime when they do not
+    (``settings.CELERY_TASK_ALWAYS_EAGER``, the same test ``keys.diagnosis`` makes for its
+    remedies): see :class:`RevocationBound`."""
+    ttl = int(settings.DATA_KEY_CACHE_TTL_SECONDS)
+    periodic = not settings.CELERY_TASK_ALWAYS_EAGER
     return RevocationBound(
-        int(settings.DATA_KEY_CACHE_TTL_SECONDS),
-        int(settings.REVALIDATION_INTERVAL_SECONDS),
-        int(settings.STS_SESSION_DURATION_SECONDS) if role_mode else 0,
+        cache_ttl_seconds=ttl,
+        recheck_seconds=int(settings.REVALIDATION_INTERVAL_SECONDS) if periodic else ttl,
+        role_session_seconds=int(settings.STS_SESSION_DURATION_SECONDS) if role_mode else 0,
+        periodic=periodic,
     )
 
 

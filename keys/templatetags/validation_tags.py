@@ -24,8 +24,9 @@ def registration_validation(registration, membership) -> dict[str, Any]:
 def kms_problem(registration) -> dict | None:
     """``registration|kms_problem``: for a version the data plane or a re-validation made
     inaccessible, ``{"reason", "cause", "remedy"}`` in the words a failing validation check
-    uses for that reason (``keys.diagnosis.explain_reason``), and ``"title"``: who refused
-    (STS, when a role-mode version's AssumeRole was refused; else KMS); None otherwise."""
+    uses for that reason (``keys.diagnosis.explain_reason``), ``"title"``: who refused
+    (STS, when a role-mode version's AssumeRole was refused; else KMS), and ``"after_fix"``:
+    what makes it serve again once fixed (true with and without a worker); None otherwise."""
     if registration.status != KeyRegistration.Status.INACCESSIBLE or not registration.inaccessible_reason:
         return None
     reason = registration.inaccessible_reason
@@ -42,4 +43,13 @@ def kms_problem(registration) -> dict | None:
     )
     # Who refused: STS (the role could not be assumed) or KMS (the key refused the call).
     title = "STS refused to let the platform assume the role" if role is not None else "KMS refused access"
-    return {"reason": reason, "cause": cause, "remedy": remedy, "title": title}
+    # What brings it back: a validation that passes. Without a worker (eager mode, the test
+    # keys.diagnosis makes too) nothing validates by itself: only "Validate again" does.
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        after_fix = (
+            "Once fixed, use “Validate again”: the version serves again when a validation passes, and this portal "
+            "runs without a background worker, so none runs by itself."
+        )
+    else:
+        after_fix = "Once fixed, the version serves again at the next validation."
+    return {"reason": reason, "cause": cause, "remedy": remedy, "title": title, "after_fix": after_fix}

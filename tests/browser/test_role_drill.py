@@ -51,8 +51,10 @@ def test_it_gives_the_role_mode_drill_commands_with_copy_buttons_and_the_session
 
     page.goto(f"{live_server.url}/environments/{environment.public_id}/revocation-drill/")
 
-    expect(page.get_by_text("stops decrypting your data within 1080 seconds (18 min)")).to_be_visible()
+    # No worker here (eager mode): cache TTL + one more cache lifetime + the session lifetime.
+    expect(page.get_by_text("stops decrypting your data within 1020 seconds (17 min)")).to_be_visible()
     expect(page.locator("[data-bound-parts]")).to_contain_text("a role session lasts 900 s")
+    expect(page.locator("[data-bound-parts]")).to_contain_text("one cache lifetime (60 s) later")
     steps = page.locator("[data-drill-mode='role']")
     expect(steps).to_contain_text("Delete the role's permissions policy byok-portal-kms")
     delete = "aws iam delete-role-policy --role-name byok-portal-access --policy-name byok-portal-kms"

@@ -1,5 +1,6 @@
 """Revocation: the platform stops serving a revoked BYOK key within the published bound
-(DATA_KEY_CACHE_TTL_SECONDS + REVALIDATION_INTERVAL_SECONDS), says why, serves again once
+(DATA_KEY_CACHE_TTL_SECONDS + REVALIDATION_INTERVAL_SECONDS with a worker, two cache
+lifetimes without one), says why, serves again once
 access returns; and the owner's revocation drill, which measures it.
 
 moto in-process does not refuse Decrypt for a disabled key, so the revocation is played by
@@ -41,24 +42,91 @@ def clock(settings) -> FakeClock:
 # ---------------------------------------------------------------------------
 
 
-def test_it_computes_the_bound_from_the_cache_ttl_and_the_revalidation_interval(settings):
+@pytest.fixture
+def with_worker(settings):
+    """A broker, so a worker and beat run (production); the tests' default is eager mode,
+    the embedded default of ``make run``, where no worker and no beat run."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+
+
+def test_it_computes_the_bound_from_the_cache_ttl_and_the_revalidation_interval(settings, with_worker):
     settings.DATA_KEY_CACHE_TTL_SECONDS = 300
     settings.REVALIDATION_INTERVAL_SECONDS = 900
 
     bound = lifecycle.revocation_bound()
 
-    assert bound.seconds == 1200
+    assert (bound.seconds, bound.recheck_seconds, bound.periodic) == (1200, 900, True)
     assert bound.text == "After you revoke access, this platform stops decrypting your data within 1200 seconds (20 min)."
 
 
-def test_it_states_the_bound_in_plain_words_on_the_environment_page(client_for, bob, environment, settings):
+def test_it_computes_the_bound_from_two_cache_lifetimes_without_a_worker(settings):
+    """No beat runs, so no periodic re-validation: what catches a revocation AWS had not
+    applied at the first lookup after the TTL is the lookup one more cache lifetime later."""
+    settings.DATA_KEY_CACHE_TTL_SECONDS = 300
+    settings.REVALIDATION_INTERVAL_SECONDS = 900
+    assert settings.CELERY_TASK_ALWAYS_EAGER
+
+    bound = lifecycle.revocation_bound()
+
+    assert (bound.seconds, bound.recheck_seconds, bound.periodic) == (600, 300, False)
+    assert bound.text == "After you revoke access, this platform stops decrypting your data within 600 seconds (10 min)."
+
+
+def _bound_parts(html: str) -> str:
+    match = re.search(r"<p class=\"muted\" data-bound-parts=\"[^\"]*\">(.*?)</p>", html, re.S)
+    assert match, "no explanation of the bound on the page"
+    return " ".join(match.group(1).split())
+
+
+def test_it_states_the_bound_in_plain_words_on_the_environment_page(client_for, bob, environment, settings, with_worker):
     settings.DATA_KEY_CACHE_TTL_SECONDS = 60
     settings.REVALIDATION_INTERVAL_SECONDS = 240
 
     html = client_for(bob).get(reverse("environment_detail", args=[environment.public_id])).content.decode()
 
     assert "this platform stops decrypting your data within 300 seconds (5 min)" in html
-    assert re.search(r"for at most 60 s.*every 240 s", html, re.S)
+    parts = _bound_parts(html)
+    assert re.search(r"for at most 60 s.*the periodic validation, every 240 s, notices it", parts)
+    assert 'data-bound-parts="periodic"' in html and "without a background worker" not in parts
+
+
+def test_it_states_a_bound_true_without_a_worker_on_the_environment_page(client_for, bob, environment, settings):
+    """``make run``: no worker, no beat. The page does not promise a periodic validation
+    that nothing runs; it says the data plane asks KMS again one cache lifetime later, and
+    that "Validate again" asks at once."""
+    settings.DATA_KEY_CACHE_TTL_SECONDS = 60
+    settings.REVALIDATION_INTERVAL_SECONDS = 240
+
+    html = client_for(bob).get(reverse("environment_detail", args=[environment.public_id])).content.decode()
+
+    assert "this platform stops decrypting your data within 120 seconds (2 min)" in html
+    parts = _bound_parts(html)
+    assert "periodic validation, every" not in html and "240 s" not in html
+    assert re.search(r"for at most 60 s.*the next use after another 60 s asks KMS again", parts)
+    assert "runs without a background worker, so nothing validates your key periodically" in parts
+    assert "“Validate again”" in parts and "“Check now”" in parts
+
+
+def test_it_stops_within_the_bound_without_a_worker_when_aws_applies_the_revocation_late(
+    api, environment, byok, clock, monkeypatch, settings  # noqa: F811
+):
+    """GIVEN no worker (nothing validates periodically) and a revocation AWS has not applied
+    yet when the cached key expires WHEN the data plane looks the key up again THEN it is
+    served once more, and the use one cache lifetime later answers 503: within the bound
+    the page states for this mode (two cache lifetimes)."""
+    ttl = settings.DATA_KEY_CACHE_TTL_SECONDS
+    assert api.put("r1", {"body": 1}).status_code == 200  # revoked now; AWS still decrypts
+
+    clock.now += ttl
+    assert api.get("r1").status_code == 200  # the lookup after the TTL: AWS not there yet
+    monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))  # AWS applied it
+    clock.now += ttl - 1
+    assert api.get("r1").status_code == 200  # cached once more
+    clock.now += 1
+    response = api.get("r1")
+
+    assert response.status_code == 503 and error_of(response)["reason"] == "disabled"
+    assert 2 * ttl == lifecycle.revocation_bound().seconds
 
 
 # ---------------------------------------------------------------------------
@@ -215,9 +283,24 @@ def test_it_gives_the_role_mode_drill_commands_with_the_real_values_and_the_boun
     for element_id in ("drill-delete-policy", "drill-put-policy", "drill-list-policies", "drill-distrust", "drill-trust"):
         assert f'data-copy-target="{element_id}"' in html
     assert "PRINTED_ABOVE" not in html and "delete-access-key" not in html and "detach-user-policy" not in html
-    assert lifecycle.revocation_bound(role_mode=True).seconds == 4800
+    assert lifecycle.revocation_bound(role_mode=True).seconds == 600 + 3600  # no worker: two cache lifetimes
     assert lifecycle.revocation_bound(role_mode=True).text in html
     assert "a role session lasts\n  3600 s" in html
+    assert "the periodic validation runs" not in html
+    assert "runs without a background worker, so no periodic validation runs" in html
+
+
+def test_it_states_the_drill_bound_with_the_periodic_validation_when_a_worker_runs(
+    client_for, alice, environment, byok, settings, with_worker  # noqa: F811
+):
+    settings.DATA_KEY_CACHE_TTL_SECONDS, settings.REVALIDATION_INTERVAL_SECONDS = 300, 900
+
+    html = client_for(alice).get(_drill("revocation_drill", environment)).content.decode()
+
+    assert lifecycle.revocation_bound().seconds == 1200
+    assert lifecycle.revocation_bound().text in html
+    parts = _bound_parts(html)
+    assert "the periodic validation runs every 900 s" in parts and "without a background worker" not in parts
 
 
 def test_it_leaves_out_the_trust_commands_when_no_platform_principal_is_configured(client_for, alice, environment, settings):
@@ -303,3 +386,31 @@ def test_it_refuses_a_drill_for_a_platform_managed_key(client_for, alice, enviro
     assert not AuditEvent.objects.filter(after__drill__isnull=False).exists()
     response = client.post(_drill("revocation_drill_check", environment), follow=True)
     assert "platform-managed" in response.content.decode()
+
+
+def _inaccessible_page(client, environment, registration) -> str:
+    KeyRegistration.objects.filter(pk=registration.pk).update(
+        status=Status.INACCESSIBLE, restore_status=Status.ACTIVE, inaccessible_reason="disabled"
+    )
+    html = client.get(reverse("environment_detail", args=[environment.public_id])).content.decode()
+    return " ".join(html.split())
+
+
+def test_it_says_validate_again_brings_an_inaccessible_version_back_without_a_worker(
+    client_for, alice, environment, byok  # noqa: F811
+):
+    html = _inaccessible_page(client_for(alice), environment, byok.registration)
+
+    assert "KMS refused access:" in html
+    assert ("Once fixed, use “Validate again”: the version serves again when a validation passes, and this portal "
+            "runs without a background worker, so none runs by itself.") in html
+    assert "serves again at the next validation" not in html
+
+
+def test_it_says_the_next_validation_brings_an_inaccessible_version_back_with_a_worker(
+    client_for, alice, environment, byok, with_worker  # noqa: F811
+):
+    html = _inaccessible_page(client_for(alice), environment, byok.registration)
+
+    assert "Once fixed, the version serves again at the next validation." in html
+    assert "without a background worker" not in html

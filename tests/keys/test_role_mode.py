@@ -236,6 +236,7 @@ def test_it_answers_key_unavailable_with_the_reason_when_assume_role_is_refused(
 
 
 def test_it_adds_the_session_lifetime_to_the_revocation_bound_in_role_mode(environment, alice, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker and beat: the re-check is the periodic re-validation
     settings.DATA_KEY_CACHE_TTL_SECONDS = 300
     settings.REVALIDATION_INTERVAL_SECONDS = 900
     settings.STS_SESSION_DURATION_SECONDS = 3600
