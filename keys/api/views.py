@@ -15,7 +15,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 
 ====  ======================  =====================================================
 400   ``invalid_json``        body is not JSON (or uses NaN / Infinity, or nests too deeply)
-400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find)
+400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find), or a body that is not Unicode text (a lone surrogate)
 400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or reserved
 400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
 400   ``duplicate_record_key`` a record key twice in one batch

@@ -56,6 +56,14 @@ Status = KeyRegistration.Status
 RECORD_KEY_MAX_LENGTH = 255
 RECORD_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 RESERVED_RECORD_KEYS = frozenset({"batch", "find"})
+# JSON may escape half of a UTF-16 surrogate pair ("\ud800") and Python's json accepts it
+# (and, decoding bytes, the UTF-8-like bytes ED A0 80 too), but such a string is not Unicode
+# text: UTF-8 cannot encode it, so a record can neither store nor return it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UNICODE = (
+    "{what} must be valid Unicode text: it contains a lone surrogate (U+D800 to U+DFFF, such as "
+    "\"\\ud800\" without the second half of its pair), which UTF-8 cannot encode."
+)
 # Seconds a client should wait after a transient KMS failure (throttling, outage).
 TRANSIENT_RETRY_AFTER_SECONDS = 5
 # KMS transient reasons the API reports as "unreachable": the client cannot tell them apart.
@@ -166,6 +174,8 @@ def validate_record_key(record_key: object) -> str:
     """Return ``record_key`` if allowed (see the module docstring), else raise
     :class:`InvalidRecordInput`."""
     if not isinstance(record_key, str) or not RECORD_KEY_RE.fullmatch(record_key):
+        if isinstance(record_key, str) and _LONE_SURROGATE.search(record_key):  # only once refused: off the hot path
+            raise InvalidRecordKey(NOT_UNICODE.format(what="A record key"))
         raise InvalidRecordKey(
             "A record key is 1 to 255 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', "
             "starting with a letter or digit."
@@ -182,10 +192,13 @@ _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allo
 
 def encode_body(body: Any) -> bytes:
     """The compact JSON encoding (UTF-8) of a record body. Raises :class:`InvalidRecordInput`
-    for a value that is not JSON (NaN, infinities, non-JSON types) and
+    for a value that is not JSON (NaN, infinities, non-JSON types) or holds a string that is
+    not Unicode text (a lone surrogate: ``NOT_UNICODE``), and
     :class:`RecordTooLarge` past ``settings.API_MAX_BODY_BYTES``."""
     try:
         encoded = _BODY_ENCODER.encode(body).encode("utf-8")
+    except UnicodeEncodeError as e:  # a ValueError too: said first, in its own words
+        raise InvalidRecordInput(NOT_UNICODE.format(what="A record body")) from e
     except (TypeError, ValueError) as e:
         raise InvalidRecordInput("A record body must be a JSON value (no NaN or Infinity).") from e
     except RecursionError as e:

@@ -224,6 +224,39 @@ def test_it_answers_400_invalid_json(api, payload):
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
 
 
+# Half of a UTF-16 surrogate pair: JSON can escape it and Python's json accepts it (raw
+# bytes ED A0 80 too), but it is not Unicode text. It used to be refused as "A record body
+# must be a JSON value (no NaN or Infinity)", which sent the client looking for a NaN.
+LONE_SURROGATE_BODIES = [
+    ("put", b'{"body": "\\ud800"}', "invalid_request", "A record body"),
+    ("put", b'{"body": {"name": "ok \\udfff"}}', "invalid_request", "A record body"),
+    ("put", b'{"body": {"\\udc00": 1}}', "invalid_request", "A record body"),
+    ("put", b'{"body": "\xed\xa0\x80"}', "invalid_request", "A record body"),
+    ("batch", b'{"records": [{"record_key": "r1", "body": ["\\ud83d"]}]}', "invalid_request", "records[0]: A record body"),
+    ("batch", b'{"records": [{"record_key": "r\\ud800", "body": 1}]}', "invalid_record_key", "records[0]: A record key"),
+    ("find", b'{"record_keys": ["\\ud800"]}', "invalid_record_key", "A record key"),
+]
+
+
+@pytest.mark.parametrize("where,payload,code,what", LONE_SURROGATE_BODIES)
+def test_it_answers_400_saying_the_text_is_not_valid_unicode_for_a_lone_surrogate(api, byok, where, payload, code, what):  # noqa: F811
+    response = api.put("r1", payload) if where == "put" else api.post(where, payload)
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == code
+    assert error["message"].startswith(f"{what} must be valid Unicode text: it contains a lone surrogate")
+    assert "NaN" not in error["message"]
+    assert not Record.objects.exists()
+
+
+def test_it_still_stores_a_surrogate_pair_escaped_in_json(api, byok):  # noqa: F811
+    """Both halves of the pair make one character (U+1F600): valid, and returned as such."""
+    assert api.put("r1", b'{"body": "\\ud83d\\ude00"}').status_code == 200
+
+    assert api.get("r1").json()["body"] == "\U0001F600"
+
+
 @pytest.mark.parametrize("payload", [[], {"nobody": 1}, '"just a string"', 42])
 def test_it_answers_400_invalid_request_for_a_put_of_the_wrong_shape(api, payload):
     response = api.put("r1", payload)

@@ -99,3 +99,13 @@ def test_a_genuine_500_of_try_it_carries_neither_record_key_nor_body_in_mail_or_
     for canary in ("canary-3b8e41d7", BODY_CANARY):
         assert canary not in mailed
         assert canary not in logged
+
+
+@pytest.mark.parametrize("body", ['"\\ud800"', '{"name": "\\udfff"}'])
+def test_it_says_a_body_with_a_lone_surrogate_is_not_valid_unicode_and_stores_nothing(client_for, environment, alice, body):
+    response = client_for(alice).post(try_it_url(environment), {"record_key": "r1", "body": body})
+
+    assert response.status_code == 200
+    assert b"must be valid Unicode text: it contains a lone surrogate" in response.content
+    assert b"NaN" not in response.content
+    assert not Record.objects.exists()
