@@ -362,8 +362,10 @@ class Front:
 
 
 def part1_single_records(tmp: Path, envs: dict, args) -> None:
-    print("\n== 1. Single-record requests, gunicorn (2 workers x 16 threads), 32 connections ==")
-    server = Server(tmp, workers=2, threads=16, name="single")
+    workers, threads = args.workers, args.threads
+    print(f"\n== 1. Single-record requests, gunicorn ({workers} workers x {threads} threads), 32 connections ==")
+    RESULTS["gunicorn"] = {"workers": workers, "threads": threads}
+    server = Server(tmp, workers=workers, threads=threads, name="single")
     body = json.dumps({"body": RECORD_BODY})
     managed = f"/api/v1/environments/{envs['managed']['id']}/records"
     byok = f"/api/v1/environments/{envs['byok']['id']}/records"
@@ -683,6 +685,8 @@ def main() -> None:
     parser.add_argument("--parts", default="1234")
     parser.add_argument("--no-proxy", action="store_true", help="measure gunicorn directly only")
     parser.add_argument("--no-crypto", action="store_true", help="skip bench_crypto.measure()")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of part 1")
+    parser.add_argument("--threads", type=int, default=16, help="gunicorn threads per worker of part 1")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rss_requests = 3, 20_000
