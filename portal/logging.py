@@ -97,9 +97,18 @@ SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match], str]]] =
 ]
 
 
+# What every pattern of SECRET_PATTERNS needs somewhere in the text: "sealed$", "byok_",
+# "AKIA"/"ASIA", or a run of 40 characters of the base64 alphabets (the data key's 43 + "=",
+# the AWS secret's 40). Text without any of them is returned as it is after this one search
+# instead of five (most log lines: an access line costs 63 µs with five, issue 12).
+_MAY_HOLD_A_SECRET = re.compile(r"sealed\$|byok_|AKIA|ASIA|[A-Za-z0-9+/_-]{40}")
+
+
 def redact(text: str) -> str:
     """``text`` with everything shaped like a secret (``SECRET_PATTERNS``) rewritten."""
     text = str(text)  # also lazy strings, which pass isinstance(…, str)
+    if not _MAY_HOLD_A_SECRET.search(text):
+        return text
     for pattern, replacement in SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
