@@ -171,7 +171,7 @@ def test_it_counts_data_plane_requests_kms_calls_and_data_key_cache_events(
 
     data_key = byok.plaintext_data_key()
     for secret in (
-        api_key, api_key.split("_")[2], RECORD_KEY, "no-such-record", str(environment.public_id), BODY_CANARY,
+        api_key, api_key.split("_", 2)[2], RECORD_KEY, "no-such-record", str(environment.public_id), BODY_CANARY,
         SECRET_ACCESS_KEY, ACCESS_KEY_ID, byok.kms_key_arn, base64.b64encode(data_key).decode(), data_key.hex(),
         TOKEN,
     ):
