@@ -9,6 +9,8 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest
 
+from keys.models import KeyRegistration
+from keys.selectors import validation_not_queued
 from keys.services.refusals import Refused
 
 
@@ -36,3 +38,21 @@ def run_action(
         messages.warning(request, text)
         return
     messages.success(request, success(result) if callable(success) else success, extra_tags=extra_tags)
+
+
+def say_done_and_validation_started(
+    request: HttpRequest, *, registration: KeyRegistration, done: str, started: str
+) -> None:
+    """Tell the user that a change queuing a validation was made (``done``, a success that
+    stays) and, in a second message, that the validation has started (``started``, tagged
+    ``validation-started-<version>``: the page drops it once that validation has ended, so it
+    never says "has started" of a finished one). Two messages because with eager tasks
+    (``make run``, the tests) the validation has ended before the page loads, and one banner
+    carrying both would take the news of the change with it. If the job could not be queued,
+    one warning says both (``keys.selectors.not_queued_message``)."""
+    not_queued = validation_not_queued(registration)
+    if not_queued:
+        messages.warning(request, f"{done} {not_queued}")
+        return
+    messages.success(request, done)
+    messages.info(request, started, extra_tags=f"validation-started-{registration.version}")

@@ -29,7 +29,7 @@ from keys import parsers
 from keys.clock import now
 from keys.forms import ReplaceCredentialsForm, ReplaceRoleArnForm
 from keys.models import KeyRegistration, ReencryptionJob, ValidationRun
-from keys.selectors import get_registration_for_user, lifecycle_context, not_queued_message, validation_not_queued
+from keys.selectors import get_registration_for_user, lifecycle_context, not_queued_message
 from keys.services import lifecycle, reencryption
 from keys.services.registrations import (
     DuplicateAccessKey,
@@ -37,7 +37,7 @@ from keys.services.registrations import (
     registration_replace_credentials,
     registration_replace_role_arn,
 )
-from keys.views.actions import run_action
+from keys.views.actions import run_action, say_done_and_validation_started
 from keys.views.validation import render_confirmation
 
 Status = KeyRegistration.Status
@@ -113,20 +113,11 @@ def registration_credentials(request: HttpRequest, environment_id, registration_
             messages.error(request, str(e))
             return _back(environment)
         else:
-            not_queued = validation_not_queued(registration)
-            if not_queued:
-                messages.warning(
-                    request,
-                    f"IAM credentials of key version {registration.version} replaced; nothing was re-encrypted. "
-                    f"{not_queued}",
-                )
-            else:
-                messages.success(
-                    request,
-                    f"IAM credentials of key version {registration.version} replaced; validation with the new "
-                    "credentials has started. Nothing was re-encrypted.",
-                    extra_tags=f"validation-started-{registration.version}",
-                )
+            say_done_and_validation_started(
+                request, registration=registration,
+                done=f"IAM credentials of key version {registration.version} replaced; nothing was re-encrypted.",
+                started=f"Validation of key version {registration.version} with the new credentials has started.",
+            )
             return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
     return render(
         request,
@@ -157,19 +148,11 @@ def registration_role_arn(request: HttpRequest, environment_id, registration_id)
         except TransitionError as e:
             form.add_error("role_arn", str(e))
         else:
-            not_queued = validation_not_queued(registration)
-            if not_queued:
-                messages.warning(
-                    request,
-                    f"Role ARN of key version {registration.version} replaced; nothing was re-encrypted. {not_queued}",
-                )
-            else:
-                messages.success(
-                    request,
-                    f"Role ARN of key version {registration.version} replaced; validation with the new role has "
-                    "started. Nothing was re-encrypted.",
-                    extra_tags=f"validation-started-{registration.version}",
-                )
+            say_done_and_validation_started(
+                request, registration=registration,
+                done=f"Role ARN of key version {registration.version} replaced; nothing was re-encrypted.",
+                started=f"Validation of key version {registration.version} with the new role has started.",
+            )
             return redirect(f"{reverse('environment_detail', args=[environment.public_id])}#version-{registration.version}")
     return render(
         request,

@@ -93,7 +93,8 @@ def test_it_shows_and_copies_the_external_id_on_the_environment_page(page, live_
 def test_it_replaces_the_role_arn_of_a_version_in_service(page, live_server, sign_in, shot, alice, environment):
     """GIVEN a role-mode version in service WHEN alice follows "Replace role ARN", first with a
     user ARN (refused, nothing changed), then with another role THEN the version points at the
-    new role, still in service, and a validation was queued."""
+    new role, still in service, a validation was queued and the page says the role ARN was
+    replaced (a message that outlives the banner about the validation)."""
     from keys.services.registrations import registration_create
 
     registration = registration_create(
@@ -119,6 +120,10 @@ def test_it_replaces_the_role_arn_of_a_version_in_service(page, live_server, sig
     page.wait_for_url(f"**/environments/{environment.public_id}/#version-2")
     expect(page.locator("#key-lifecycle")).to_contain_text("Replace role ARN")
     expect(page.get_by_text("Role ARN of version 2 replaced")).to_be_visible()  # the audit trail
+    # The news stays on the page; only the "validation has started" banner follows the
+    # validation (run eagerly here, so it had ended before the page loaded).
+    expect(page.locator(".messages .msg.success")).to_have_text("Role ARN of key version 2 replaced; nothing was re-encrypted.")
+    expect(page.locator(".msg[data-validation-banner='2']")).to_have_count(0)
     registration.refresh_from_db()
     assert (registration.role_arn, registration.status) == (new_role, KeyRegistration.Status.DECRYPT_ONLY)
     shot("2-replaced")

@@ -5,6 +5,8 @@ wrong HTTP method (405); then what each does and shows."""
 from __future__ import annotations
 
 import datetime
+import html as html_lib
+import re
 from unittest import mock
 
 import pytest
@@ -322,6 +324,41 @@ def test_it_replaces_the_role_arn_in_place_audits_it_and_queues_a_validation(
     assert no_jobs["validation"] == [(role_registration.pk, "credentials")]
     html = _page(client_for(alice), environment)
     assert "Role ARN of version 2 replaced" in html and "IAM credentials of version 2" not in html
+
+
+def _messages(html: str) -> list[tuple[str, bool]]:
+    """The page's messages as (text, dropped when its validation ends): a message carrying
+    ``data-validation-banner`` is removed by static/js/status.js once that validation is over,
+    at once if it already was when the page loaded (eager tasks: ``make run``, the tests)."""
+    return [
+        (html_lib.unescape(text), "data-validation-banner" in attrs)
+        for attrs, text in re.findall(r'<li class="msg[^"]*"([^>]*)>(.*?)</li>', html, flags=re.S)
+    ]
+
+
+@pytest.mark.parametrize(("fixture", "url_name", "form", "done", "started"), [
+    ("role_registration", "registration_role_arn", {"role_arn": NEW_ROLE_ARN},
+     "Role ARN of key version 2 replaced; nothing was re-encrypted.",
+     "Validation of key version 2 with the new role has started."),
+    ("byok_registration", "registration_credentials", {"access_key_id": NEW_ACCESS_KEY_ID, "secret_access_key": NEW_SECRET},
+     "IAM credentials of key version 2 replaced; nothing was re-encrypted.",
+     "Validation of key version 2 with the new credentials has started."),
+])
+def test_it_says_the_replacement_was_made_in_a_message_that_outlives_its_validation(
+    fixture, url_name, form, done, started, request, client_for, alice
+):
+    """GIVEN a version in service WHEN its role ARN (or IAM credentials) is replaced and the
+    browser follows the redirect THEN the page says it was replaced in a message the page
+    keeps, and that validation has started in a separate banner that goes when it ends (it
+    went with the whole news when both were one banner: the validation had ended, run eagerly,
+    before the page loaded)."""
+    registration = request.getfixturevalue(fixture)
+
+    response = client_for(alice).post(_version_url(url_name, registration), form, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0].endswith(f"#version-{registration.version}")
+    assert _messages(response.content.decode()) == [(done, False), (started, True)]
 
 
 def test_it_drops_the_cached_data_key_and_the_old_roles_session_when_the_role_arn_is_replaced(
