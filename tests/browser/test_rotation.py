@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from keys import queue
@@ -141,3 +142,33 @@ def test_it_runs_a_revocation_drill_and_shows_when_the_platform_stopped(
     shot("2-stopped")
     assert KeyRegistration.objects.get(environment=environment, version=2).status == KeyRegistration.Status.INACCESSIBLE
     assert not violations, violations
+
+
+def test_it_brings_the_versions_table_up_to_date_when_the_lifecycle_card_sees_a_status_change_first(
+    page, live_server, sign_in, shot, alice, environment, monkeypatch
+):
+    """One status everywhere, live: while a re-encryption job is queued the lifecycle card
+    polls its progress (progress.js), and the versions table polls nothing (no validation is
+    running). GIVEN the page is open WHEN a version's status changes on the server (another
+    tab, the data plane) THEN the versions table and the records table both show the new
+    status without a reload (progress.js tells status.js the statuses it read)."""
+    put_records(environment, keys(5))
+    new_managed_version(environment, alice)
+    monkeypatch.setattr(queue, "enqueue_reencryption", lambda *args, **kwargs: None)  # stays queued
+    reencryption.reencryption_start(environment=environment, actor=alice)
+    sign_in(alice)
+    page.goto(f"{live_server.url}/environments/{environment.public_id}/")
+    page.evaluate("window.__sameDocument = 'yes'")
+    versions_cell = page.locator("#version-1 [data-status-cell] .status")
+    records_cell = page.locator("[data-lifecycle-version='1'] .status")
+    expect(versions_cell).to_have_text("Decrypt-only")
+    expect(records_cell).to_have_text("Decrypt-only")
+
+    KeyRegistration.objects.filter(environment=environment, version=1).update(
+        status=KeyRegistration.Status.RETIRED, retired_at=timezone.now()
+    )
+
+    expect(versions_cell).to_have_text("Retired", timeout=10_000)
+    expect(records_cell).to_have_text("Retired", timeout=10_000)
+    shot("1-both-tables-follow")
+    assert page.evaluate("window.__sameDocument") == "yes"
