@@ -9,7 +9,7 @@ from __future__ import annotations
 from django import template
 
 from keys import diagnosis
-from keys.models import AuditEvent, KeyRegistration
+from keys.models import AuditEvent, KeyRegistration, ReencryptionJob
 
 register = template.Library()
 
@@ -55,9 +55,12 @@ _RUN_OUTCOMES = {
 }
 
 
-def _status_word(status: str) -> str:
+def _status_word(status: str, event: AuditEvent) -> str:
+    """The label of a key version's status, or of a re-encryption job's for a job's event
+    (its ``after`` names the job): "Queued", not "queued"."""
+    labels = ReencryptionJob.Status if "job" in event.after else S
     try:
-        return S(status).label
+        return labels(status).label
     except ValueError:
         return status
 
@@ -89,7 +92,7 @@ def audit_change(event: AuditEvent) -> str:
     before, after = event.before.get("status"), event.after.get("status")
     if not (before or after):
         return ""
-    return f"{_status_word(before) if before else '—'} → {_status_word(after) if after else '—'}"
+    return f"{_status_word(before, event) if before else '—'} → {_status_word(after, event) if after else '—'}"
 
 
 # Words that make an event's message no more informative than its summary.

@@ -469,6 +469,23 @@ def test_it_writes_the_audit_trail_in_words(client_for, alice, environment):
     assert "decrypt_only →" not in html and "→ decrypt_only" not in html
 
 
+def test_it_writes_a_reencryption_jobs_status_changes_in_words(client_for, alice, environment, monkeypatch):
+    """A re-encryption job's audit events name its statuses by their labels, not raw values."""
+    from keys import queue
+    from keys.services import reencryption
+    from tests.factories import keys, new_managed_version, put_records
+
+    put_records(environment, keys(3))
+    new_managed_version(environment, alice)
+    monkeypatch.setattr(queue, "enqueue_reencryption", lambda *args, **kwargs: None)
+    reencryption.reencryption_start(environment=environment, actor=alice)
+
+    audit = _page(client_for(alice), environment).split('id="audit"')[1]
+
+    assert "— → Queued" in audit
+    assert "→ queued" not in audit
+
+
 def test_it_says_a_role_mode_discard_destroys_only_the_encrypted_data_key(client_for, alice, failed):
     KeyRegistration.objects.filter(pk=failed.pk).update(access_mode=KeyRegistration.AccessMode.ROLE)
 
