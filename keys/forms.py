@@ -283,6 +283,15 @@ class ReplaceRoleArnForm(CredentialsFields):
 
     role_arn = _role_arn_field(required=True)
 
+    # The parser's own words point to the "IAM user access key" choice of the registration
+    # form; here that would be wrong: switching access mode is a rotation to a new key version
+    # (issue 14, item 6), not a replacement.
+    USER_ARN_MESSAGE = (
+        "This is an IAM user ARN. A role ARN is needed here: this key version reaches KMS through a role "
+        "in your account (arn:aws:iam::ACCOUNT:role/NAME). To use an IAM user access key instead, register "
+        "a new key version with that access mode; switching access mode is a rotation."
+    )
+
     def __init__(self, *args, environment, registration, **kwargs):
         super().__init__(*args, environment=environment, registration=registration, **kwargs)
         for name in CREDENTIAL_FIELDS:  # no access key in role mode
@@ -293,7 +302,10 @@ class ReplaceRoleArnForm(CredentialsFields):
             kms_key_arn = parsers.parse_kms_key_arn(self.registration.kms_key_arn)
         except parsers.InputError:  # an older row: the grammar and the role-not-user checks still apply
             kms_key_arn = None
-        return _parsed(parsers.parse_role_arn, self.cleaned_data["role_arn"], kms_key_arn=kms_key_arn)
+        try:
+            return parsers.parse_role_arn(self.cleaned_data["role_arn"], kms_key_arn=kms_key_arn)
+        except parsers.InputError as e:
+            raise forms.ValidationError(self.USER_ARN_MESSAGE if e.code == parsers.USER_ARN else e.message) from None
 
 
 class EditRegistrationForm(RegistrationForm):

@@ -155,11 +155,18 @@ _IAM_RESOURCES = {
 
 
 class InputError(ValueError):
-    """An input the admin must correct. ``message`` is safe to show: it never holds a secret."""
+    """An input the admin must correct. ``message`` is safe to show: it never holds a secret.
+    ``code`` names the few refusals a caller words differently for its page (``USER_ARN``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
+
+
+# ``InputError.code`` of a role ARN that is an IAM user's: the registration form points to the
+# "IAM user access key" mode; replacing a role-mode version's role ARN cannot switch modes.
+USER_ARN = "user_arn"
 
 
 @dataclass(frozen=True)
@@ -1262,7 +1269,8 @@ def _check_role_service(service: str, resource: str, account_id: str) -> None:
             raise InputError(
                 "This is an IAM user ARN. In role mode the platform assumes a role in your account; "
                 "enter the ARN of that role (arn:aws:iam::ACCOUNT:role/NAME), or choose "
-                '"IAM user access key" to give the platform an access key of this user instead.'
+                '"IAM user access key" to give the platform an access key of this user instead.',
+                code=USER_ARN,
             )
         what = next((text for start, text in _IAM_RESOURCES.items() if resource.startswith(start)), "an IAM ARN")
         raise InputError(f"This is {what}; the portal needs a role ARN like {EXAMPLE_ROLE_ARN}.")

@@ -403,6 +403,23 @@ def test_it_refuses_a_bad_role_arn_and_changes_nothing(case, client_for, carol, 
     assert _state(role_registration) == before and no_jobs["validation"] == []
 
 
+def test_it_says_a_user_arn_needs_a_new_key_version_not_a_choice_of_access_mode(client_for, carol, role_registration, no_jobs):
+    """The registration form's words ('choose "IAM user access key"') would be wrong here:
+    this form has no access mode, and switching modes is a rotation to a new key version."""
+    before = _state(role_registration)
+
+    response = client_for(carol).post(
+        _version_url("registration_role_arn", role_registration), {"role_arn": "arn:aws:iam::111122223333:user/byok"}
+    )
+
+    html = html_lib.unescape(response.content.decode())
+    assert response.status_code == 200
+    assert ("This is an IAM user ARN. A role ARN is needed here" in html
+            and "To use an IAM user access key instead, register a new key version with that access mode" in html)
+    assert "choose" not in html.lower()
+    assert _state(role_registration) == before and no_jobs["validation"] == []
+
+
 @pytest.mark.parametrize(("who", "status"), [("bob", 403), ("charlie", 404)])
 def test_it_lets_neither_a_viewer_nor_an_outsider_replace_the_role_arn(
     who, status, request, client_for, role_registration, no_jobs
