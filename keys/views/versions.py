@@ -97,9 +97,18 @@ def registration_discard(request: HttpRequest, environment_id, registration_id) 
     return confirm_then_run(
         request, registration, verb="Discard", consequences=discard_consequences,
         service=lifecycle.registration_discard,
-        success=f"Key version {registration.version} discarded: its IAM credentials and encrypted data key were "
-        "destroyed, and its access key can be registered again.",
+        success=discard_done(registration),
     )
+
+
+def discard_done(registration: KeyRegistration) -> str:
+    """The success message of a discard, saying what was really destroyed: a role-mode
+    version held only its encrypted data key (the role stays in AWS, nothing is freed)."""
+    if registration.uses_role:
+        return (f"Key version {registration.version} discarded: its encrypted data key was destroyed. "
+                "Your IAM role stays in AWS as it is.")
+    return (f"Key version {registration.version} discarded: its IAM credentials and encrypted data key were "
+            "destroyed, and its access key can be registered again.")
 
 
 def discard_consequences(registration: KeyRegistration) -> list[str]:

@@ -493,3 +493,31 @@ def test_it_says_a_role_mode_discard_destroys_only_the_encrypted_data_key(client
 
     assert "Destroy the encrypted data key of key version 2. This cannot be undone." in page
     assert "Free its access key" not in page
+
+
+def test_it_says_after_a_role_mode_discard_that_only_its_encrypted_data_key_went(client_for, alice, environment):
+    """GIVEN a role-mode version that failed validation WHEN it is discarded THEN the message
+    speaks of its encrypted data key and of the role staying in AWS, not of IAM credentials
+    or an access key it never had."""
+    role = _with_status(registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=BLOB, encryption_context={}, role_arn="arn:aws:iam::111122223333:role/byok-portal-access",
+    ), Status.FAILED)
+
+    response = client_for(alice).post(_url("registration_discard", role), follow=True)
+
+    page = response.content.decode()
+    assert "Key version 2 discarded: its encrypted data key was destroyed. Your IAM role stays in AWS as it is." in page
+    assert "IAM credentials" not in page.split('class="messages"')[1].split("</ul>")[0]
+    assert "access key can be registered again" not in page
+    role.refresh_from_db()
+    assert role.status == Status.DISCARDED
+
+
+def test_it_says_after_an_access_key_discard_that_its_credentials_went_and_the_access_key_is_free(
+    client_for, alice, failed
+):
+    response = client_for(alice).post(_url("registration_discard", failed), follow=True)
+
+    assert ("Key version 2 discarded: its IAM credentials and encrypted data key were destroyed, and its access "
+            "key can be registered again.") in response.content.decode()
