@@ -305,6 +305,22 @@ def test_it_offers_replace_role_arn_for_a_role_version_and_replace_credentials_o
     assert _version_url("registration_role_arn", byok_registration) not in html
 
 
+def _version_row(html: str, version: int) -> str:
+    return html.split(f'<tr id="version-{version}">')[1].split("</tr>")[0]
+
+
+def test_it_shows_a_role_versions_role_arn_and_an_access_key_versions_masked_key_in_the_access_column(
+    client_for, bob, environment, role_registration, byok_registration
+):
+    html = _page(client_for(bob), environment)
+
+    assert '<th scope="col">Access</th>' in html
+    role_row, key_row = _version_row(html, role_registration.version), _version_row(html, byok_registration.version)
+    assert f'<code class="arn" data-role-arn>{ROLE_ARN}</code>' in role_row
+    assert "••••" not in role_row
+    assert byok_registration.masked_access_key_id in key_row and "data-role-arn" not in key_row
+
+
 def test_it_replaces_the_role_arn_in_place_audits_it_and_queues_a_validation(
     client_for, alice, environment, role_registration, no_jobs, django_capture_on_commit_callbacks
 ):
