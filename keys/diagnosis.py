@@ -178,14 +178,21 @@ class _Registration:
     kms_key_arn: str
     region: str
     account_id: str
-    has_encryption_context: bool
+    encryption_context: dict[str, str] | None = None
     grantee: str = "the IAM policy of this user"
 
     @property
-    def policy_statement(self) -> str:
-        return json.dumps(
-            {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": self.kms_key_arn}
-        )
+    def has_encryption_context(self) -> bool:
+        return bool(self.encryption_context)
+
+    @property
+    def policy(self) -> str:
+        """The setup guide's permissions policy for this key and encryption context
+        (``parsers.iam_policy_json``: with a context, Decrypt carries its
+        ``kms:EncryptionContext:<key>`` condition), on one line."""
+        return json.dumps(json.loads(
+            parsers.iam_policy_json(kms_key_arn=self.kms_key_arn, encryption_context=self.encryption_context or None)
+        ))
 
     @property
     def generate_command(self) -> str:
@@ -243,7 +250,7 @@ def diagnose(
         kms_key_arn=kms_key_arn,
         region=region,
         account_id=account_id,
-        has_encryption_context=bool(encryption_context),
+        encryption_context=encryption_context,
         grantee="the IAM policy of this user" if role is None else "the permissions policy of the role",
     )
     checks = [_check_region(registration)]
@@ -663,7 +670,7 @@ def _excess_privilege_check(
         WARN,
         "These credentials can also call kms:GenerateDataKey; the portal needs only kms:Decrypt and "
         "kms:DescribeKey.",
-        f"Narrow the IAM policy to this statement: {registration.policy_statement}",
+        f"Narrow the IAM policy to this one (the setup guide's): {registration.policy}",
     )
 
 
@@ -717,14 +724,14 @@ def _access_denied_texts(operation: str, registration: _Registration) -> tuple[s
     cause = f"AWS denied {action} on this key to these credentials."
     if operation == "DescribeKey":
         remedy = (
-            f'Add "kms:DescribeKey" next to "kms:Decrypt" in {registration.grantee}, on the resource '
-            f'"{registration.kms_key_arn}", then validate again: {registration.policy_statement}'
+            f'Allow "kms:DescribeKey" on the resource "{registration.kms_key_arn}" in {registration.grantee}, '
+            f"then validate again. The setup guide's policy: {registration.policy}"
         )
     else:
         remedy = (
             f'Allow "{action}" on the resource "{registration.kms_key_arn}" in {registration.grantee} '
-            f"({registration.policy_statement}), check that the key policy lets this account's IAM policies "
-            "grant it, then validate again."
+            f"(the setup guide's policy: {registration.policy}), check that the key policy lets this account's "
+            "IAM policies grant it, then validate again."
         )
     return cause, remedy
 
@@ -933,18 +940,20 @@ _STS_TEXTS = {
     ),
 }
 def explain_reason(
-    *, reason: str, kms_key_arn: str, region: str, account_id: str = "", has_encryption_context: bool = False,
-    operation: str = "Decrypt", role: RoleAccess | None = None,
+    *, reason: str, kms_key_arn: str, region: str, account_id: str = "",
+    encryption_context: dict[str, str] | None = None, operation: str = "Decrypt", role: RoleAccess | None = None,
 ) -> tuple[str, str]:
     """``(cause, remedy)`` for a failure known only by its reason, e.g. the one the data
     plane stored when it marked a version inaccessible: the same texts a validation's
     failing check shows for that reason. A :class:`keys.sts.Reason` value (AssumeRole
-    refused) is explained with ``role`` (role mode), any other as a KMS :class:`Reason`."""
+    refused) is explained with ``role`` (role mode), any other as a KMS :class:`Reason`.
+    ``encryption_context`` is the version's: a remedy quoting a policy quotes the setup
+    guide's for it (Decrypt conditioned on that context)."""
     if role is not None and is_sts_reason(reason):
         error = sts.StsError(reason, operation="AssumeRole", message=f"STS refused AssumeRole ({reason}).")
         return _sts_error_texts(error, role, region)
     error = KmsError(reason, operation=operation, message=f"KMS refused {operation} ({reason}).")
-    return _error_texts(error, _Registration(kms_key_arn, region, account_id, has_encryption_context))
+    return _error_texts(error, _Registration(kms_key_arn, region, account_id, encryption_context))
 
 
 _STS_REASONS = frozenset(

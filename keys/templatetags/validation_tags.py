@@ -39,7 +39,7 @@ def kms_problem(registration) -> dict | None:
         )
     cause, remedy = diagnosis.explain_reason(
         reason=reason, kms_key_arn=registration.kms_key_arn, region=registration.region,
-        account_id=registration.account_id, has_encryption_context=bool(registration.encryption_context), role=role,
+        account_id=registration.account_id, encryption_context=registration.encryption_context or None, role=role,
     )
     # Who refused: STS (the role could not be assumed) or KMS (the key refused the call).
     title = "STS refused to let the platform assume the role" if role is not None else "KMS refused access"

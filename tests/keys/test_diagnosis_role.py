@@ -19,7 +19,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from keys import diagnosis, kms, sts
+from keys import diagnosis, kms, parsers, sts
 from keys.diagnosis import CHECKS, ROLE_CHECKS, Diagnosis, RoleAccess
 from keys.kms import KmsCredentials
 from tests.aws import isolate_aws_environment
@@ -188,6 +188,42 @@ def test_it_says_the_permissions_policy_of_the_role_when_kms_denies_decrypt(sts_
     assert result.outcome == "failed"
     assert "permissions policy of the role" in result.check("decrypt.call").remedy
     assert "permissions policy of the role" in result.check("describe_key.call").remedy
+
+
+def _policy_in(remedy: str) -> dict:
+    """The policy document a remedy quotes (the JSON object from '{"Version"' on)."""
+    return json.JSONDecoder().raw_decode(remedy, remedy.index('{"Version"'))[0]
+
+
+def test_it_suggests_the_setup_guides_permissions_policy_with_the_context_condition_when_kms_refuses_the_role(
+    sts_stub, kms_stub
+) -> None:
+    """GIVEN a version bound to its environment (encryption context portal:environment=…)
+    WHEN KMS refuses DescribeKey and Decrypt to the assumed role THEN both remedies quote the
+    setup guide's permissions policy (parsers.iam_policy_json), with Decrypt conditioned on
+    that context, not an unconditioned statement."""
+    context = parsers.environment_encryption_context("0b6f7a52-8f44-4a8e-9d0e-2f1c3a4b5c6d")
+    stub_assume_role(sts_stub)
+    kms_stub.add_client_error("describe_key", "AccessDeniedException", "not authorized to perform: kms:DescribeKey")
+    kms_stub.add_client_error("decrypt", "AccessDeniedException", "is not authorized to perform: kms:Decrypt")
+
+    result = run(encryption_context=context)
+
+    guide = json.loads(parsers.iam_policy_json(kms_key_arn=ARN, encryption_context=context))
+    for name in ("describe_key.call", "decrypt.call"):
+        assert _policy_in(result.check(name).remedy) == guide
+    decrypt = next(s for s in guide["Statement"] if s["Action"] == "kms:Decrypt")
+    assert decrypt["Condition"] == {"StringEquals": {"kms:EncryptionContext:portal:environment": context["portal:environment"]}}
+
+
+def test_it_suggests_the_same_policy_for_a_refusal_known_only_by_its_reason() -> None:
+    context = parsers.environment_encryption_context("0b6f7a52-8f44-4a8e-9d0e-2f1c3a4b5c6d")
+
+    _cause, remedy = diagnosis.explain_reason(
+        reason=kms.Reason.ACCESS_DENIED, kms_key_arn=ARN, region=REGION, account_id=ACCOUNT, encryption_context=context,
+    )
+
+    assert _policy_in(remedy) == json.loads(parsers.iam_policy_json(kms_key_arn=ARN, encryption_context=context))
 
 
 def test_it_passes_a_role_in_moto_which_does_not_check_the_trust_policy_or_external_id() -> None:
