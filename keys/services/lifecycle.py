@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from environments.models import Environment
-from keys import cache, crypto
+from keys import cache, crypto, sts
 from keys.clock import now
 from keys.models import AuditEvent, KeyRegistration, Record, ValidationRun
 from keys.services.audit import audit
@@ -67,8 +67,8 @@ def registration_retire(*, registration: KeyRegistration, actor) -> KeyRegistrat
     """Retire a decrypt-only version that no record uses any more: overwrite its sealed
     IAM credentials, sealed data key and encrypted data key with empty values and move it
     to ``retired`` in the same UPDATE (generation bumped: every process drops its cached
-    plaintext on its next lookup, this one at once), with a ``material_destroyed`` audit
-    event. Irreversible.
+    plaintext on its next lookup, this one at once, with a role-mode version's temporary
+    credentials), with a ``material_destroyed`` audit event. Irreversible.
 
     The registration row is locked (``FOR UPDATE``) before the records are counted, so two
     retirements, or a retirement and any status change (activation, a KMS refusal),
@@ -110,6 +110,7 @@ def registration_retire(*, registration: KeyRegistration, actor) -> KeyRegistrat
             + ", ".join(field.replace("_", " ") for field in before) + ".",
         )
     cache.evict(registration.pk)
+    _forget_role_session(retired)
     return retired
 
 
@@ -117,7 +118,8 @@ def registration_discard(*, registration: KeyRegistration, actor) -> KeyRegistra
     """Discard a BYOK version that never served (pending, failed, or valid and never
     activated): overwrite its sealed IAM credentials and encrypted data key and move it to
     ``discarded`` in the same UPDATE, with a ``material_destroyed`` audit event. Its access
-    key is free again (``access_key_in_use`` counts only live versions). Irreversible.
+    key is free again (``access_key_in_use`` counts only live versions); a role-mode
+    version's temporary credentials held by this process are dropped. Irreversible.
 
     Raises :class:`LifecycleRefused` for any other status (a version in service is retired
     after re-encryption instead).
@@ -146,7 +148,24 @@ def registration_discard(*, registration: KeyRegistration, actor) -> KeyRegistra
             + ", ".join(field.replace("_", " ") for field in before) + ".",
         )
     cache.evict(registration.pk)
+    _forget_role_session(discarded)
     return discarded
+
+
+def _forget_role_session(registration: KeyRegistration) -> None:
+    """Drop this process's temporary credentials of a retired or discarded role-mode
+    version's role at once, as ``registration_replace_role_arn`` drops the old role's,
+    rather than when they expire. Sessions are held per (role ARN, external ID), so per role
+    and environment: kept while another live version of the environment uses the same role.
+    Other processes drop theirs when they expire (a dead version makes no KMS call)."""
+    if not registration.uses_role or not registration.role_arn:
+        return
+    environment = registration.environment
+    shared = environment.key_registrations.filter(role_arn=registration.role_arn).exclude(
+        status__in=KeyRegistration.DEAD_STATUSES
+    ).exists()
+    if not shared:
+        sts.role_sessions.forget(role_arn=registration.role_arn, external_id=environment.aws_external_id)
 
 
 def _material_summary(registration: KeyRegistration) -> dict[str, str]:

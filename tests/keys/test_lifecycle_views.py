@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from keys import cache, queue, sts, tasks
-from keys.services import reencryption
+from keys.services import lifecycle, reencryption
 from keys.models import AuditEvent, KeyRegistration, Record, ReencryptionJob
 from keys.services.registrations import (
     TransitionError,
@@ -394,6 +394,54 @@ def test_it_drops_the_cached_data_key_and_the_old_roles_session_when_the_role_ar
 
     assert role_registration.pk not in cache.get_cache()
     assert sessions.expiration(role_arn=ROLE_ARN, external_id=environment.aws_external_id) is None
+
+
+def _held_sessions(environment, *role_arns: str) -> sts.RoleSessions:
+    """GIVEN this process holds temporary credentials of each role (for the environment's
+    external ID)."""
+    sessions = sts.RoleSessions(assume=lambda **kw: sts.TemporaryCredentials(
+        "ASIAOLDROLE000000000", "old-secret", "old-token", expiration=_in_an_hour()))
+    for role_arn in role_arns:
+        sessions.credentials(role_arn=role_arn, external_id=environment.aws_external_id, session_name="s", region="eu-west-1")
+    return sessions
+
+
+def test_it_drops_the_roles_session_at_once_when_a_role_version_is_retired(alice, environment, role_registration):
+    sessions = _held_sessions(environment, ROLE_ARN)
+
+    with mock.patch.object(sts, "role_sessions", sessions):
+        lifecycle.registration_retire(registration=role_registration, actor=alice)
+
+    assert sessions.expiration(role_arn=ROLE_ARN, external_id=environment.aws_external_id) is None
+
+
+def test_it_drops_the_roles_session_at_once_when_a_role_version_is_discarded(alice, environment, role_registration):
+    KeyRegistration.objects.filter(pk=role_registration.pk).update(status=Status.FAILED)
+    role_registration.refresh_from_db()
+    sessions = _held_sessions(environment, ROLE_ARN, NEW_ROLE_ARN)
+
+    with mock.patch.object(sts, "role_sessions", sessions):
+        lifecycle.registration_discard(registration=role_registration, actor=alice)
+
+    assert sessions.expiration(role_arn=ROLE_ARN, external_id=environment.aws_external_id) is None
+    assert sessions.expiration(role_arn=NEW_ROLE_ARN, external_id=environment.aws_external_id) is not None
+
+
+def test_it_keeps_the_roles_session_while_another_live_version_of_the_environment_uses_the_role(
+    alice, environment, role_registration
+):
+    """GIVEN v2 and v3 reach KMS through the same role (a new data key, same role) WHEN v2
+    is retired THEN the role's session stays: v3 still uses it."""
+    registration_create(
+        environment=environment, actor=alice, kms_key_arn=ARN, region="eu-west-1", account_id="111122223333",
+        encrypted_data_key=b"\x01\x02\x03\x00" + b"blob" * 41, encryption_context={}, role_arn=ROLE_ARN,
+    )
+    sessions = _held_sessions(environment, ROLE_ARN)
+
+    with mock.patch.object(sts, "role_sessions", sessions):
+        lifecycle.registration_retire(registration=role_registration, actor=alice)
+
+    assert sessions.expiration(role_arn=ROLE_ARN, external_id=environment.aws_external_id) is not None
 
 
 BAD_ROLE_ARNS = {
