@@ -4,7 +4,6 @@ import json
 import shlex
 
 from django.conf import settings
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -16,8 +15,8 @@ from environments.models import Membership
 from environments.selectors import get_environment_for_user
 from keys import parsers
 from keys.forms import RegistrationForm
-from keys.selectors import validation_not_queued
 from keys.services.registrations import DuplicateAccessKey, registration_create
+from keys.views.actions import say_done_and_validation_started
 
 SENSITIVE_FIELDS = ("secret_access_key", "access_key_id", "encrypted_data_key")
 
@@ -105,15 +104,10 @@ def registration_new(request: HttpRequest, environment_id) -> HttpResponse:
         except DuplicateAccessKey as e:
             form.add_error_after_clean("access_key_id", str(e))
         else:
-            not_queued = validation_not_queued(registration)
-            if not_queued:
-                messages.warning(request, f"Key version {registration.version} registered. {not_queued}")
-            else:
-                messages.success(
-                    request,
-                    f"Key version {registration.version} registered; validation against KMS has started.",
-                    extra_tags=f"validation-started-{registration.version}",
-                )
+            say_done_and_validation_started(
+                request, registration=registration, done=f"Key version {registration.version} registered.",
+                started=f"Validation of key version {registration.version} against KMS has started.",
+            )
             return redirect("environment_detail", environment_id=environment.public_id)
     guide = _guide(
         request.POST.get("kms_key_arn", ""),

@@ -21,9 +21,10 @@ from environments.models import Membership
 from keys import crypto
 from keys.forms import EditRegistrationForm
 from keys.models import KeyRegistration
-from keys.selectors import get_registration_for_user, recent_validation_runs, validation_not_queued
+from keys.selectors import get_registration_for_user, recent_validation_runs
 from keys.services import lifecycle
 from keys.services.registrations import DuplicateAccessKey, NotEditable, registration_update
+from keys.views.actions import say_done_and_validation_started
 from keys.views.registration import SENSITIVE_FIELDS, _guide
 from keys.views.validation import confirm_then_run, version_url
 
@@ -65,14 +66,10 @@ def registration_edit(request: HttpRequest, environment_id, registration_id) -> 
             messages.error(request, str(e))
             return redirect(version_url(registration))
         else:
-            not_queued = validation_not_queued(registration)
-            if not_queued:
-                messages.warning(request, f"Key version {registration.version} saved. {not_queued}")
-            else:
-                messages.success(
-                    request, f"Key version {registration.version} saved; its validation against KMS has started.",
-                    extra_tags=f"validation-started-{registration.version}",
-                )
+            say_done_and_validation_started(
+                request, registration=registration, done=f"Key version {registration.version} saved.",
+                started=f"Validation of key version {registration.version} against KMS has started.",
+            )
             return redirect(version_url(registration))
     arn_text = request.POST.get("kms_key_arn", "") if request.method == "POST" else registration.kms_key_arn
     context_text = request.POST.get("encryption_context", "") if request.method == "POST" else form.initial.get("encryption_context", "")

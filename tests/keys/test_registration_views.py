@@ -413,7 +413,10 @@ def test_it_lets_an_admin_register_and_says_validation_started(client_for, carol
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert "Key version 2 registered; validation against KMS has started." in html
+    # The news stays; the banner about the validation (marked) goes once it ends (status.js).
+    assert '<li class="msg success">Key version 2 registered.</li>' in html
+    assert ('<li class="msg info" data-validation-banner="2">Validation of key version 2 against KMS has started.</li>'
+            in html)
     assert "Pending validation" in html
 
 

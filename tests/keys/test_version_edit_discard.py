@@ -372,7 +372,9 @@ def test_it_marks_the_validation_banner_for_the_page_to_drop_when_it_ends(client
 
     html = _page(client, failed.environment)
 
-    assert 'data-validation-banner="2"' in html
+    assert '<li class="msg success">Key version 2 saved.</li>' in html  # stays
+    assert ('<li class="msg info" data-validation-banner="2">Validation of key version 2 against KMS has started.</li>'
+            in html)
 
 
 def test_it_shows_a_platform_side_network_error_as_could_not_check(client_for, alice, failed):
