@@ -67,6 +67,10 @@ NOT_UNICODE = (
 # Seconds a client should wait after a transient KMS failure (throttling, outage).
 TRANSIENT_RETRY_AFTER_SECONDS = 5
 # KMS transient reasons the API reports as "unreachable": the client cannot tell them apart.
+# One retry for the data plane's KMS Decrypt (botocore "standard" mode retries a throttled or
+# 5xx call with backoff): enough for a throttle blip, while a hung KMS holds the request for
+# at most two attempts of connect + read seconds (see data_plane_kms_options).
+DATA_PLANE_KMS_MAX_ATTEMPTS = 2
 _UNREACHABLE_REASONS = frozenset({kms.Reason.NETWORK, kms.Reason.TIMEOUT})
 ACTOR_LABEL = "data plane"
 
@@ -279,11 +283,24 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
     return data_key
 
 
+def data_plane_kms_options() -> kms.KmsClientOptions:
+    """The KMS client options of the data plane's ``Decrypt`` (a data-key cache miss inside an
+    API request): ``settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS`` / ``..._READ_TIMEOUT_SECONDS``
+    (seconds) and ``DATA_PLANE_KMS_MAX_ATTEMPTS`` botocore attempts, the same mechanism as
+    eager validation's ``keys.services.validation.INLINE_KMS_OPTIONS``. A KMS that accepts the
+    connection and never answers then costs a request at most about
+    attempts x (connect + read) seconds before ``503 key_unavailable`` (reason ``timeout``)
+    instead of the validation worker's 3 x 10 s."""
+    return kms.KmsClientOptions(
+        connect_timeout=settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.DATA_PLANE_KMS_READ_TIMEOUT_SECONDS,
+        max_attempts=DATA_PLANE_KMS_MAX_ATTEMPTS,
+    )
+
+
 @sensitive_variables("credentials")
 def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
-    options = kms.KmsClientOptions(
-        connect_timeout=settings.KMS_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.KMS_READ_TIMEOUT_SECONDS
-    )
+    options = data_plane_kms_options()
     # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
     return kms.decrypt(
         region=registration.region,
