@@ -72,6 +72,7 @@ __all__ = [
     "SealingKeyUnavailable",
     "decrypt_record",
     "encrypt_record",
+    "envelope_format",
     "envelope_key_version",
     "fingerprint",
     "generate_data_key",
@@ -837,6 +838,16 @@ def decrypt_record(
         )
     finally:
         cipher.wipe()
+
+
+def envelope_format(envelope: bytes) -> int:
+    """Return the format version (1 or 2; the byte after ``b"BKR"``) of an envelope's header,
+    as stored: :meth:`RecordCipher.encrypt` writes format 2, older records may be format 1
+    (docs/architecture.md §6). Does not authenticate. Raises :class:`EnvelopeFormatError` if
+    the header cannot be parsed."""
+    envelope = _as_bytes(envelope)
+    _parse_envelope_header(envelope)
+    return envelope[_FORMAT_AT]
 
 
 def envelope_key_version(envelope: bytes) -> int:

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from environments.models import Membership
 from environments.selectors import get_environment_for_user
-from keys.crypto import sensitive_frame
+from keys.crypto import envelope_format, sensitive_frame
 from keys.forms import TryItForm
 from keys.services import records
 
@@ -60,6 +60,7 @@ def _write_and_read_back(environment, record_key: str, body) -> dict:
         "record_key": record_key,
         "ciphertext_base64": base64.b64encode(bytes(stored.ciphertext)).decode("ascii"),
         "ciphertext_bytes": len(stored.ciphertext),
+        "envelope_format": envelope_format(bytes(stored.ciphertext)),
         "key_version": stored.key_version,
         "kind": stored.registration.get_kind_display(),
         "body": json.dumps(read_back.body, indent=2, ensure_ascii=False),
