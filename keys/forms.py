@@ -142,6 +142,15 @@ class CredentialsFields(forms.Form):
         self.data = data
 
 
+class _AccessModeField(forms.ChoiceField):
+    """The access mode radio group: a choice is always made (the access key is preselected), so
+    it is required and shown without "(optional)"; a post without it (a client that predates
+    role mode) still means the access key."""
+
+    def to_python(self, value):
+        return super().to_python(value) or AccessMode.ACCESS_KEY
+
+
 class RegistrationForm(CredentialsFields):
     """The seed document's five items, in its words, plus an optional encryption context."""
 
@@ -151,11 +160,10 @@ class RegistrationForm(CredentialsFields):
     ]
 
     # Role mode (issue 14) is offered when the platform has its own principal (PLATFORM_AWS_PRINCIPAL_ARN).
-    access_mode = forms.ChoiceField(
+    access_mode = _AccessModeField(
         label="How the platform reaches your key",
         choices=[(AccessMode.ACCESS_KEY, AccessMode.ACCESS_KEY.label), (AccessMode.ROLE, AccessMode.ROLE.label)],
         initial=AccessMode.ACCESS_KEY,
-        required=False,
         help_text="IAM role: you create a role that trusts the platform with this environment's external ID; "
         "no secret of yours is stored. IAM user access key: the platform stores an access key, sealed.",
         widget=forms.RadioSelect(attrs={"class": "access-mode"}),

@@ -23,6 +23,8 @@
     if (roleField) { roleField.hidden = !role; }
     var guide = document.getElementById("role-guide");
     if (guide) { guide.hidden = !role; }
+    // Texts true for one mode only (setup step 4, the binding note).
+    document.querySelectorAll("[data-mode]").forEach(function (el) { el.hidden = el.dataset.mode !== mode(); });
   }
   modes.forEach(function (input) { input.addEventListener("change", apply); });
   apply();

@@ -108,3 +108,57 @@ def test_it_keeps_the_access_key_mode_as_it_was(client_for, alice, environment, 
     registration = KeyRegistration.objects.get(environment=environment, version=2)
     assert (registration.access_mode, registration.role_arn) == ("access_key", "")
     assert registration.sealed_secret_access_key
+
+
+def _shown(html: str, mode: str) -> list[str]:
+    """The texts marked for one access mode that the page renders visible (not ``hidden``)."""
+    return [
+        unescape(re.sub(r"<[^>]+>", "", text))
+        for attrs, text in re.findall(rf'<(?:li|span) data-mode="{mode}"([^>]*)>(.*?)</(?:li|span)>', html, re.S)
+        if "hidden" not in attrs
+    ]
+
+
+def test_it_tells_a_role_mode_admin_to_create_a_role_not_an_iam_user(client_for, alice, environment):
+    """GIVEN "IAM role" chosen (a form shown again after an error) THEN setup step 4 asks for a
+    role, not an IAM user's access key, the binding note speaks of the role's policy, and
+    no text of the access-key mode is visible; the heading counts no items."""
+    html = client_for(alice).post(new_url(environment), {**ROLE_POST, "region": ""}).content.decode()
+
+    role_texts = " ".join(_shown(html, "role"))
+    assert "Create an IAM role for the portal" in role_texts and "deleting the role" in role_texts
+    assert "role's permissions policy below has a kms:EncryptionContext condition" in role_texts
+    assert _shown(html, "access_key") == []
+    assert "The five items" not in html and "Your key and how the platform reaches it" in html
+
+
+def test_it_tells_an_access_key_admin_when_the_policy_has_the_context_condition(client_for, alice, environment):
+    """GIVEN the IAM user access key mode and no encryption context typed THEN the policy shown
+    has no condition, and the binding note says so instead of citing "the policy's condition";
+    with the environment's context typed, the policy has it."""
+    html = client_for(alice).get(new_url(environment)).content.decode()
+    policy = json.loads(_pre(html, "guide-policy"))
+
+    access_texts = " ".join(_shown(html, "access_key"))
+    assert all("Condition" not in statement for statement in policy["Statement"])
+    assert "Once you enter that context, the IAM policy in step 3 gains a kms:EncryptionContext condition" in access_texts
+    assert "it has none while the field is empty" in access_texts
+    assert "Create an IAM user for the portal" in access_texts
+    assert _shown(html, "role") == []
+    binding = _pre(html, "guide-binding")
+    bound = client_for(alice).get(guide_url(environment), {"kms_key_arn": ARN, "encryption_context": binding}).json()
+    assert "kms:EncryptionContext:portal:environment" in bound["iam_policy"]
+
+
+def test_it_labels_the_access_mode_choice_as_required_and_still_defaults_to_the_access_key(
+    client_for, alice, environment, no_validation
+):
+    html = client_for(alice).get(new_url(environment)).content.decode()
+    label = re.search(r"<label[^>]*>How the platform reaches your key(.*?)</label>", html, re.S).group(1)
+    assert "(optional)" not in label
+
+    post = {key: value for key, value in VALID.items() if key != "access_mode"}
+    client_for(alice).post(new_url(environment), post)
+
+    registration = KeyRegistration.objects.get(environment=environment, version=2)
+    assert registration.access_key_id_last4 and not registration.role_arn
