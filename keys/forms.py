@@ -33,13 +33,22 @@ def looks_like_secret_access_key(value: object) -> bool:
     return isinstance(value, str) and bool(_SECRET_SHAPED.search(value))
 
 
+class _GroupedCount(str):
+    """A field error message whose ``{show_value}`` / ``{limit_value}`` counts print with
+    thousands separators ("8,192"), as the parsers' own messages do (``parsers._clean``):
+    Django fills a message with ``message % params``, and ``%d`` has no separator."""
+
+    def __mod__(self, params):  # type: ignore[override]
+        return self.format(**{k: f"{v:,}" if isinstance(v, int) else v for k, v in dict(params).items()})
+
+
 def _messages(item: str, *, required: str) -> dict[str, str]:
     """Field error messages for what Django checks before the parsers run, in the parsers'
     words: what is wrong and what to do (the value itself is never repeated)."""
     return {
         "required": required,
-        "max_length": (
-            f"The {item} is too long: %(show_value)d characters, and the limit is %(limit_value)d. "
+        "max_length": _GroupedCount(
+            f"The {item} is too long: {{show_value}} characters, and the limit is {{limit_value}}. "
             f"Check that you pasted only the {item}."
         ),
         "null_characters_not_allowed": (
@@ -172,7 +181,8 @@ class RegistrationForm(CredentialsFields):
 
     encrypted_data_key = forms.CharField(
         label="Encrypted Data Key",
-        max_length=20_000,
+        # The parser's limit (the whole pasted CLI JSON): one limit, one message.
+        max_length=parsers.ENCRYPTED_DATA_KEY_MAX_LENGTH,
         error_messages=_messages(
             "encrypted data key",
             required="Paste the encrypted data key: the CiphertextBlob value printed by "

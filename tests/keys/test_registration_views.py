@@ -625,3 +625,22 @@ def test_it_never_renders_back_a_secret_pasted_into_the_wrong_field(client_for, 
 def test_it_sends_no_store_on_the_pages_that_take_secrets(client_for, alice, environment):
     response = client_for(alice).get(reverse("registration_new", args=[environment.public_id]))
     assert "no-store" in response["Cache-Control"]
+
+
+@pytest.mark.parametrize("length", [8_193, 19_996, 30_000])
+def test_it_has_one_length_limit_and_one_message_for_the_encrypted_data_key(
+    client_for, alice, environment, registered_counts, length
+):
+    """The form's limit (Django's max_length, checked first) and the parser's are one: the
+    same message, formatted the same ("8,192"), whatever the length; the field's maxlength
+    attribute is that limit too."""
+    response = client_for(alice).post(new_url(environment), {**VALID, "encrypted_data_key": "A" * length})
+
+    errors = field_errors(response.content.decode())["encrypted_data_key"]
+    assert errors == [
+        f"The encrypted data key is too long: {length:,} characters, and the limit is 8,192. "
+        "Check that you pasted only the encrypted data key."
+    ]
+    page = client_for(alice).get(new_url(environment)).content.decode()
+    assert re.search(r'<textarea name="encrypted_data_key"[^>]*maxlength="8192"', page)
+    assert (KeyRegistration.objects.count(), AuditEvent.objects.count()) == registered_counts
