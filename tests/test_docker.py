@@ -28,6 +28,11 @@ def _gunicorn_variables() -> set[str]:
     return set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', GUNICORN_CONF.read_text()))
 
 
+def _compose_variables() -> set[str]:
+    """Every variable docker/compose.yaml interpolates (``${NAME:-default}``) from docker/.env."""
+    return set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker" / "compose.yaml").read_text()))
+
+
 def _env_example_variables() -> set[str]:
     text = (ROOT / "docker" / ".env.example").read_text()
     return {line.split("=", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
@@ -62,7 +67,7 @@ def test_it_lists_every_settings_variable_in_env_example():
     missing = _settings_variables() - listed
     assert not missing, f"docker/.env.example lacks {sorted(missing)}"
     # Every listed variable is either read by settings or used by the compose file itself.
-    extra = listed - _settings_variables() - _gunicorn_variables() - {"POSTGRES_PASSWORD"}
+    extra = listed - _settings_variables() - _gunicorn_variables() - _compose_variables() - {"POSTGRES_PASSWORD"}
     assert not extra, f"docker/.env.example lists {sorted(extra)}, which nothing reads"
 
 
@@ -98,7 +103,9 @@ def _body_limits(conf: str) -> list[int]:
 
 def test_it_publishes_the_proxy_and_never_gunicorn():
     services = COMPOSE["services"]
-    assert sorted(services["proxy"]["ports"]) == ["443:443", "80:80"]
+    assert services["proxy"]["ports"] == ["${PROXY_HTTP_PORT:-80}:80", "${PROXY_HTTPS_PORT:-443}:443"]
+    # The plain-HTTP redirect names the host's HTTPS port, not the container's 443.
+    assert services["proxy"]["environment"]["PROXY_HTTPS_PORT"] == "${PROXY_HTTPS_PORT:-443}"
     for name, service in services.items():
         if name != "proxy":
             assert "ports" not in service, f"{name} is published; clients must go through the proxy"
@@ -144,6 +151,24 @@ def test_it_derives_the_batch_limit_from_the_record_limit_as_the_settings_do(tmp
     assert _body_limits(conf) == [2048, 2048 * 16]
     conf = _rendered_nginx_conf(tmp_path, API_MAX_BODY_BYTES="2048", API_MAX_BATCH_BODY_BYTES="5000")
     assert _body_limits(conf) == [2048, 5000]
+
+
+def test_it_redirects_plain_http_to_the_https_port_it_listens_on(tmp_path):
+    assert "return 308 https://$host$request_uri;" in _rendered_nginx_conf(tmp_path)
+    assert "return 308 https://$host:8443$request_uri;" in _rendered_nginx_conf(tmp_path, PROXY_HTTPS_LISTEN="8443")
+    conf = _rendered_nginx_conf(tmp_path, PROXY_HTTPS_LISTEN="127.0.0.1:8443")
+    assert "return 308 https://$host:8443$request_uri;" in conf
+    # Published on another port than it listens on (compose): PROXY_HTTPS_PORT says which.
+    conf = _rendered_nginx_conf(tmp_path, PROXY_HTTPS_LISTEN="443", PROXY_HTTPS_PORT="9443")
+    assert "return 308 https://$host:9443$request_uri;" in conf
+
+
+def test_it_passes_the_host_with_its_port_upstream(tmp_path):
+    """Django's CSRF check compares a POST's Origin (port included) with the Host it gets."""
+    conf = _rendered_nginx_conf(tmp_path)
+    assert "proxy_set_header Host $portal_host;" in conf
+    assert re.search(r'map \$http_host \$portal_host \{\s*"" \$host;\s*default \$http_host;\s*\}', conf)
+    assert "proxy_set_header Host $host;" not in conf
 
 
 def test_it_keeps_record_keys_out_of_the_proxys_access_log(tmp_path):

@@ -13,6 +13,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,9 +33,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.db import connection
 
 from keys.services import api_keys
+from tests.conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "nginx" / "entrypoint.sh"
@@ -398,9 +401,58 @@ def test_it_trusts_the_forwarded_scheme_from_the_proxy_only(front, api):
     assert b"Location: https://127.0.0.1/accounts/login/" in answer
 
 
-def test_it_redirects_plain_http_to_https_except_the_health_check(front):
+def test_it_redirects_plain_http_to_https_on_the_proxys_https_port_except_the_health_check(front):
+    """The fixture's HTTPS port is not 443: the redirect keeps it (a redirect to
+    https://127.0.0.1/ would reach nothing)."""
     health = requests.get(f"{front.http_url}/healthz", timeout=5)
     page = requests.get(f"{front.http_url}/accounts/login/?next=/", allow_redirects=False, timeout=5)
     assert health.status_code == 200
     assert page.status_code == 308
-    assert page.headers["Location"] == "https://127.0.0.1/accounts/login/?next=/"
+    assert page.headers["Location"] == f"https://127.0.0.1:{front.https_port}/accounts/login/?next=/"
+
+
+def test_it_signs_in_through_the_proxy_on_a_port_other_than_443(front, alice):
+    """A browser's sign-in POST carries ``Origin: https://127.0.0.1:<port>``; Django's CSRF
+    check compares it with the Host the proxy passes, which must keep the port (with
+    ``$host``, 403 "Origin checking failed")."""
+    # The server's hashers are production's, which do not read the tests' fast MD5 hash.
+    alice.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    alice.save(update_fields=["password"])
+    origin = f"https://127.0.0.1:{front.https_port}"
+    with requests.Session() as browser:
+        # verify per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        page = browser.get(f"{front.https_url}/accounts/login/", verify=str(front.certificate), timeout=10)
+        assert page.status_code == 200, page.text[:500]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token is not None
+        signed_in = browser.post(
+            f"{front.https_url}/accounts/login/?next=/",
+            data={"csrfmiddlewaretoken": token.group(1), "username": alice.username, "password": PASSWORD},
+            headers={"Origin": origin, "Referer": f"{origin}/accounts/login/"},
+            verify=str(front.certificate), allow_redirects=False, timeout=30,
+        )
+    assert signed_in.status_code == 302, (signed_in.status_code, signed_in.text[:500], front.logs())
+    assert "sessionid" in signed_in.cookies
+
+
+def test_it_signs_in_over_http2_on_a_port_other_than_443(front, alice, tmp_path):
+    """Browsers speak HTTP/2 over TLS and send ``:authority`` rather than a Host header: the
+    port must reach the app as well (curl plays the browser; requests speaks HTTP/1.1)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    alice.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    alice.save(update_fields=["password"])
+    origin = f"https://127.0.0.1:{front.https_port}"
+    jar = tmp_path / "cookies"
+    base = [curl, "-sS", "--http2", "--cacert", str(front.certificate), "-b", str(jar), "-c", str(jar)]
+    page = subprocess.run([*base, f"{front.https_url}/accounts/login/"], capture_output=True, text=True, timeout=30)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.stdout)
+    assert token is not None, (page.stdout[:500], page.stderr)
+    signed_in = subprocess.run(
+        [*base, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", f"Origin: {origin}",
+         "--data-urlencode", f"csrfmiddlewaretoken={token.group(1)}", "--data-urlencode", f"username={alice.username}",
+         "--data-urlencode", f"password={PASSWORD}", f"{front.https_url}/accounts/login/?next=/"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert signed_in.stdout == "2 302", (signed_in.stdout, signed_in.stderr, front.logs())

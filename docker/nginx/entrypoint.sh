@@ -18,12 +18,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 # (tests/test_docker.py checks that they agree). Empty counts as unset, as in the app.
 : "${API_MAX_BODY_BYTES:=1048576}"
 : "${API_MAX_BATCH_BODY_BYTES:=$((API_MAX_BODY_BYTES * 16))}"
+# The HTTPS port plain HTTP redirects to: the port of PROXY_HTTPS_LISTEN ("8443",
+# "127.0.0.1:8443", "[::]:8443"), or PROXY_HTTPS_PORT when clients reach nginx on another
+# port than it listens on (a container's published port). None in the URL for 443.
+: "${PROXY_HTTPS_PORT:=${PROXY_HTTPS_LISTEN##*:}}"
+case "$PROXY_HTTPS_PORT" in
+  443) PROXY_HTTPS_PORT_SUFFIX= ;;
+  *) PROXY_HTTPS_PORT_SUFFIX=":$PROXY_HTTPS_PORT" ;;
+esac
 export PROXY_HTTP_LISTEN PROXY_HTTPS_LISTEN PROXY_UPSTREAM PROXY_TLS_CERTIFICATE \
-  PROXY_TLS_CERTIFICATE_KEY API_MAX_BODY_BYTES API_MAX_BATCH_BODY_BYTES
+  PROXY_TLS_CERTIFICATE_KEY API_MAX_BODY_BYTES API_MAX_BATCH_BODY_BYTES PROXY_HTTPS_PORT_SUFFIX
 
 # Only these names: nginx's own $variables stay as they are.
 envsubst '${PROXY_HTTP_LISTEN} ${PROXY_HTTPS_LISTEN} ${PROXY_UPSTREAM} ${PROXY_TLS_CERTIFICATE}
-${PROXY_TLS_CERTIFICATE_KEY} ${API_MAX_BODY_BYTES} ${API_MAX_BATCH_BODY_BYTES}' \
+${PROXY_TLS_CERTIFICATE_KEY} ${API_MAX_BODY_BYTES} ${API_MAX_BATCH_BODY_BYTES} ${PROXY_HTTPS_PORT_SUFFIX}' \
   <"$NGINX_TEMPLATE" >"$NGINX_CONF"
 
 if [ "${1:-}" = --render-only ]; then
