@@ -27,7 +27,11 @@ fi
 PORT="${PORT:-8000}"
 KMS_PORT="${KMS_PORT:-4566}"
 LOCAL_EMULATOR="http://127.0.0.1:${KMS_PORT}"
+# Every AWS endpoint the portal calls (settings' AWS_*_ENDPOINT_URL; tests/test_run_script.py
+# checks that none is missing): KMS, and STS for role mode, which is on when
+# PLATFORM_AWS_PRINCIPAL_ARN is set (README, "Role mode under make run").
 export AWS_KMS_ENDPOINT_URL="${AWS_KMS_ENDPOINT_URL:-$LOCAL_EMULATOR}"
+export AWS_STS_ENDPOINT_URL="${AWS_STS_ENDPOINT_URL:-$LOCAL_EMULATOR}"
 # Nothing of this run may reach real AWS with someone's own credentials.
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
 export PYTHONUNBUFFERED=1
@@ -94,7 +98,7 @@ PY
 }
 
 require_port "$PORT" PORT "the portal"
-if [ "$AWS_KMS_ENDPOINT_URL" = "$LOCAL_EMULATOR" ]; then
+if [ "$AWS_KMS_ENDPOINT_URL" = "$LOCAL_EMULATOR" ] || [ "$AWS_STS_ENDPOINT_URL" = "$LOCAL_EMULATOR" ]; then
   require_port "$KMS_PORT" KMS_PORT "the local KMS emulator"
   # The emulator does not enforce IAM policies, so every DryRun succeeds there and the
   # validation's excess-privilege check would warn about every key: it proves nothing here.
@@ -147,7 +151,10 @@ fi
   echo ""
   echo "  BYOK Portal is ready on http://127.0.0.1:${PORT}/   (ready $(( $(date +%s) - started )) s after make run started)"
   echo "  Sign in as demo / demo-password-1"
-  echo "  KMS emulator: ${AWS_KMS_ENDPOINT_URL}"
+  echo "  KMS emulator: ${AWS_KMS_ENDPOINT_URL}   STS (role mode): ${AWS_STS_ENDPOINT_URL}"
+  if [ -n "${PLATFORM_AWS_PRINCIPAL_ARN:-}" ]; then
+    echo "  Role mode is on for ${PLATFORM_AWS_PRINCIPAL_ARN} (customer_demo --role <environment ID>)."
+  fi
   echo "  ${worker_note}"
   echo ""
   echo "  Then: New environment › open it › Register a BYOK key, and paste these five items"
