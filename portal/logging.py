@@ -209,6 +209,57 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# The development server's request line, ``"PUT /api/v1/environments/<id>/records/<key> HTTP/1.1"``:
+# the target is whatever lies between the method and the last `` HTTP/x.y"`` (a record key is a
+# ``<path:…>`` and, unencoded, may hold anything, even a space or a quote).
+_SERVER_REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>/api/.*) (?P<version>HTTP/\d(?:\.\d)?)"')
+# In a django.server line without that request line (its "code 400, message Bad request
+# syntax (…)"): the key, with any query string, up to the next space or quote.
+_API_RECORD_PATH = re.compile(r"(/api/\S*?/records/)[^\s\"']+")
+# The data plane's own routes under /records/ (keys/api/views.py), which hold no record key.
+_RECORD_ROUTES = frozenset({"batch", "find"})
+ELIDED = "\u2026"
+
+
+def _elide_api_target(target: str) -> str:
+    """``/api/…/records/<key>?<query>`` -> ``/api/…/records/…?…``: the record key and the query
+    string go, the route stays (``/records/batch`` and ``/records/find`` are kept)."""
+    path, question, _ = target.partition("?")
+    head, records, key = path.partition("/records/")
+    if records and key not in _RECORD_ROUTES:
+        path = f"{head}{records}{ELIDED}"
+    return path + (f"?{ELIDED}" if question else "")
+
+
+def elide_record_keys(text: str) -> str:
+    """``text`` with the record key (and query string) of every data-plane path left out, as
+    :func:`_elide_api_target` does. Record keys are customer data and never reach a log
+    (issue 12, item 5); the API's own access log writes the route name instead."""
+    text, lines = _SERVER_REQUEST_LINE.subn(
+        lambda m: f'"{m["method"]} {_elide_api_target(m["target"])} {m["version"]}"', text
+    )
+    if lines:
+        return text
+    return _API_RECORD_PATH.sub(
+        lambda m: m[0] if m[0][len(m[1]):] in _RECORD_ROUTES else f"{m[1]}{ELIDED}", text
+    )
+
+
+class ServerPathFilter(logging.Filter):
+    """For the ``django.server`` logger (``manage.py runserver``'s request lines,
+    ``"PUT /api/v1/environments/<id>/records/customer:42 HTTP/1.1" 200 15``): rewrites the
+    message with :func:`elide_record_keys`, so the line keeps its method, route, status and
+    size but not the record key. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # RedactingFilter keeps what it can of a malformed record
+            return True
+        record.msg, record.args = elide_record_keys(message), None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``logger``,
     ``message``, ``request_id``, then every ``extra`` field, then ``exception`` and

@@ -406,6 +406,8 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "portal.logging.RequestIdFilter"},
         "redact": {"()": "portal.logging.RedactingFilter"},
+        # runserver's request lines: no record key (a <path:…> of /api/) reaches the log.
+        "server_paths": {"()": "portal.logging.ServerPathFilter"},
         "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
     },
     "formatters": {
@@ -426,7 +428,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
-        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {
+            "handlers": ["console"], "level": LOG_LEVEL, "propagate": False, "filters": ["server_paths"],
+        },
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },

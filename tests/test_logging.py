@@ -383,3 +383,51 @@ def test_it_redacts_a_celery_workers_own_log_handlers():
 
     assert "task failed" in buffer.getvalue()
     assert_no_canary(buffer.getvalue(), "a worker's log")
+
+
+# ---------------------------------------------------------------------------
+# The development server's request lines (make run): no record key
+# ---------------------------------------------------------------------------
+
+RECORD_KEY_CANARY = "customer:CANARY-record-key-42"
+
+
+def _runserver_logs(requestline: str, status: str) -> None:
+    """What ``manage.py runserver`` does after answering a request (Django's
+    ``WSGIRequestHandler.log_message``, called by ``http.server``'s ``log_request``)."""
+    from django.core.servers.basehttp import WSGIRequestHandler
+
+    handler = WSGIRequestHandler.__new__(WSGIRequestHandler)
+    handler.request = None
+    handler.requestline = requestline
+    handler.log_message('"%s" %s %s', requestline, status, "15")
+
+
+@pytest.mark.parametrize(("requestline", "status", "logged"), [
+    (f"PUT /api/v1/environments/env_1/records/{RECORD_KEY_CANARY} HTTP/1.1", "200",
+     '"PUT /api/v1/environments/env_1/records/\u2026 HTTP/1.1" 200 15'),
+    (f"GET /api/v1/environments/env_1/records/{RECORD_KEY_CANARY}/a b\"c?x={RECORD_KEY_CANARY} HTTP/1.1", "404",
+     '"GET /api/v1/environments/env_1/records/\u2026?\u2026 HTTP/1.1" 404 15'),
+    ("POST /api/v1/environments/env_1/records/batch HTTP/1.1", "200",
+     '"POST /api/v1/environments/env_1/records/batch HTTP/1.1" 200 15'),
+    ("GET /environments/env_1/ HTTP/1.1", "200", '"GET /environments/env_1/ HTTP/1.1" 200 15'),
+])
+def test_it_keeps_record_keys_out_of_the_development_servers_request_lines(console, requestline, status, logged):
+    _runserver_logs(requestline, status)
+    [line] = [entry for entry in _lines(console) if entry["logger"] == "django.server"]
+    assert line["message"] == logged
+    assert "CANARY" not in console.getvalue()
+
+
+def test_it_keeps_record_keys_out_of_the_development_servers_bad_request_lines(console):
+    """``http.server`` logs a request it cannot parse as ``code 400, message Bad request
+    syntax ('<raw line>')``, through the same ``log_message``."""
+    from django.core.servers.basehttp import WSGIRequestHandler
+
+    handler = WSGIRequestHandler.__new__(WSGIRequestHandler)
+    handler.request = None
+    handler.requestline = ""
+    handler.log_message("code %d, message %s", 400,
+                        f"Bad request syntax ('PUT /api/v1/environments/env_1/records/{RECORD_KEY_CANARY}')")
+    assert "CANARY" not in console.getvalue()
+    assert "/records/\u2026" in console.getvalue()
