@@ -525,7 +525,11 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
     be reached (the sweep queues it again; the caller says so). A failed version goes back
     to pending validation at once, so the page shows progress.
 
-    Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version.
+    Raises ``ValidationRequestRefused`` for a platform-managed, retired or validating version,
+    and while a validation of this version is already queued or running (a fresh "running"
+    run): a double click, or six parallel posts, queue one validation, not six (one KMS
+    Decrypt, one audit entry). The check and the new run are made under the registration
+    row's lock (``select_for_update``), so concurrent requests cannot both pass it.
     """
     if not registration.is_byok or registration.status not in REQUESTABLE_STATUSES:
         raise ValidationRequestRefused(
@@ -533,6 +537,17 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
             f"({registration.get_kind_display()}, {registration.get_status_display().lower()})."
         )
     with transaction.atomic():
+        registration = KeyRegistration.objects.select_for_update().get(pk=registration.pk)
+        if _validation_in_flight(registration):
+            raise ValidationRequestRefused(
+                f"A validation of version {registration.version} is already running: "
+                "wait for its result on this page."
+            )
+        if registration.status not in REQUESTABLE_STATUSES:  # changed since the caller read it
+            raise ValidationRequestRefused(
+                f"Key version {registration.version} cannot be validated now "
+                f"({registration.get_status_display().lower()})."
+            )
         if registration.status == Status.FAILED:
             try:
                 registration = registration_transition(
@@ -556,6 +571,17 @@ def registration_request_validation(*, registration: KeyRegistration, actor) -> 
     # Outside an outer transaction the job was queued (or, eagerly, ran) or marked not queued now.
     run.refresh_from_db()
     return run
+
+
+def _validation_in_flight(registration: KeyRegistration) -> bool:
+    """Whether a validation of ``registration`` is queued or running now: its status is
+    "validating", or its newest unfinished run is "running" and was queued (or started)
+    less than ``RUNNING_RUN_STALE_AFTER`` ago (an older one was abandoned; a "not queued"
+    run never reached the broker: asking again queues it)."""
+    if registration.status == Status.VALIDATING:
+        return True
+    run = registration.validation_runs.filter(outcome=Outcome.RUNNING).order_by("-started_at", "-id").first()
+    return run is not None and now() - (run.queued_at or run.started_at) < RUNNING_RUN_STALE_AFTER
 
 
 def registration_activate(*, registration: KeyRegistration, actor) -> KeyRegistration:
