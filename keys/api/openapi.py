@@ -79,8 +79,9 @@ def _error_responses() -> dict[str, Any]:
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
     descriptions = {
-        400: "Bad input: body not JSON (or NaN/Infinity), wrong shape, empty batch or find, bad or reserved "
-        "record key, more than API_MAX_BATCH_RECORDS items, a record key twice in one batch.",
+        400: "Bad input: body not JSON (or NaN/Infinity), wrong shape, empty batch or find, bad record key "
+        "(or a reserved one, `batch` or `find`, as a record_key in a batch or find body), more than "
+        "API_MAX_BATCH_RECORDS items, a record key twice in one batch.",
         401: "No `Authorization: Bearer` header, or a malformed, unknown, wrong or revoked API key.",
         404: "Unknown environment (or another environment than the API key's), record, or path.",
         405: "The path exists but not with this method; `Allow` lists the methods it has. A record key "
@@ -124,7 +125,8 @@ def _schemas() -> dict[str, Any]:
         "RecordKey": {
             "type": "string",
             "description": "1 to 255 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit; "
-            "`batch` and `find` are reserved.",
+            "`batch` and `find` are reserved: in the path they are the bulk endpoints (any other method than "
+            "POST answers 405), in a batch or find body they answer 400 invalid_record_key.",
             "pattern": f"^{RECORD_KEY_RE.pattern}$",
             "not": {"enum": sorted(RESERVED_RECORD_KEYS)},
         },

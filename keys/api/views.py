@@ -16,14 +16,14 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 ====  ======================  =====================================================
 400   ``invalid_json``        body is not JSON (or uses NaN / Infinity, or nests too deeply)
 400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find), or a body that is not Unicode text (a lone surrogate)
-400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or reserved
+400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or ``batch`` / ``find`` in a batch or find body
 400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
 400   ``duplicate_record_key`` a record key twice in one batch
 401   ``unauthenticated``     no ``Authorization: Bearer`` header
 401   ``invalid_api_key``     malformed, unknown or wrong API key
 401   ``api_key_revoked``     the API key was revoked
 404   ``not_found``           unknown environment (or another environment's), record, or path
-405   ``method_not_allowed``  with an ``Allow`` header
+405   ``method_not_allowed``  with an ``Allow`` header; also PUT / GET / DELETE of ``…/records/batch`` or ``…/records/find`` ("Use POST.")
 413   ``body_too_large``      request over the limit (Content-Length or the bytes read)
 422   ``integrity_error``     the stored ciphertext fails its integrity check
 429   ``rate_limited``        over ``API_RATE_LIMIT_PER_MINUTE`` for this API key; ``Retry-After``

@@ -271,10 +271,25 @@ def test_it_answers_400_invalid_record_key(api, record_key):
         assert error_of(response)["code"] == "invalid_record_key"
 
 
-def test_it_keeps_batch_and_find_for_the_bulk_endpoints(api):
+def test_it_keeps_batch_and_find_for_the_bulk_endpoints(api, environment):
     # "batch" and "find" are reserved record keys: these paths are the bulk endpoints (POST only).
-    assert error_of(api.put("batch", {"body": 1}))["code"] == "method_not_allowed"
-    assert error_of(api.get("find"))["code"] == "method_not_allowed"
+    for response in (api.put("batch", {"body": 1}), api.get("find"), api.delete("batch"), api.put("find", {"body": 1})):
+        assert response.status_code == 405
+        assert error_of(response) == {"code": "method_not_allowed", "message": "Use POST."}
+        assert response["Allow"] == "POST"
+    assert not Record.objects.filter(environment=environment).exists()
+
+
+@pytest.mark.parametrize("reserved", ["batch", "find"])
+def test_it_answers_400_invalid_record_key_for_a_reserved_key_in_a_batch_or_find_body(api, environment, reserved):
+    written = api.post("batch", {"records": [{"record_key": reserved, "body": 1}]})
+    found = api.post("find", {"record_keys": [reserved]})
+
+    for response in (written, found):
+        assert response.status_code == 400
+        assert error_of(response)["code"] == "invalid_record_key"
+        assert "reserved" in error_of(response)["message"]
+    assert not Record.objects.filter(environment=environment).exists()
 
 
 def test_it_answers_413_for_a_body_over_the_limit(api, settings, environment):

@@ -156,6 +156,19 @@ def test_the_readme_lists_every_error_code_and_limit():
     assert "A-Za-z0-9" in section and "/api/v1/openapi.json" in section
 
 
+def test_the_readme_and_the_docstring_say_what_a_reserved_record_key_answers():
+    """``PUT …/records/batch`` is the batch endpoint with the wrong method: 405 "Use POST."
+    (tests/keys/test_api.py); ``batch`` / ``find`` as a record_key of a body: 400."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Data-plane API", 1)[1].split("\n## ", 1)[0]
+    docstring = api_module.__doc__
+    for text in (section, docstring):
+        invalid_key = next(line for line in text.splitlines() if "invalid_record_key" in line and "400" in line)
+        not_allowed = next(line for line in text.splitlines() if "method_not_allowed" in line and "405" in line)
+        assert "in a batch or find body" in invalid_key and not invalid_key.rstrip(" |").endswith("or reserved")
+        assert "/records/batch" in not_allowed and "/records/find" in not_allowed and "Use POST." in not_allowed
+
+
 # ---------------------------------------------------------------------------
 # Real answers against the response schemas
 # ---------------------------------------------------------------------------
