@@ -224,3 +224,17 @@ def console() -> Iterator[io.StringIO]:
         handler.setStream(stream)
     for logger, level in levels:
         logger.setLevel(level)
+
+
+@pytest.fixture
+def built_options(monkeypatch) -> list[kms.KmsClientOptions]:
+    """The options of every KMS client built (the real client is built all the same)."""
+    built: list[kms.KmsClientOptions] = []
+    real = kms._build_client
+
+    def spy(region, credentials, endpoint_url, options):
+        built.append(options)
+        return real(region, credentials, endpoint_url, options)
+
+    monkeypatch.setattr(kms, "_build_client", spy)
+    return built

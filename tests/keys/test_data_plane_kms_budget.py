@@ -17,20 +17,8 @@ import pytest
 from keys import cache, kms
 from keys.services import records
 from tests.factories import error_of
+from tests.support import hung_endpoint
 
-
-@pytest.fixture
-def built_options(monkeypatch) -> list[kms.KmsClientOptions]:
-    """The options of every KMS client built (the real client is built all the same)."""
-    built: list[kms.KmsClientOptions] = []
-    real = kms._build_client
-
-    def spy(region, credentials, endpoint_url, options):
-        built.append(options)
-        return real(region, credentials, endpoint_url, options)
-
-    monkeypatch.setattr(kms, "_build_client", spy)
-    return built
 
 
 @pytest.fixture
@@ -38,33 +26,14 @@ def hung_kms(settings):
     """A KMS endpoint that accepts every connection and never answers; yields the connections
     it accepted (one per HTTP attempt botocore made). Set as AWS_KMS_ENDPOINT_URL only when
     the test calls the returned function (after the record was written under moto)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    with hung_endpoint() as (url, accepted):
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            accepted.append(connection)  # held open, never read from nor answered
+        def switch_to_it() -> list[socket.socket]:
+            settings.AWS_KMS_ENDPOINT_URL = url
+            kms.clear_clients()
+            return accepted
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-
-    def switch_to_it() -> list[socket.socket]:
-        settings.AWS_KMS_ENDPOINT_URL = f"http://127.0.0.1:{server.getsockname()[1]}"
-        kms.clear_clients()
-        return accepted
-
-    yield switch_to_it
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    server.close()
+        yield switch_to_it
     kms.clear_clients()
 
 

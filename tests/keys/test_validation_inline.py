@@ -21,6 +21,7 @@ from keys.models import KeyRegistration, ValidationRun
 from keys.services.registrations import registration_create
 from keys.services.validation import INLINE_KMS_OPTIONS
 from tests.aws import isolate_aws_environment
+from tests.support import hung_endpoint
 
 Status = KeyRegistration.Status
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -41,42 +42,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def hung_kms(settings):
     """A KMS endpoint that accepts every connection and never answers; the connections it
     accepted, one per HTTP attempt botocore made."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    with hung_endpoint() as (url, accepted):
+        settings.AWS_KMS_ENDPOINT_URL = url
+        yield accepted
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            accepted.append(connection)  # held open, never read from nor answered
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    settings.AWS_KMS_ENDPOINT_URL = f"http://127.0.0.1:{server.getsockname()[1]}"
-    yield accepted
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    server.close()
-
-
-@pytest.fixture
-def built_options(monkeypatch) -> list[kms.KmsClientOptions]:
-    """The options of every KMS client built (the real client is built all the same)."""
-    built: list[kms.KmsClientOptions] = []
-    real = kms._build_client
-
-    def spy(region, credentials, endpoint_url, options):
-        built.append(options)
-        return real(region, credentials, endpoint_url, options)
-
-    monkeypatch.setattr(kms, "_build_client", spy)
-    return built
 
 
 @pytest.fixture
