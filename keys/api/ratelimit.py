@@ -77,10 +77,8 @@ LOCAL_MAX_BUCKETS = 10_000
 # keep a client waiting for a rounding error.
 EPSILON = 1e-9
 
-# KEYS[1] bucket; ARGV: capacity, refill per second, now (seconds, float).
-# Returns {allowed (0/1), tokens left (string), seconds until one token (string)}: Lua
-# numbers come back from Redis as integers, so the fractions travel as strings.
-TOKEN_BUCKET_LUA = """
+# What both scripts start with: the arguments and the bucket as stored (nil when new).
+READ_BUCKET_LUA = """
 local EPSILON = 1e-9
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -88,7 +86,12 @@ local now = tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1])
 local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
+"""
+
+# KEYS[1] bucket; ARGV: capacity, refill per second, now (seconds, float).
+# Returns {allowed (0/1), tokens left (string), seconds until one token (string)}: Lua
+# numbers come back from Redis as integers, so the fractions travel as strings.
+TOKEN_BUCKET_LUA = READ_BUCKET_LUA + """if tokens == nil or ts == nil then
   tokens = capacity
   ts = now
 end
@@ -112,15 +115,7 @@ return {allowed, string.format('%.17g', tokens), string.format('%.17g', wait)}
 """
 
 # The same refill without taking or writing anything: would a request be allowed now?
-PEEK_LUA = """
-local EPSILON = 1e-9
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
+PEEK_LUA = READ_BUCKET_LUA + """if tokens == nil or ts == nil then
   return {1, string.format('%.17g', capacity), '0'}
 end
 if now > ts then
