@@ -1,6 +1,7 @@
 """An owner signs in, creates an environment and sees it listed, in headless Chromium."""
 
 import pytest
+from playwright.sync_api import expect
 
 from environments.models import Environment
 
@@ -21,10 +22,10 @@ def test_it_signs_in_creates_an_environment_and_lists_it(page, live_server, sign
     shot("3-environment-page")
     environment = Environment.objects.get(name="staging")
     assert page.url == f"{live_server.url}/environments/{environment.public_id}/"
-    assert page.get_by_text("Platform-managed").first.is_visible()
+    expect(page.get_by_text("Platform-managed").first).to_be_visible()
     page.get_by_role("link", name="Environments").first.click()
     row = page.get_by_role("row").filter(has_text="staging")
-    assert row.get_by_text("Active").is_visible()
+    expect(row.get_by_text("Active")).to_be_visible()
     shot("4-listed")
 
 
@@ -33,5 +34,5 @@ def test_it_rejects_a_wrong_password(page, live_server, alice):
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("wrong")
     page.get_by_role("button", name="Sign in").click()
-    assert page.get_by_role("alert").is_visible()
+    expect(page.get_by_role("alert")).to_be_visible()
     assert "/accounts/login/" in page.url

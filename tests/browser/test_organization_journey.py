@@ -2,6 +2,7 @@
 headless Chromium; no page asks for something that answers 404 (favicon.ico included)."""
 
 import pytest
+from playwright.sync_api import expect
 
 from environments.models import Membership, Organization
 
@@ -25,7 +26,7 @@ def test_a_user_without_an_organization_creates_one_then_an_environment(page, li
     shot("2-new-organization")
     page.get_by_role("button", name="Create organization").click()
     page.get_by_text("Organization “Nora's Shop” created; you are its owner.").wait_for()
-    assert page.get_by_text("No environments yet. Create one with New environment above.").is_visible()
+    expect(page.get_by_text("No environments yet. Create one with New environment above.")).to_be_visible()
     shot("3-empty-organization")
 
     page.locator("p.muted").get_by_role("link", name="New environment").click()

@@ -6,6 +6,7 @@ from binascii import unhexlify
 
 import pytest
 from django_otp.oath import totp
+from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
 
@@ -43,6 +44,6 @@ def test_an_owner_saves_recovery_codes_and_signs_in_with_one(page, live_server, 
     page.get_by_role("button", name="Verify").click()
     page.wait_for_url(f"{live_server.url}/")
     page.get_by_role("link", name="Account security").click()
-    assert page.get_by_text("You have 9 unused recovery codes.").is_visible()
+    expect(page.get_by_text("You have 9 unused recovery codes.")).to_be_visible()
     assert codes[1] not in page.content()
     shot("3-nine-left")

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from keys.models import Record
 
@@ -29,12 +30,12 @@ def test_it_creates_an_api_key_and_tries_the_data_plane(page, live_server, sign_
     page.get_by_role("heading", name="API key “billing service” created").wait_for()
     api_key = page.get_by_label("API key", exact=True).input_value()
     assert KEY_RE.fullmatch(api_key)
-    assert page.get_by_text("shown only this once").is_visible()
+    expect(page.get_by_text("shown only this once")).to_be_visible()
     shot("2-key-shown-once")
 
     page.get_by_role("link", name="Done").click()
     row = page.get_by_role("row").filter(has_text="billing service")
-    assert row.get_by_text("Active").is_visible()
+    expect(row.get_by_text("Active")).to_be_visible()
     assert api_key not in page.content()
 
     page.get_by_role("link", name="Try it").click()
@@ -67,5 +68,5 @@ def test_it_refuses_try_it_input_that_is_not_json(page, live_server, sign_in, al
     page.get_by_label("Body (JSON)").fill("{not json")
     page.get_by_role("button", name="Encrypt, store and read back").click()
 
-    assert page.get_by_text("This is not valid JSON").is_visible()
+    expect(page.get_by_text("This is not valid JSON")).to_be_visible()
     assert not Record.objects.exists()
