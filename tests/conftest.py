@@ -5,6 +5,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import boto3
 import django.test.client
@@ -202,12 +203,12 @@ def api(client, environment, api_key):
     return Api()
 
 
-@pytest.fixture
-def console() -> Iterator[io.StringIO]:
-    """The formatted output of the configured handlers: every stream handler of the root
-    logger and of named loggers writes to one buffer; all loggers at DEBUG."""
-    buffer = io.StringIO()
-    swapped: list[tuple[logging.StreamHandler, object]] = []
+@contextmanager
+def json_console_to(buffer: io.StringIO) -> Iterator[None]:
+    """Every JSON stream handler of the root logger and of named loggers writes to
+    ``buffer``, and every logger is at DEBUG, until the block ends; then each handler's
+    stream and each logger's level are put back as they were."""
+    swapped: dict[int, tuple[logging.StreamHandler, object]] = {}
     levels: list[tuple[logging.Logger, int]] = []
     loggers = [logging.getLogger()] + [
         logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
@@ -216,14 +217,31 @@ def console() -> Iterator[io.StringIO]:
         levels.append((logger, logger.level))
         logger.setLevel(logging.DEBUG)
         for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler and isinstance(handler.formatter, JsonFormatter):
-                swapped.append((handler, handler.setStream(buffer)))
+            # One handler serves several loggers (root and django.server): swap it once, or
+            # its second swap returns None (the stream is already the buffer) and the
+            # restore leaves it writing to None ("Logging error" in every later test).
+            if (
+                type(handler) is logging.StreamHandler
+                and isinstance(handler.formatter, JsonFormatter)
+                and id(handler) not in swapped
+            ):
+                swapped[id(handler)] = (handler, handler.setStream(buffer))
     assert swapped, "no JSON stream handler is configured"
-    yield buffer
-    for handler, stream in swapped:
-        handler.setStream(stream)
-    for logger, level in levels:
-        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for handler, stream in swapped.values():
+            handler.setStream(stream)
+        for logger, level in levels:
+            logger.setLevel(level)
+
+
+@pytest.fixture
+def console() -> Iterator[io.StringIO]:
+    """The formatted output of the configured handlers (see json_console_to)."""
+    buffer = io.StringIO()
+    with json_console_to(buffer):
+        yield buffer
 
 
 @pytest.fixture

@@ -431,3 +431,24 @@ def test_it_keeps_record_keys_out_of_the_development_servers_bad_request_lines(c
                         f"Bad request syntax ('PUT /api/v1/environments/env_1/records/{RECORD_KEY_CANARY}')")
     assert "CANARY" not in console.getvalue()
     assert "/records/\u2026" in console.getvalue()
+
+
+def test_the_console_fixture_gives_every_handler_its_stream_back():
+    """A handler shared by two loggers (root and django.server) once came back writing to
+    None, and every later test printed "Logging error"."""
+    from tests.conftest import json_console_to
+
+    handlers = {
+        id(h): h
+        for logger in [logging.getLogger(), logging.getLogger("django.server")]
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler)
+    }
+    before = {key: h.stream for key, h in handlers.items()}
+    assert len({id(h) for h in logging.getLogger("django.server").handlers} & set(handlers)) >= 1
+    buffer = io.StringIO()
+    with json_console_to(buffer):
+        logging.getLogger("django.server").warning("through the buffer")
+    assert "through the buffer" in buffer.getvalue()
+    assert {key: h.stream for key, h in handlers.items()} == before
+    assert all(stream is not None for stream in before.values())
