@@ -415,7 +415,9 @@ class TryItForm(forms.Form):
         """The parsed body, if it is JSON a record can hold: ``json.loads`` recurses once per
         nesting level, so ``[`` typed 100,000 times exhausts the stack (``RecursionError``), and
         a body that just parsed can still exhaust it when encoded again
-        (``records.encode_body``, and the page's indented read-back). Each is a form error,
+        (``records.encode_body``, and the page's indented read-back); an integer of more than
+        4,300 digits is well-formed JSON that Python will not convert, and is said to be too
+        long (``records.number_too_long``), as the API says it. Each is a form error,
         never a 500; nothing is stored. These run deeper in the stack than the view's write,
         read-back and display, so what passes here passes there."""
         try:
@@ -423,7 +425,8 @@ class TryItForm(forms.Form):
         except RecursionError:
             raise forms.ValidationError(NESTED_TOO_DEEPLY) from None
         except ValueError as e:
-            raise forms.ValidationError(f"This is not valid JSON: {e}.") from None
+            too_long = records.number_too_long(self.cleaned_data["body"])
+            raise forms.ValidationError(too_long or f"This is not valid JSON: {e}.") from None
         try:
             records.encode_body(body)
             json.dumps(body, indent=2)  # as the page shows it read back (json's recursive pure-Python encoder)

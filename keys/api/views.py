@@ -15,7 +15,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 
 ====  ======================  =====================================================
 400   ``invalid_json``        body is not JSON (or uses NaN / Infinity, or nests too deeply)
-400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find), or a body that is not Unicode text (a lone surrogate)
+400   ``invalid_request``     JSON of the wrong shape (or an empty batch / find), a body that is not Unicode text (a lone surrogate), or an integer of more than 4,300 digits (``sys.get_int_max_str_digits``)
 400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or ``batch`` / ``find`` in a batch or find body
 400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
 400   ``duplicate_record_key`` a record key twice in one batch
@@ -264,6 +264,9 @@ def _read_json(request: HttpRequest, limit: int) -> Any:
     try:
         return json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
+        too_long = records.number_too_long(body, parse_constant=_refuse_constant)
+        if too_long is not None:  # well-formed JSON: the request, not its syntax, is refused
+            raise ApiError(400, "invalid_request", too_long)
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
     except RecursionError:
         # json.loads recurses once per nesting level: "[" * 5000 exhausts the stack.

@@ -27,6 +27,7 @@ import functools
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,6 +188,37 @@ def validate_record_key(record_key: object) -> str:
     if record_key in RESERVED_RECORD_KEYS:
         raise InvalidRecordKey(f"The record key {record_key!r} is reserved.")
     return record_key
+
+
+# CPython converts a decimal string of at most sys.get_int_max_str_digits() digits (4,300 by
+# default) to an int, and refuses a longer one with a plain ValueError, json.loads included
+# (CVE-2020-10735: the conversion is quadratic). Such JSON is well-formed, so it is not
+# "not valid JSON": it is a number this service cannot take.
+# https://docs.python.org/3/library/stdtypes.html#int-max-str-digits
+NUMBER_TOO_LONG = "A number in the body has more than {limit:,} digits; send it as a string."
+
+
+def number_too_long(text: str | bytes, **options: Any) -> str | None:
+    """After ``json.loads(text, **options)`` raised a ``ValueError``: the message to answer
+    (``NUMBER_TOO_LONG``) if ``text`` is well-formed JSON whose only fault is an integer longer
+    than Python converts, else None (it is not valid JSON, or ``options`` refuse it).
+
+    Parses ``text`` again, each integer counted before it is converted (a long one stands in
+    as 0). Off the hot path: run only once a parse failed, and no longer than that parse."""
+    limit = sys.get_int_max_str_digits()
+    too_long: list[str] = []
+
+    def counted_int(digits: str) -> int:
+        if limit and len(digits.lstrip("-")) > limit:
+            too_long.append(digits)
+            return 0
+        return int(digits)
+
+    try:
+        json.loads(text, parse_int=counted_int, **options)
+    except (ValueError, RecursionError):
+        return None
+    return NUMBER_TOO_LONG.format(limit=limit) if too_long else None
 
 
 # One encoder for every record body: json.dumps with options builds a new JSONEncoder per

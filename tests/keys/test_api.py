@@ -257,6 +257,61 @@ def test_it_still_stores_a_surrogate_pair_escaped_in_json(api, byok):  # noqa: F
     assert api.get("r1").json()["body"] == "\U0001F600"
 
 
+# CPython refuses to convert a decimal string of more than 4,300 digits to an int
+# (sys.get_int_max_str_digits, CVE-2020-10735), json.loads included. The JSON is
+# well-formed: it used to be answered "not valid JSON".
+LONG = "1" * 4301
+LONG_NUMBER_BODIES = [
+    ("put", '{"body": ' + LONG + "}"),
+    ("put", '{"body": {"n": [1, -' + LONG + "]}}"),
+    ("batch", '{"records": [{"record_key": "r1", "body": 1}, {"record_key": "r2", "body": ' + LONG + "}]}"),
+    ("batch", '{"records": [{"record_key": ' + LONG + ', "body": 1}]}'),
+    ("find", '{"record_keys": ["r1", ' + LONG + "]}"),
+]
+
+
+@pytest.mark.parametrize("where,payload", LONG_NUMBER_BODIES)
+def test_it_answers_400_saying_a_number_is_too_long_for_an_integer_of_more_than_4300_digits(
+    api, environment, where, payload
+):
+    response = api.put("r1", payload) if where == "put" else api.post(where, payload)
+
+    assert response.status_code == 400
+    assert error_of(response) == {
+        "code": "invalid_request",
+        "message": "A number in the body has more than 4,300 digits; send it as a string.",
+    }
+    assert not Record.objects.filter(environment=environment).exists()
+
+
+@pytest.mark.parametrize(
+    "payload", [b'{"body": NaN, "n": ' + LONG.encode() + b"}", b'{"body": ' + LONG.encode() + b",}", b'{"body": 1' + LONG.encode()]
+)
+def test_it_still_answers_invalid_json_when_the_body_is_broken_before_or_besides_a_long_number(api, payload):
+    """Only a long integer that is the parser's first failure is "too long"; a NaN before
+    it, or broken syntax after it, is still invalid JSON."""
+    response = api.put("r1", payload)
+
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_json", response.content
+
+
+@pytest.mark.parametrize("number", [int("9" * 4300), -int("9" * 4300)])
+def test_it_round_trips_an_integer_of_4300_digits_in_put_batch_and_find(api, environment, number):
+    """The longest integer accepted is encoded again (stored, returned) without fail."""
+    text = str(number)
+
+    put = api.put("r1", '{"body": {"n": ' + text + "}}")
+    batch = api.post("batch", '{"records": [{"record_key": "r2", "body": [' + text + "]}]}")
+    got = api.get("r1")
+    found = api.post("find", {"record_keys": ["r1", "r2"]})
+
+    assert put.status_code == 200 and batch.status_code == 200, (put.content, batch.content)
+    assert got.status_code == 200 and json.loads(got.content)["body"] == {"n": number}
+    assert ('"n":' + text + "}") in got.content.decode()
+    bodies = {r["record_key"]: r["body"] for r in json.loads(found.content)["records"]}
+    assert bodies == {"r1": {"n": number}, "r2": [number]}
+
+
 @pytest.mark.parametrize("payload", [[], {"nobody": 1}, '"just a string"', 42])
 def test_it_answers_400_invalid_request_for_a_put_of_the_wrong_shape(api, payload):
     response = api.put("r1", payload)

@@ -54,6 +54,31 @@ def test_it_refuses_a_body_that_parses_but_cannot_be_encoded_again(client_for, e
     assert not Record.objects.exists()
 
 
+def test_it_says_a_number_is_too_long_for_an_integer_of_more_than_4300_digits_and_stores_nothing(
+    client_for, environment, alice
+):
+    """It is valid JSON that Python will not convert (sys.get_int_max_str_digits): the form
+    says so, as the API does, instead of "This is not valid JSON"."""
+    body = '{"n": ' + "1" * 4301 + "}"
+
+    response = client_for(alice).post(try_it_url(environment), {"record_key": "r1", "body": body})
+
+    assert response.status_code == 200
+    assert "A number in the body has more than 4,300 digits; send it as a string." in response.content.decode()
+    assert b"not valid JSON" not in response.content and b"set_int_max_str_digits" not in response.content
+    assert not Record.objects.exists()
+
+
+def test_it_stores_and_reads_back_an_integer_of_4300_digits(client_for, environment, alice):
+    number = "9" * 4300
+
+    response = client_for(alice).post(try_it_url(environment), {"record_key": "r1", "body": "[-" + number + "]"})
+
+    assert response.status_code == 200
+    assert "-" + number in response.content.decode()
+    assert records.record_get(environment=environment, record_key="r1").body == [-int(number)]
+
+
 def test_it_still_stores_a_moderately_nested_body(client_for, environment, alice):
     body = "[" * 200 + "1" + "]" * 200
 
