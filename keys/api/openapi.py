@@ -25,6 +25,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     401: ("unauthenticated", "invalid_api_key", "api_key_revoked"),
     404: ("not_found",),
     405: ("method_not_allowed",),
+    411: ("length_required",),
     413: ("body_too_large",),
     422: ("integrity_error",),
     429: ("rate_limited",),
@@ -43,6 +44,7 @@ _RESPONSE_NAMES = {
     401: "Unauthorized",
     404: "NotFound",
     405: "MethodNotAllowed",
+    411: "LengthRequired",
     413: "BodyTooLarge",
     422: "IntegrityError",
     429: "RateLimited",
@@ -81,11 +83,14 @@ def _error_responses() -> dict[str, Any]:
     descriptions = {
         400: "Bad input: body not JSON (or NaN/Infinity), wrong shape, empty batch or find, bad record key "
         "(or a reserved one, `batch` or `find`, as a record_key in a batch or find body), more than "
-        "API_MAX_BATCH_RECORDS items, a record key twice in one batch.",
+        "API_MAX_BATCH_RECORDS items, a record key twice in one batch, an integer of more than 4,300 "
+        "digits (send it as a string).",
         401: "No `Authorization: Bearer` header, or a malformed, unknown, wrong or revoked API key.",
         404: "Unknown environment (or another environment than the API key's), record, or path.",
         405: "The path exists but not with this method; `Allow` lists the methods it has. A record key "
         "`batch` or `find` names the bulk endpoints, which only take POST.",
+        411: "A chunked request body that this server cannot read (the development server does not "
+        "de-chunk); send Content-Length.",
         413: "The request body is over its limit (declared Content-Length or bytes read).",
         422: "The stored ciphertext fails its integrity check: the record cannot be decrypted.",
         429: "Over API_RATE_LIMIT_PER_MINUTE requests for this API key.",
@@ -228,7 +233,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "putRecord",
                 "summary": "Encrypt and store one record (create or replace).",
                 "requestBody": _body("PutRecord", "At most API_MAX_BODY_BYTES bytes."),
-                "responses": {"200": _ok("StoredRecord", "Stored."), **_errors(400, 401, 404, 405, 413, 429, 503, 500)},
+                "responses": {"200": _ok("StoredRecord", "Stored."), **_errors(400, 401, 404, 405, 411, 413, 429, 503, 500)},
             },
             "delete": {
                 "operationId": "deleteRecord",
@@ -246,7 +251,7 @@ def _paths() -> dict[str, Any]:
                     "At most API_MAX_BATCH_RECORDS records and API_MAX_BATCH_BODY_BYTES bytes; each record "
                     "body at most API_MAX_BODY_BYTES once encoded.",
                 ),
-                "responses": {"200": _ok("BatchResult", "All stored."), **_errors(400, 401, 404, 413, 429, 503, 500)},
+                "responses": {"200": _ok("BatchResult", "All stored."), **_errors(400, 401, 404, 411, 413, 429, 503, 500)},
             },
         },
         f"{record}/find": {
@@ -255,7 +260,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "findRecords",
                 "summary": "Read many records; those that cannot be returned are listed under `errors`.",
                 "requestBody": _body("Find", "At most API_MAX_BATCH_RECORDS record keys and API_MAX_BATCH_BODY_BYTES bytes."),
-                "responses": {"200": _ok("FindResult", "Found records and per-record errors."), **_errors(400, 401, 404, 413, 429, 500)},
+                "responses": {"200": _ok("FindResult", "Found records and per-record errors."), **_errors(400, 401, 404, 411, 413, 429, 500)},
             },
         },
         f"{API_PREFIX}/openapi.json": {

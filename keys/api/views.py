@@ -24,6 +24,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 401   ``api_key_revoked``     the API key was revoked
 404   ``not_found``           unknown environment (or another environment's), record, or path
 405   ``method_not_allowed``  with an ``Allow`` header; also PUT / GET / DELETE of ``…/records/batch`` or ``…/records/find`` ("Use POST.")
+411   ``length_required``     a chunked body the server did not de-chunk (the development server, ``make run``); send Content-Length
 413   ``body_too_large``      request over the limit (Content-Length or the bytes read)
 422   ``integrity_error``     the stored ciphertext fails its integrity check
 429   ``rate_limited``        over ``API_RATE_LIMIT_PER_MINUTE`` for this API key; ``Retry-After``
@@ -250,7 +251,8 @@ def _api_key_for(request: HttpRequest, environment_id: str, **joins: Any):
 
 
 def _read_json(request: HttpRequest, limit: int) -> Any:
-    """The request body parsed as JSON; 413 past ``limit`` bytes (declared or read)."""
+    """The request body parsed as JSON; 413 past ``limit`` bytes (declared or read), 411 for
+    a chunked body the server left unread (:func:`_chunks_left_unread`)."""
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -258,6 +260,8 @@ def _read_json(request: HttpRequest, limit: int) -> Any:
     too_large = ApiError(413, "body_too_large", f"The request body may be at most {limit} bytes.")
     if declared > limit:
         raise too_large
+    if _chunks_left_unread(request.META):
+        raise ApiError(411, "length_required", "This server cannot read a chunked body; send Content-Length.")
     body = _body(request, limit + 1)
     if len(body) > limit:
         raise too_large
@@ -289,6 +293,25 @@ def _body(request: HttpRequest, limit: int) -> bytes:
             size += len(chunk)
         return b"".join(chunks)
     return request.read(limit)
+
+
+def _chunks_left_unread(meta: dict[str, Any]) -> bool:
+    """Whether the request has a chunked body that its WSGI server did not de-chunk.
+
+    Django's development server (``make run``: runserver, on wsgiref) passes
+    ``Transfer-Encoding: chunked`` through with no Content-Length and a stream that reads
+    as empty, so the body would look empty ("not valid JSON"); it is answered 411 instead
+    (RFC 9110, 15.5.12), and runserver closes the connection after an answer without a
+    Content-Length, so the unread chunks are never taken for a next request. A server
+    that de-chunks says so with ``wsgi.input_terminated`` (gunicorn), a proxy that buffers
+    sends Content-Length (nginx), and ASGI reads the whole body before the view (no
+    ``wsgi.input``): those bodies are read."""
+    return (
+        "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+        and not meta.get("CONTENT_LENGTH")
+        and not meta.get("wsgi.input_terminated")
+        and "wsgi.input" in meta
+    )
 
 
 def _refuse_constant(name: str) -> Any:
