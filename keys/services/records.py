@@ -70,7 +70,7 @@ TRANSIENT_RETRY_AFTER_SECONDS = 5
 # KMS transient reasons the API reports as "unreachable": the client cannot tell them apart.
 # One retry for the data plane's KMS Decrypt (botocore "standard" mode retries a throttled or
 # 5xx call with backoff): enough for a throttle blip, while a hung KMS holds the request for
-# at most two attempts of connect + read seconds (see data_plane_kms_options).
+# at most two attempts of connect + read seconds (see data_plane_aws_options).
 DATA_PLANE_KMS_MAX_ATTEMPTS = 2
 _UNREACHABLE_REASONS = frozenset({kms.Reason.NETWORK, kms.Reason.TIMEOUT})
 ACTOR_LABEL = "data plane"
@@ -315,7 +315,7 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
     return data_key
 
 
-def data_plane_kms_options() -> kms.KmsClientOptions:
+def data_plane_aws_options() -> kms.KmsClientOptions:
     """The KMS client options of the data plane's ``Decrypt`` (a data-key cache miss inside an
     API request): ``settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS`` / ``..._READ_TIMEOUT_SECONDS``
     (seconds) and ``DATA_PLANE_KMS_MAX_ATTEMPTS`` botocore attempts, the same mechanism as
@@ -332,7 +332,7 @@ def data_plane_kms_options() -> kms.KmsClientOptions:
 
 @sensitive_variables("credentials")
 def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
-    options = data_plane_kms_options()
+    options = data_plane_aws_options()
     # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
     return kms.decrypt(
         region=registration.region,
