@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from environments.models import Membership, Organization
 from environments.services import environment_create
-from keys import cache, kms
+from keys import aws_clients, cache, kms
 from keys.services import api_keys
 from portal.handlers import ApiHandlerMixin, Dispatcher, route
 from portal.logging import JsonFormatter
@@ -245,14 +245,16 @@ def console() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def built_options(monkeypatch) -> list[kms.KmsClientOptions]:
-    """The options of every KMS client built (the real client is built all the same)."""
-    built: list[kms.KmsClientOptions] = []
-    real = kms._build_client
+def built_clients(monkeypatch) -> list[tuple[str, aws_clients.ClientOptions]]:
+    """The service name ("kms", "sts") and options of every AWS client built, in order
+    (``keys.aws_clients.build_client``, where both adapters build theirs; the real client
+    is built all the same)."""
+    built: list[tuple[str, aws_clients.ClientOptions]] = []
+    real = aws_clients.build_client
 
-    def spy(region, credentials, endpoint_url, options):
-        built.append(options)
-        return real(region, credentials, endpoint_url, options)
+    def spy(service_name, **kwargs):
+        built.append((service_name, kwargs["options"]))
+        return real(service_name, **kwargs)
 
-    monkeypatch.setattr(kms, "_build_client", spy)
+    monkeypatch.setattr(aws_clients, "build_client", spy)
     return built

@@ -38,7 +38,7 @@ def hung_kms(settings):
 
 
 def test_it_gives_the_data_plane_decrypt_its_own_short_timeouts_and_two_attempts(
-    api, byok, settings, built_options, monkeypatch
+    api, byok, settings, built_clients
 ):
     """The loader of the data-key cache builds its KMS client with the data-plane settings,
     shorter than validation's (KMS_CONNECT/READ_TIMEOUT_SECONDS), and at most 2 attempts."""
@@ -47,11 +47,11 @@ def test_it_gives_the_data_plane_decrypt_its_own_short_timeouts_and_two_attempts
     api.put("r1", {"body": 1})
     cache.clear()
     kms.clear_clients()
-    built_options.clear()
+    built_clients.clear()
 
     assert api.get("r1").status_code == 200
 
-    assert built_options == [kms.KmsClientOptions(connect_timeout=0.7, read_timeout=1.3, max_attempts=2)]
+    assert built_clients == [("kms", kms.KmsClientOptions(connect_timeout=0.7, read_timeout=1.3, max_attempts=2))]
     assert records.DATA_PLANE_KMS_MAX_ATTEMPTS == 2
 
 

@@ -62,7 +62,7 @@ def failed(environment, alice) -> KeyRegistration:
 
 
 def test_it_validates_again_in_one_short_attempt_when_kms_never_answers_without_a_worker(
-    settings, client_for, alice, failed, hung_kms, built_options, django_capture_on_commit_callbacks
+    settings, client_for, alice, failed, hung_kms, built_clients, django_capture_on_commit_callbacks
 ):
     """GIVEN no broker (the job runs in the web request) and a KMS that never answers
     WHEN the owner clicks "Validate again"
@@ -78,7 +78,7 @@ def test_it_validates_again_in_one_short_attempt_when_kms_never_answers_without_
     elapsed = time.monotonic() - started
 
     assert response.status_code == 302
-    assert built_options and set(built_options) == {INLINE_KMS_OPTIONS}
+    assert built_clients and set(built_clients) == {("kms", INLINE_KMS_OPTIONS)}
     assert INLINE_KMS_OPTIONS.max_attempts == 1
     assert len(hung_kms) == 2  # DescribeKey, Decrypt; the dry run follows only a Decrypt that answered
     assert elapsed < GENEROUS_BOUND_SECONDS
