@@ -387,7 +387,10 @@ class RoleSessions:
     expiry: one caller refreshes, the others keep the current credentials) or
     its mandatory window (10 minutes: callers wait for the one refresh under
     the object's lock). A failed mandatory refresh raises the :class:`StsError`
-    to every waiting caller; the next call tries again.
+    to every waiting caller; the next call tries again. AssumeRole runs with the
+    :class:`StsClientOptions` of the call that created the entry, for its first
+    fetch and every refresh (the data plane, its one user, passes its own short
+    budget: ``keys.services.records.data_plane_aws_options``).
 
     ``time_fetcher`` (aware UTC datetimes) and ``assume`` are for tests.
     """
@@ -415,13 +418,15 @@ class RoleSessions:
         region: str,
         duration_seconds: int = DEFAULT_DURATION_SECONDS,
         endpoint_url: str | None = None,
+        options: StsClientOptions = DEFAULT_OPTIONS,
     ) -> KmsCredentials:
         """Current temporary credentials for the role, as :class:`keys.kms.KmsCredentials`.
 
-        Raises :class:`StsError` when AssumeRole fails and there are no
-        still-usable credentials.
+        ``options``: timeouts (seconds) and attempts of the AssumeRole calls, kept by a new
+        entry for its refreshes (see the class docstring). Raises :class:`StsError` when
+        AssumeRole fails and there are no still-usable credentials.
         """
-        entry = self._entry(role_arn, external_id, session_name, region, duration_seconds, endpoint_url)
+        entry = self._entry(role_arn, external_id, session_name, region, duration_seconds, endpoint_url, options)
         frozen = entry.get_frozen_credentials()
         return KmsCredentials(frozen.access_key, frozen.secret_key, version="sts", session_token=frozen.token)
 
@@ -451,13 +456,16 @@ class RoleSessions:
         region: str,
         duration_seconds: int,
         endpoint_url: str | None,
+        options: StsClientOptions,
     ) -> botocore.credentials.RefreshableCredentials:
         key = (role_arn, external_id)
         with self._lock:
             self._drop_expired_locked()
             entry = self._entries.get(key)
             if entry is None:
-                fetch = self._fetcher(role_arn, external_id, session_name, region, duration_seconds, endpoint_url)
+                fetch = self._fetcher(
+                    role_arn, external_id, session_name, region, duration_seconds, endpoint_url, options
+                )
                 entry = botocore.credentials.DeferredRefreshableCredentials(
                     refresh_using=fetch, method="assume-role", time_fetcher=self._time_fetcher
                 )
@@ -485,6 +493,7 @@ class RoleSessions:
         region: str,
         duration_seconds: int,
         endpoint_url: str | None,
+        options: StsClientOptions,
     ) -> Callable[[], dict[str, str]]:
         @sensitive_variables("temporary")
         def fetch() -> dict[str, str]:
@@ -495,6 +504,7 @@ class RoleSessions:
                 region=region,
                 duration_seconds=duration_seconds,
                 endpoint_url=endpoint_url,
+                options=options,
             )
             # The shape botocore's RefreshableCredentials reads (create_credential_resolver's fetchers).
             return {
@@ -507,5 +517,6 @@ class RoleSessions:
         return fetch
 
 
-# The process's one registry (the data plane and validation share it).
+# The process's one registry: the data plane's (validation assumes the role afresh, through
+# keys.diagnosis; lifecycle and registration services drop entries with forget()).
 role_sessions = RoleSessions()

@@ -314,11 +314,13 @@ if REDIS_URL:
 AWS_KMS_ENDPOINT_URL = env.str("AWS_KMS_ENDPOINT_URL", default="") or None
 KMS_CONNECT_TIMEOUT_SECONDS = env.float("KMS_CONNECT_TIMEOUT_SECONDS", default=3.0)
 KMS_READ_TIMEOUT_SECONDS = env.float("KMS_READ_TIMEOUT_SECONDS", default=10.0)
-# The data plane's KMS Decrypt (a data-key cache miss inside an API request) has its own,
-# shorter budget: AWS KMS answers Decrypt in milliseconds, so 1 s to connect and 3 s to read
-# are generous, and with 2 attempts (keys.services.records.DATA_PLANE_KMS_MAX_ATTEMPTS: the
-# client retries a throttled call once) a hung KMS holds a request about 8 s at most before
-# 503 key_unavailable, instead of the 3 x 10 s validation may wait.
+# The data plane's AWS calls (a data-key cache miss inside an API request: KMS Decrypt and, in
+# role mode, the STS AssumeRole before it) have their own, shorter budget: AWS KMS answers
+# Decrypt, and STS AssumeRole, in milliseconds, so 1 s to connect and 3 s to read are
+# generous, and with 2 attempts (keys.services.records.DATA_PLANE_KMS_MAX_ATTEMPTS: the client
+# retries a throttled call once) a hung KMS or STS holds a request about 9 s at most
+# (2 x (1 + 3) s plus botocore's backoff) before 503 key_unavailable, instead of the 3 x 10 s
+# validation may wait; both in turn (role mode, no session held yet) about 18 s.
 DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS = env.float("DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS", default=1.0)
 DATA_PLANE_KMS_READ_TIMEOUT_SECONDS = env.float("DATA_PLANE_KMS_READ_TIMEOUT_SECONDS", default=3.0)
 # Warn when the IAM credentials can do more than kms:Decrypt + kms:DescribeKey (KMS DryRun).

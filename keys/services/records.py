@@ -41,7 +41,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from environments.models import Environment
-from keys import crypto, kms
+from keys import crypto, kms, sts
 from keys.cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
 from keys.models import KeyRegistration, Record
 from keys.services.rows import Columns
@@ -68,9 +68,10 @@ NOT_UNICODE = (
 # Seconds a client should wait after a transient KMS failure (throttling, outage).
 TRANSIENT_RETRY_AFTER_SECONDS = 5
 # KMS transient reasons the API reports as "unreachable": the client cannot tell them apart.
-# One retry for the data plane's KMS Decrypt (botocore "standard" mode retries a throttled or
-# 5xx call with backoff): enough for a throttle blip, while a hung KMS holds the request for
-# at most two attempts of connect + read seconds (see data_plane_aws_options).
+# One retry for each of the data plane's AWS calls, KMS Decrypt and (role mode) STS AssumeRole
+# (botocore "standard" mode retries a throttled or 5xx call with backoff): enough for a
+# throttle blip, while a hung KMS or STS holds the request for at most two attempts of
+# connect + read seconds each (see data_plane_aws_options).
 DATA_PLANE_KMS_MAX_ATTEMPTS = 2
 _UNREACHABLE_REASONS = frozenset({kms.Reason.NETWORK, kms.Reason.TIMEOUT})
 ACTOR_LABEL = "data plane"
@@ -289,15 +290,18 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
     """Produce the plaintext data key of ``registration`` (a 32-byte ``bytearray`` the
     caller owns and must wipe): the loader this service gives the data-key cache on a miss.
 
-    Raises ``kms.KmsPermanentError`` / ``kms.KmsTransientError`` from KMS ``Decrypt``, and
+    Raises ``kms.KmsPermanentError`` / ``kms.KmsTransientError`` from KMS ``Decrypt`` (and,
+    in role mode, their ``sts.StsError`` subclasses from STS ``AssumeRole``), and
     :class:`DataKeyUnreadable` for sealing problems or a plaintext that is not 32 bytes.
+    Both AWS calls run under :func:`data_plane_aws_options`.
     """
     if registration.is_byok:
+        options = data_plane_aws_options()
         try:
-            credentials = registration_credentials(registration=registration)
+            credentials = registration_credentials(registration=registration, sts_options=options)
         except CredentialsUnreadable as e:
             raise DataKeyUnreadable("credentials_unreadable", str(e)) from e
-        result = _kms_decrypt(registration, credentials)
+        result = _kms_decrypt(registration, credentials, options)
         data_key = result.plaintext
     else:
         try:
@@ -316,13 +320,22 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
 
 
 def data_plane_aws_options() -> kms.KmsClientOptions:
-    """The KMS client options of the data plane's ``Decrypt`` (a data-key cache miss inside an
-    API request): ``settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS`` / ``..._READ_TIMEOUT_SECONDS``
-    (seconds) and ``DATA_PLANE_KMS_MAX_ATTEMPTS`` botocore attempts, the same mechanism as
-    eager validation's ``keys.services.validation.INLINE_KMS_OPTIONS``. A KMS that accepts the
-    connection and never answers then costs a request at most about
-    attempts x (connect + read) seconds before ``503 key_unavailable`` (reason ``timeout``)
-    instead of the validation worker's 3 x 10 s."""
+    """The client options of the data plane's AWS calls on a data-key cache miss inside an API
+    request: KMS ``Decrypt`` and, in role mode, the STS ``AssumeRole`` before it (one
+    ``keys.aws_clients.ClientOptions``, so one budget for both):
+    ``settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS`` / ``..._READ_TIMEOUT_SECONDS`` (seconds;
+    named for KMS, they bound every AWS call of the data plane) and ``DATA_PLANE_KMS_MAX_ATTEMPTS``
+    botocore attempts, the same mechanism as eager validation's
+    ``keys.services.validation.INLINE_KMS_OPTIONS``.
+
+    Worst case of a cold load (each endpoint accepts the connection and never answers, or
+    answers just inside the read timeout), per call: attempts x (connect + read) + botocore's
+    backoff before the retry (under 1 s). With the defaults (1 s, 3 s, 2 attempts): IAM
+    credentials, one KMS call, about 9 s; role mode with no held session, AssumeRole then
+    Decrypt, about 2 x 9 = 18 s. A hung STS or KMS alone answers ``503 key_unavailable``
+    (reason ``sts_timeout`` or ``unreachable``) after about 9 s, instead of the STS and KMS
+    client defaults' 3 x 10 s. Role sessions are held for their lifetime
+    (``STS_SESSION_DURATION_SECONDS``), so most cold loads make only the KMS call."""
     return kms.KmsClientOptions(
         connect_timeout=settings.DATA_PLANE_KMS_CONNECT_TIMEOUT_SECONDS,
         read_timeout=settings.DATA_PLANE_KMS_READ_TIMEOUT_SECONDS,
@@ -331,8 +344,9 @@ def data_plane_aws_options() -> kms.KmsClientOptions:
 
 
 @sensitive_variables("credentials")
-def _kms_decrypt(registration: KeyRegistration, credentials: kms.KmsCredentials) -> kms.DecryptResult:
-    options = data_plane_aws_options()
+def _kms_decrypt(
+    registration: KeyRegistration, credentials: kms.KmsCredentials, options: kms.KmsClientOptions
+) -> kms.DecryptResult:
     # keys.kms counts and times the call (keys.metrics: kms_calls, kms_call_duration_seconds).
     return kms.decrypt(
         region=registration.region,
@@ -398,9 +412,11 @@ def _lease(registration: KeyRegistration) -> Lease:
         ) from e
     except kms.KmsTransientError as e:
         reason = "unreachable" if e.reason in _UNREACHABLE_REASONS else e.reason
+        # In role mode the AssumeRole before Decrypt may be what failed (reason sts_*).
+        what = "STS could not assume the role" if isinstance(e, sts.StsError) else "KMS could not decrypt the data key"
         raise KeyUnavailable(
             reason,
-            f"KMS could not decrypt the data key of version {registration.version} right now ({reason}); retry later.",
+            f"{what} of version {registration.version} right now ({reason}); retry later.",
             retry_after=TRANSIENT_RETRY_AFTER_SECONDS,
             key_version=registration.version,
         ) from e

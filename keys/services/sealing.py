@@ -107,10 +107,13 @@ def role_session_name(registration: KeyRegistration) -> str:
 
 
 @sensitive_variables("access_key_id", "secret")
-def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials:
+def registration_credentials(
+    *, registration: KeyRegistration, sts_options: sts.StsClientOptions = sts.DEFAULT_OPTIONS
+) -> KmsCredentials:
     """Unseal a BYOK registration's IAM credentials for one KMS call; in role mode, the
     role's temporary credentials instead (``keys.sts.role_sessions``: process memory only,
-    per (role ARN, external ID), refreshed by botocore before they expire).
+    per (role ARN, external ID), refreshed by botocore before they expire), assumed with
+    ``sts_options`` (timeouts in seconds, attempts; the data plane passes its short budget).
 
     Raises ``CredentialsUnreadable`` when a sealed value names a sealing key that is no
     longer configured or fails its integrity check; the sealed text is never passed on.
@@ -124,6 +127,7 @@ def registration_credentials(*, registration: KeyRegistration) -> KmsCredentials
             region=registration.region,
             duration_seconds=settings.STS_SESSION_DURATION_SECONDS,
             endpoint_url=settings.AWS_STS_ENDPOINT_URL,
+            options=sts_options,
         )
     access_key_id = secret = bytearray()
     try:

@@ -344,7 +344,7 @@ def test_it_assumes_the_role_once_and_reuses_the_credentials_until_the_refresh_w
     assert (first.session_token, first.version) == ("token-1", "sts")
     assert assume.calls[0] | {} == {
         "role_arn": ROLE_ARN, "external_id": EXTERNAL_ID, "session_name": "portal-env-abc", "region": REGION,
-        "duration_seconds": 3600, "endpoint_url": None,
+        "duration_seconds": 3600, "endpoint_url": None, "options": sts.DEFAULT_OPTIONS,
     }
     assert sessions.expiration(role_arn=ROLE_ARN, external_id=EXTERNAL_ID) == datetime(
         2026, 12, 1, 13, 0, tzinfo=timezone.utc
