@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 from django import forms
@@ -382,11 +383,23 @@ class EditRegistrationForm(RegistrationForm):
         return cleaned
 
 
+FORM_OUT_OF_DATE = "This form is out of date: reload the page and submit it again."
+
+
 class ApiKeyForm(forms.Form):
+    """``form_token``: a fresh one-time token in each form shown (``uuid4``, also made by
+    ``{% new_form_token %}`` on the environment page), claimed by the key it creates
+    (``api_keys.api_key_create``), so that submitting one form twice creates one key."""
+
     name = forms.CharField(
         label="Name",
         max_length=api_keys.NAME_MAX_LENGTH,
         help_text="What uses this key, e.g. “billing service (production)”.",
+    )
+    form_token = forms.UUIDField(
+        widget=forms.HiddenInput,
+        initial=uuid.uuid4,  # called each time the form is shown
+        error_messages={"required": FORM_OUT_OF_DATE, "invalid": FORM_OUT_OF_DATE},
     )
 
 

@@ -302,7 +302,9 @@ class ApiKey(models.Model):
     """An application's credential for one environment's data-plane API.
 
     Shown once at creation as ``byok_<prefix>_<secret>``; only ``prefix`` and the SHA-256
-    of the whole key are stored.
+    of the whole key are stored. ``form_token`` is the one-time token of the "Create API
+    key" form that made it (``keys.services.api_keys.api_key_create``): unique in its
+    environment, so a form submitted twice (a double-click, a resent POST) creates one key.
     """
 
     environment = models.ForeignKey(Environment, models.CASCADE, related_name="api_keys")
@@ -315,9 +317,13 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    form_token = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "form_token"], name="apikey_form_token_once"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} (byok_{self.prefix}_…)"

@@ -8,6 +8,8 @@ by design: it authenticates with a Bearer API key, never a cookie.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.test import Client
 from django.urls import resolve, reverse
@@ -53,7 +55,8 @@ def test_it_accepts_the_same_post_with_the_token(world):
     token = page.context["csrf_token"]
 
     response = client.post(
-        reverse("api_key_new", args=[world.environment.public_id]), {"name": "with token", "csrfmiddlewaretoken": token}
+        reverse("api_key_new", args=[world.environment.public_id]),
+        {"name": "with token", "csrfmiddlewaretoken": token, "form_token": str(uuid.uuid4())},
     )
 
     assert response.status_code == 200

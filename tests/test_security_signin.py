@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from binascii import unhexlify
 from datetime import timedelta
 
@@ -363,7 +364,7 @@ def test_it_sends_an_admin_without_two_factor_to_set_it_up_before_a_change(clien
 def test_it_lets_the_admin_change_once_verified(client_for, carol, environment, required):
     client = client_for(carol)
     set_up_two_factor(client)
-    response = client.post(reverse("api_key_new", args=[environment.public_id]), {"name": "after 2fa"})
+    response = client.post(reverse("api_key_new", args=[environment.public_id]), {"name": "after 2fa", "form_token": str(uuid.uuid4())})
     assert response.status_code == 200
     assert environment.api_keys.filter(name="after 2fa").exists()
 
@@ -375,7 +376,7 @@ def test_it_leaves_viewers_and_outsiders_to_the_views_answers(client_for, bob, c
 
 
 def test_it_does_not_apply_another_organizations_policy(client_for, charlie, environment_b, required):
-    response = client_for(charlie).post(reverse("api_key_new", args=[environment_b.public_id]), {"name": "b"})
+    response = client_for(charlie).post(reverse("api_key_new", args=[environment_b.public_id]), {"name": "b", "form_token": str(uuid.uuid4())})
     assert response.status_code == 200
 
 

@@ -24,6 +24,7 @@ session: 401 without one (405 for a method the endpoint does not have).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +201,7 @@ EXPECTED: dict[str, Rule] = {
     "revocation_drill_check": Rule(get=roles(405), post=roles(SUCCESS, admin=403, outsider=404), doc="owners only"),
     "revocation_drill_status": Rule(get=roles(200, admin=403, outsider=404), post=roles(405), doc="owners only"),
     # Keys: API keys and "Try it"
-    "api_key_new": _change_form(200, lambda world: {"name": "matrix"}, doc="the new key is shown once, not redirected"),
+    "api_key_new": _change_form(200, lambda world: {"name": "matrix", "form_token": str(uuid.uuid4())}, doc="the new key is shown once, not redirected"),
     "api_key_revoke": _change_form(SUCCESS, lambda world: {}, doc="GET: the confirmation step"),
     "try_it": _change_form(200, lambda world: {"record_key": "matrix-1", "body": '{"a": 1}'}),
     # The user's own account: every signed-in user, on their own account only.

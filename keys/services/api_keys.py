@@ -56,14 +56,35 @@ class ApiKeyAlreadyRevoked(ApiKeyError, Refused):
     """Revoking an API key that is already revoked."""
 
 
+class ApiKeyFormAlreadySubmitted(ApiKeyError, Refused):
+    """A "Create API key" form whose one-time token already created ``api_key`` (a
+    double-click, a second tab on the same form, a resent POST): nothing is created."""
+
+    def __init__(self, api_key: ApiKey) -> None:
+        super().__init__(
+            f"This form was already submitted; the API key “{api_key.name}” (byok_{api_key.prefix}_…) was "
+            "created once. Its secret is shown only in the answer to the first submission: if you do not "
+            "have it, revoke that key and create another."
+        )
+        self.api_key = api_key
+
+
 def _digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 @sensitive_variables("api_key", "secret")
-def api_key_create(*, environment: Environment, name: str, actor) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, environment: Environment, name: str, actor, form_token: uuid.UUID | None = None
+) -> tuple[ApiKey, str]:
     """Create an API key for ``environment``. Returns ``(row, api_key)``: the key itself
-    exists only in this return value; show it once. Audited (``api_key_created``)."""
+    exists only in this return value; show it once. Audited (``api_key_created``).
+
+    ``form_token``: the one-time token of the form that asks (``keys.forms.ApiKeyForm``),
+    stored on the row. The row claims it: the unique constraint ``apikey_form_token_once``
+    lets one insert per token and environment commit, so parallel or repeated submissions
+    of one form create one key (PostgreSQL makes a second insert wait for the first and
+    then fail). Raises :class:`ApiKeyFormAlreadySubmitted` (naming the key) for the others."""
     name = name.strip()[:NAME_MAX_LENGTH]
     for attempt in range(5):
         prefix = secrets.token_hex(PREFIX_BYTES)
@@ -77,6 +98,7 @@ def api_key_create(*, environment: Environment, name: str, actor) -> tuple[ApiKe
                     prefix=prefix,
                     key_hash=_digest(api_key),
                     created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                    form_token=form_token,
                 )
                 audit(
                     action=AuditEvent.Action.API_KEY_CREATED,
@@ -86,6 +108,10 @@ def api_key_create(*, environment: Environment, name: str, actor) -> tuple[ApiKe
                     message=f"API key “{name}” (byok_{prefix}_…) created.",
                 )
         except IntegrityError:
+            if form_token is not None:
+                claimed = ApiKey.objects.filter(environment=environment, form_token=form_token).first()
+                if claimed is not None:
+                    raise ApiKeyFormAlreadySubmitted(claimed) from None
             # The 32-bit prefix collided with another key's: draw again.
             if attempt == 4:
                 raise

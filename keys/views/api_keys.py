@@ -2,6 +2,10 @@
 
 Thin: resolve access with ``get_environment_for_user`` (404 outside the user's
 organizations, 403 for viewers), validate a form, call one service, render.
+
+Each "Create API key" form carries a one-time token (``ApiKeyForm.form_token``) that the
+key it creates claims: the same form submitted again (a double-click, a resent POST) lands
+on the environment page with a warning naming the key, and creates nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ def api_key_new(request: HttpRequest, environment_id) -> HttpResponse:
     environment, membership = get_environment_for_user(request.user, environment_id, requirement=Membership.CHANGE)
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        row, api_key = api_keys.api_key_create(environment=environment, name=form.cleaned_data["name"], actor=request.user)
+        try:
+            row, api_key = api_keys.api_key_create(
+                environment=environment, name=form.cleaned_data["name"], actor=request.user,
+                form_token=form.cleaned_data["form_token"],
+            )
+        except api_keys.ApiKeyFormAlreadySubmitted as e:
+            # A double-click or a resent POST: the key exists once, and its list says so.
+            messages.warning(request, str(e))
+            return redirect(reverse("environment_detail", args=[environment.public_id]) + "#api-keys")
         # Rendered, not redirected: the key exists only in this response (never_cache).
         context = {"environment": environment, "membership": membership, "api_key_row": row, "api_key": api_key}
         return render(request, "keys/apikeys/created.html", context)

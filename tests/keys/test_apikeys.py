@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
+import uuid
 
 from keys import crypto
 from keys.services import api_keys
@@ -129,7 +130,7 @@ def test_it_lets_an_owner_or_admin_create_a_key_and_shows_it_once(client_for, en
     user = request.getfixturevalue(who)
     client = client_for(user)
 
-    response = client.post(new_url(environment), {"name": "billing"})
+    response = client.post(new_url(environment), {"name": "billing", "form_token": str(uuid.uuid4())})
 
     assert response.status_code == 200
     shown = KEY_RE.findall(response.content.decode())
@@ -147,7 +148,7 @@ def test_it_shows_the_new_key_form(client_for, environment, alice):
 
 
 def test_it_refuses_a_key_without_a_name(client_for, environment, alice):
-    response = client_for(alice).post(new_url(environment), {"name": "  "})
+    response = client_for(alice).post(new_url(environment), {"name": "  ", "form_token": str(uuid.uuid4())})
 
     assert response.status_code == 200
     assert not environment.api_keys.exists()

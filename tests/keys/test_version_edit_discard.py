@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+import uuid
 from django.urls import reverse
 
 from keys import tasks
@@ -438,7 +439,9 @@ def test_it_has_a_copy_button_for_the_environment_id(client_for, alice, environm
 
 
 def test_it_shows_the_new_api_key_in_monospace_with_export_lines_first(client_for, alice, environment):
-    response = client_for(alice).post(reverse("api_key_new", args=[environment.public_id]), {"name": "billing"})
+    response = client_for(alice).post(
+        reverse("api_key_new", args=[environment.public_id]), {"name": "billing", "form_token": str(uuid.uuid4())}
+    )
 
     html = response.content.decode()
     assert 'class="mono"' in html
