@@ -290,6 +290,22 @@ class DataKeyCache:
             # Evicted between the load and this thread waking up (a newer generation
             # arrived, or it expired): look again.
 
+    def lease_cached(self, registration_id: int, generation: int) -> Lease | None:
+        """A lease on the data key of ``registration_id`` if this cache holds it unexpired at
+        exactly ``generation``; else None, and nothing is loaded (no KMS call, no unsealing).
+
+        For the one-statement PUT (``keys.services.records.record_put_guarded``), which
+        encrypts under the version it last saw active, by id alone, and lets the write's
+        guard (status and generation in SQL) say whether that version still is: a miss, an
+        expired entry or another generation sends it down the path that reads the key
+        version and may load it."""
+        with self._lock:
+            entry = self._entries.get(registration_id)
+            if entry is None or entry.generation != generation or entry.expires_at <= self._clock():
+                return None
+            self._count("hits", "hit")
+            return self._lease_locked(entry)
+
     def _load(
         self, registration: KeyRegistration, flight: _Flight, flight_key: tuple[int, int], loader: Loader | None
     ) -> Lease:

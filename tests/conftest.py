@@ -18,7 +18,7 @@ from moto import mock_aws
 from environments.models import Membership, Organization
 from environments.services import environment_create
 from keys import aws_clients, cache, kms
-from keys.services import api_keys
+from keys.services import api_keys, records
 from portal.handlers import ApiHandlerMixin, Dispatcher, route
 from portal.logging import JsonFormatter
 from tests.aws import isolate_aws_environment
@@ -79,9 +79,11 @@ def fresh_cache():
     one test to another."""
     cache.set_cache(None)
     kms.clear_clients()
+    records.active_seen_clear()
     yield
     cache.set_cache(None)
     kms.clear_clients()
+    records.active_seen_clear()
 
 
 @pytest.fixture

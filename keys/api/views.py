@@ -493,16 +493,48 @@ def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpRe
         return _raw_json_response(_record_json(value))
     if request.method == "DELETE":
         return _delete(request, environment_id, record_key)
+    return _put(request, environment_id, record_key)
+
+
+def _put(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
+    """PUT of a record. Steady state: one statement that authenticates and writes
+    (``records.record_put_guarded``), the rate limit looked at before and charged after,
+    as for DELETE. Otherwise (no version seen yet in this process, an empty bucket, a body
+    to refuse), or when that statement wrote nothing: the usual path, whose answers come
+    in their usual order (401, 404, 429, then the body's 400 / 413), then
+    ``records.record_put`` (two statements)."""
+    presented = _presented(request)
+    refused: ApiError | None = None
+    try:
+        payload = _read_json(request, settings.API_MAX_BODY_BYTES)
+        if not isinstance(payload, dict) or "body" not in payload:
+            raise ApiError(400, "invalid_request", 'Send {"body": <any JSON>}.')
+    except ApiError as e:
+        refused = e
+    if refused is None:
+        prefix = api_keys.api_key_prefix(presented)
+        decision = ratelimit.api_key_peek(prefix) if prefix is not None else None
+        if decision is None or decision.allowed:
+            with _api_key_errors():
+                done = records.record_put_guarded(
+                    presented=presented, environment_public_id=_public_id(environment_id), record_key=record_key,
+                    body=payload["body"],
+                )
+            if done is not None and done.written:
+                ratelimit.api_key_hit(done.api_key.prefix)  # charged after: the statement ran
+                request.api_environment = done.api_key.environment
+                return _stored_json(record_key, done.key_version, done.updated_at)
     api_key = _api_key_for(request, environment_id, with_active_version=True)
-    payload = _read_json(request, settings.API_MAX_BODY_BYTES)
-    if not isinstance(payload, dict) or "body" not in payload:
-        raise ApiError(400, "invalid_request", 'Send {"body": <any JSON>}.')
+    if refused is not None:
+        raise refused
     stored = records.record_put(
         environment=api_key.environment, record_key=record_key, body=payload["body"], active=api_key.active_version
     )
-    return _json_response(
-        {"record_key": stored.record_key, "key_version": stored.key_version, "updated_at": stored.updated_at.isoformat()}
-    )
+    return _stored_json(stored.record_key, stored.key_version, stored.updated_at)
+
+
+def _stored_json(record_key: str, key_version: int | None, updated_at: Any) -> HttpResponse:
+    return _json_response({"record_key": record_key, "key_version": key_version, "updated_at": updated_at.isoformat()})
 
 
 def _bounded_list(payload: object, field: str, shape: str, what: str) -> list:

@@ -177,9 +177,15 @@ def api_key_authenticate(*, presented: str, record_key: str | None = None, with_
     params.append(prefix)
     found = rows.fetch(query.sql, params)
     row = query.build(found, connections[DEFAULT_DB_ALIAS]) if found is not None else None
-    # Compare even when no row matched, so both answers take the same time.
+    return _checked(row, _digest(presented))
+
+
+def _checked(row: ApiKey | None, digest: str) -> ApiKey:
+    """``row`` if its hash is ``digest`` and it is not revoked (then ``last_used_at`` is
+    touched); compared even when no row matched, so both answers take the same time.
+    Raises :class:`InvalidApiKey`, :class:`RevokedApiKey`."""
     expected = row.key_hash if row is not None else "0" * 64
-    if not hmac.compare_digest(_digest(presented), expected) or row is None:
+    if not hmac.compare_digest(digest, expected) or row is None:
         raise InvalidApiKey("The API key is not valid.")
     if row.revoked_at is not None:
         raise RevokedApiKey("The API key was revoked.")
@@ -224,13 +230,7 @@ def api_key_record_delete(
         return row, bool(deleted)
     query = _delete_query()
     found = rows.fetch(query.sql, [prefix, digest, environment_public_id, record_key, prefix])
-    row = query.auth.build(found, conn) if found is not None else None
-    expected = row.key_hash if row is not None else "0" * 64
-    if not hmac.compare_digest(digest, expected) or row is None:
-        raise InvalidApiKey("The API key is not valid.")
-    if row.revoked_at is not None:
-        raise RevokedApiKey("The API key was revoked.")
-    _touch(row)
+    row = _checked(query.auth.build(found, conn) if found is not None else None, digest)
     assert found is not None
     return row, bool(found[-1])
 
@@ -261,16 +261,79 @@ class _DeleteQuery:
             f"AND {record.column('environment')} = {key.column('environment')} AND {record.column('record_key')} = %s "
             "RETURNING 1"
         )
-        # The count goes last, where build() does not look.
-        select = "SELECT " + self.auth.sql.removeprefix("SELECT ").replace(
-            " FROM ", ", (SELECT count(*) FROM deleted) FROM ", 1
-        )
-        self.sql = f"WITH deleted AS ({deleted}) {select}"
+        self.sql = _with_count(self.auth, "deleted", deleted)
+
+
+def _with_count(auth: _AuthQuery, name: str, change: str) -> str:
+    """``WITH name AS (change) SELECT <API key>, <environment>, (SELECT count(*) FROM name)
+    FROM apikey … WHERE prefix = %s``: the data-modifying ``change`` runs exactly once,
+    and the count of the rows it returned goes last, where ``auth.build`` does not look."""
+    select = "SELECT " + auth.sql.removeprefix("SELECT ").replace(" FROM ", f", (SELECT count(*) FROM {name}) FROM ", 1)
+    return f"WITH {name} AS ({change}) {select}"
 
 
 @functools.cache
 def _delete_query() -> _DeleteQuery:
     return _DeleteQuery()
+
+
+# Where the guard's two values (the API key's prefix and SHA-256) go among the parameters
+# of a change passed to api_key_authenticate_changing.
+GUARD_PARAMS = object()
+
+
+def api_key_guard_sql(environment_column: str) -> str:
+    """The SQL condition "the presented API key is valid, not revoked, and of the
+    environment in ``environment_column``", for a change run by
+    :func:`api_key_authenticate_changing`; its two parameters go where the change's
+    parameters hold :data:`GUARD_PARAMS`."""
+    q = connection.ops.quote_name
+    key = Columns(ApiKey, "gk")
+    return (
+        f"EXISTS (SELECT 1 FROM {q(ApiKey._meta.db_table)} gk WHERE {key.column('prefix')} = %s "
+        f"AND {key.column('key_hash')} = %s AND {key.column('revoked_at')} IS NULL "
+        f"AND {key.column('environment')} = {environment_column})"
+    )
+
+
+@functools.cache
+def _changing_query(change: str) -> str:
+    return _with_count(_auth_query("postgresql", False, False), "changed", change)
+
+
+@sensitive_variables("presented", "digest")
+def api_key_authenticate_changing(
+    *, presented: str, change: str, params: Sequence[object]
+) -> tuple[ApiKey, int]:
+    """Authenticate ``presented`` and, in the same statement, run ``change``: one
+    PostgreSQL statement that modifies rows and returns one row per row changed
+    (``INSERT … RETURNING 1``), guarded by :func:`api_key_guard_sql` so that it changes
+    nothing unless the key is valid, not revoked and of the right environment. ``params``
+    are the change's, with :data:`GUARD_PARAMS` where the guard's go.
+
+    Returns ``(row, changed)``: the API key row with its environment, as
+    :func:`api_key_authenticate` returns it, and how many rows the change returned. The
+    hash is compared in SQL (for the guard) and again, in constant time, right after.
+
+    Raises :class:`InvalidApiKey` and :class:`RevokedApiKey` (then nothing was changed).
+    PostgreSQL only (a data-modifying ``WITH``)."""
+    prefix = api_key_prefix(presented)
+    if prefix is None:
+        raise InvalidApiKey("The API key is malformed.")
+    digest = _digest(presented)
+    bound: list[object] = []
+    for param in params:
+        if param is GUARD_PARAMS:
+            bound += [prefix, digest]
+        else:
+            bound.append(param)
+    bound.append(prefix)
+    found = rows.fetch(_changing_query(change), bound)
+    conn = connections[DEFAULT_DB_ALIAS]
+    auth = _auth_query(conn.vendor, False, False)
+    row = _checked(auth.build(found, conn) if found is not None else None, digest)
+    assert found is not None
+    return row, int(found[-1])
 
 
 class _AuthQuery:

@@ -28,6 +28,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +45,8 @@ from django.views.decorators.debug import sensitive_variables
 from environments.models import Environment
 from keys import crypto, kms, sts
 from keys.cache import DataKeyUnreadable, KeyVersionNotUsable, Lease, get_cache
-from keys.models import KeyRegistration, Record
+from keys.models import ApiKey, KeyRegistration, Record
+from keys.services import api_keys
 from keys.services.rows import Columns
 from keys.services.rows import execute as rows_execute
 from keys.services.rows import fetch as rows_fetch
@@ -526,6 +529,7 @@ def _put(
             updated_at = _upsert(environment, registration, sealed)
         except _VersionChanged:
             continue  # another version became active meanwhile: encrypt again under it
+        _remember_active(environment, registration)
         return [StoredRecord(key, ciphertext, registration, version, updated_at) for key, ciphertext in sealed]
     raise _still_rotating()
 
@@ -620,7 +624,12 @@ def _column(model: type[models.Model], name: str) -> str:
 
 
 @functools.cache
-def _upsert_sql() -> str:
+def _upsert_sql(guard: str = "") -> str:
+    """The upsert of :func:`_upsert`; with ``guard`` (an SQL condition on ``reg``, the
+    version row), it also writes only where ``guard`` holds and returns one row per record
+    written (``RETURNING 1``). Parameters, in order: created_at, updated_at, the
+    registration id, ``'active'``, the generation, the record keys (``text[]``), the
+    envelopes (``bytea[]``, binary), then the guard's."""
     meta = Record._meta
     column = {name: _column(Record, name) for name in (
         "environment", "registration", "key_version", "created_at", "updated_at", "record_key", "ciphertext"
@@ -635,11 +644,133 @@ def _upsert_sql() -> str:
         f"FROM {q(KeyRegistration._meta.db_table)} WHERE {q(reg['id'])} = %s AND {q(reg['status'])} = %s "
         f"AND {q(reg['generation'])} = %s FOR SHARE) AS reg "
         "CROSS JOIN unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) "
-        f"ON CONFLICT ({q(column['environment'])}, {q(column['record_key'])}) DO UPDATE SET "
+        + (f"WHERE {guard} " if guard else "")
+        + f"ON CONFLICT ({q(column['environment'])}, {q(column['record_key'])}) DO UPDATE SET "
         + ", ".join(
             f"{q(column[f])} = EXCLUDED.{q(column[f])}" for f in ("ciphertext", "registration", "key_version", "updated_at")
         )
+        + (" RETURNING 1" if guard else "")
     )
+
+
+# ---------------------------------------------------------------------------
+# The one-statement PUT
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ActiveSeen:
+    """The key version a write of this process last stored records under, in one
+    environment: ids only (no secrets, nothing sealed)."""
+
+    environment_id: int
+    registration_id: int
+    version: int
+    generation: int
+
+
+# Environment public id -> the version last written under, at most ACTIVE_SEEN_MAX
+# environments (the oldest entry goes first). A hint only: the write's guard decides.
+ACTIVE_SEEN_MAX = 4096
+_active_seen: dict[uuid.UUID, _ActiveSeen] = {}
+_active_seen_lock = threading.Lock()
+
+
+def _remember_active(environment: Environment, registration: KeyRegistration) -> None:
+    seen = _ActiveSeen(environment.pk, registration.pk, registration.version, registration.generation)
+    with _active_seen_lock:
+        _active_seen.pop(environment.public_id, None)
+        _active_seen[environment.public_id] = seen
+        if len(_active_seen) > ACTIVE_SEEN_MAX:
+            del _active_seen[next(iter(_active_seen))]
+
+
+def _forget_active(environment_public_id: uuid.UUID, seen: _ActiveSeen) -> None:
+    with _active_seen_lock:
+        if _active_seen.get(environment_public_id) is seen:
+            del _active_seen[environment_public_id]
+
+
+def active_seen_clear() -> None:
+    """Forget every version remembered for the one-statement PUT (tests)."""
+    with _active_seen_lock:
+        _active_seen.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedPut:
+    """What :func:`record_put_guarded` did: ``api_key`` is the authenticated API key row
+    (with its environment); ``written`` says whether the record was stored, then under
+    ``key_version`` at ``updated_at``."""
+
+    api_key: ApiKey
+    written: bool
+    key_version: int | None = None
+    updated_at: datetime | None = None
+
+
+@sensitive_variables("presented", "plaintext", "body")
+def record_put_guarded(
+    *, presented: str, environment_public_id: uuid.UUID | None, record_key: str, body: Any
+) -> GuardedPut | None:
+    """A PUT in one statement (PostgreSQL, steady state; issue 12): encrypt ``body`` under
+    the key version this process last wrote under in the environment
+    ``environment_public_id``, if its data key is still cached at that generation
+    (``DataKeyCache.lease_cached``: no KMS call, no look-up), then send one statement
+    that authenticates ``presented`` and stores the record only if the API key is valid,
+    not revoked and of that environment, and that version is still active at that
+    generation (``FOR SHARE``, as :func:`_upsert`; ``api_keys.api_key_authenticate_changing``).
+
+    Returns None when no statement was sent (not PostgreSQL, no version seen or its data
+    key not cached, a record key or body :func:`record_put` refuses): the caller takes the
+    usual path (authenticate, then :func:`record_put`), which answers those refusals in
+    their usual order. Else a :class:`GuardedPut`; ``written`` False means the version
+    changed or the key is another environment's: the caller takes the usual path, which
+    looks the active version up afresh. The body is encrypted before the key is checked
+    (one AES-GCM pass over at most ``API_MAX_BODY_BYTES``; nothing is stored).
+
+    Raises :class:`api_keys.InvalidApiKey`, :class:`api_keys.RevokedApiKey` (nothing written).
+    """
+    if connection.vendor != "postgresql" or environment_public_id is None:
+        return None
+    seen = _active_seen.get(environment_public_id)
+    if seen is None:
+        return None
+    try:
+        validate_record_key(record_key)
+        plaintext = encode_body(body)
+    except RecordError:
+        return None
+    lease = get_cache().lease_cached(seen.registration_id, seen.generation)
+    if lease is None:
+        return None
+    try:
+        ciphertext = lease.cipher.encrypt(
+            plaintext=plaintext, environment_id=str(environment_public_id), record_key=record_key,
+            key_version=seen.version,
+        )
+    finally:
+        lease.release()
+    timestamp = timezone.now()
+    api_key, written = api_keys.api_key_authenticate_changing(
+        presented=presented,
+        change=_guarded_upsert_sql(),
+        params=[
+            timestamp, timestamp, seen.registration_id, Status.ACTIVE, seen.generation, [record_key], [ciphertext],
+            seen.environment_id, api_keys.GUARD_PARAMS,
+        ],
+    )
+    if not written:
+        if api_key.environment_id == seen.environment_id:
+            _forget_active(environment_public_id, seen)  # that version is no longer active
+        return GuardedPut(api_key, False)
+    return GuardedPut(api_key, True, seen.version, timestamp)
+
+
+@functools.cache
+def _guarded_upsert_sql() -> str:
+    reg = connection.ops.quote_name(_column(KeyRegistration, "environment"))
+    return _upsert_sql(f"reg.{reg} = %s AND " + api_keys.api_key_guard_sql(f"reg.{reg}"))
 
 
 def record_delete(*, environment: Environment, record_key: str) -> None:

@@ -82,6 +82,7 @@ def persistent_connections(monkeypatch):
 def server(api, api_key, persistent_connections):
     http = Wsgi(api.base, api_key)
     assert http.put("warm")[0] == 200  # loads the data key, writes last_used_at
+    assert http.put("warm")[0] == 200  # the one-statement PUT, prepared
     assert http.get("warm")[0] == 200
     # Each statement prepared once on this connection.
     assert http.post("batch", {"records": [{"record_key": "scratch", "body": 1}]})[0] == 200
@@ -109,15 +110,33 @@ def test_a_get_of_a_missing_record_is_one_statement(server):
     assert len(sent) == 1, str(sent)
 
 
-def test_a_put_is_two_statements_with_no_transaction_around_them(server):
+def test_a_put_is_one_statement_that_authenticates_and_writes(server):
     with count_statements() as sent:
         status, _ = server.put("new-one")
     with count_statements() as replaced:
-        status_again, _ = server.put("new-one", {"v": 2})
+        status_again, data = server.put("new-one", {"v": 2})
     assert status == status_again == 200
-    assert len(sent) == 2 and kinds(sent) == ["SELECT", "INSERT"], str(sent)
-    assert len(replaced) == 2, str(replaced)
-    assert "FOR SHARE" in sent.sql[1]  # the active-version guard travels with the write
+    assert kinds(sent) == ["WITH"] and kinds(replaced) == ["WITH"], str(sent)
+    # The API key check and the active-version guard travel with the write.
+    assert "INSERT" in sent.sql[0] and "key_hash" in sent.sql[0] and "FOR SHARE" in sent.sql[0]
+    assert json.loads(data)["key_version"] == 1
+    assert server.get("new-one")[1] and json.loads(server.get("new-one")[1])["body"] == {"v": 2}
+
+
+def test_the_first_put_of_a_process_is_two_statements_with_no_transaction_around_them(server):
+    """No version seen yet in this process (a fresh worker): the API key with the
+    environment's active version, then the guarded upsert."""
+    from keys.services import records
+
+    records.active_seen_clear()
+    with count_statements() as sent:
+        status, _ = server.put("first")
+    with count_statements() as then:
+        server.put("first")
+    assert status == 200
+    assert kinds(sent) == ["SELECT", "INSERT"], str(sent)
+    assert "FOR SHARE" in sent.sql[1]
+    assert kinds(then) == ["WITH"], str(then)
 
 
 def test_a_delete_is_one_statement_that_authenticates_and_deletes(server):
@@ -153,7 +172,7 @@ def test_the_test_client_sends_the_same_statements(api, server):
     with count_statements() as sent:
         api.get("warm")
         api.put("warm", {"body": 1})
-    assert kinds(sent) == ["SELECT", "SELECT", "INSERT"], str(sent)
+    assert kinds(sent) == ["SELECT", "WITH"], str(sent)
 
 
 def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new_version(
@@ -163,7 +182,7 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
     WHEN another version is activated before the write
     THEN the guarded write matches nothing, the active version is looked up afresh and the
     record is stored under the new version, never under the one that stopped being active."""
-    from keys.services import api_keys
+    from keys.services import api_keys, records
     from tests.factories import new_managed_version
 
     original = api_keys.api_key_authenticate
@@ -175,6 +194,7 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
         return row
 
     monkeypatch.setattr(api_keys, "api_key_authenticate", then_rotate)
+    records.active_seen_clear()  # the usual path: no version seen yet
     with count_statements() as sent:
         status, data = server.put("raced")
     monkeypatch.undo()
@@ -184,6 +204,61 @@ def test_a_put_that_loses_the_rotation_race_looks_again_and_writes_under_the_new
     assert KeyRegistration.objects.get(environment=environment, version=1).status == "decrypt_only"
     inserts = [s for s in sent.sql if s.upper().startswith("INSERT INTO \"KEYS_RECORD\"")]
     assert len(inserts) == 2  # the first matched no active version; the retry did
+
+
+def test_a_one_statement_put_that_loses_the_rotation_race_writes_nothing_then_writes_under_the_new_version(
+    server, environment, monkeypatch
+):
+    """GIVEN this process last wrote under version 1 (its data key cached)
+    WHEN version 2 is activated after the PUT encrypted under version 1, before its statement
+    THEN the statement's guard writes nothing, and the usual path stores the record under
+    version 2; no record is ever stored under version 1 after it stopped being active."""
+    from keys.services import api_keys
+    from tests.factories import new_managed_version
+
+    original = api_keys.api_key_authenticate_changing
+
+    def rotate_then(**kwargs):
+        new_managed_version(environment)
+        return original(**kwargs)
+
+    monkeypatch.setattr(api_keys, "api_key_authenticate_changing", rotate_then)
+    with count_statements() as sent:
+        status, data = server.put("raced")
+    monkeypatch.undo()
+
+    assert status == 200 and json.loads(data)["key_version"] == 2
+    assert Record.objects.get(record_key="raced").registration.version == 2
+    # After the rotation: the one statement (nothing written), then the usual path.
+    assert kinds(sent)[-3:] == ["WITH", "SELECT", "INSERT"], str(sent)
+    with count_statements() as next_put:
+        assert json.loads(server.put("after")[1])["key_version"] == 2
+    assert kinds(next_put) == ["WITH"]  # version 2 is the one remembered now
+
+
+def test_a_one_statement_put_with_a_wrong_secret_a_revoked_key_or_another_environments_key_writes_nothing(
+    server, api_key, environment, alice
+):
+    from environments.services import environment_create
+    from keys.models import ApiKey
+    from keys.services import api_keys
+
+    scheme, prefix, secret = api_key.split("_", 2)
+    wrong = Wsgi(server.base, f"{scheme}_{prefix}_{'A' * len(secret)}")
+    status, data = wrong.put("nope")
+    assert status == 401 and json.loads(data)["error"]["code"] == "invalid_api_key"
+
+    other = environment_create(organization=environment.organization, name="other", actor=alice)
+    _, other_key = api_keys.api_key_create(environment=other, name="other", actor=alice)
+    status, data = Wsgi(server.base, other_key).put("nope")  # the path names this environment
+    assert status == 404
+
+    api_keys.api_key_revoke(api_key=ApiKey.objects.get(prefix=prefix), actor=alice)
+    with count_statements() as sent:
+        status, data = server.put("nope")
+    assert status == 401 and json.loads(data)["error"]["code"] == "api_key_revoked"
+    assert kinds(sent) == ["WITH"]  # the one-statement path ran, and its guard held
+    assert not Record.objects.filter(record_key="nope").exists()
 
 
 def test_a_delete_with_another_environments_id_deletes_nothing(server, environment, alice):
