@@ -297,7 +297,14 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
     in role mode, their ``sts.StsError`` subclasses from STS ``AssumeRole``), and
     :class:`DataKeyUnreadable` for sealing problems or a plaintext that is not 32 bytes.
     Both AWS calls run under :func:`data_plane_aws_options`.
+
+    The data plane's queries read only the columns its hot paths need
+    (``api_keys.VERSION_FIELDS``); here, on a miss, the version's other columns (and its
+    environment's) are read in one query each, not one per column.
     """
+    _complete(registration)
+    if _REGISTRATION_ENVIRONMENT.is_cached(registration):
+        _complete(registration.environment)
     if registration.is_byok:
         options = data_plane_aws_options()
         try:
@@ -320,6 +327,16 @@ def load_data_key(registration: KeyRegistration) -> bytearray:
             "invalid_data_key", f"The data key of version {registration.version} is not {DATA_KEY_SIZE} bytes."
         )
     return data_key
+
+
+_REGISTRATION_ENVIRONMENT = KeyRegistration._meta.get_field("environment")
+
+
+def _complete(instance: models.Model) -> None:
+    """Read the deferred fields of ``instance`` (if any) in one query."""
+    deferred = instance.get_deferred_fields()
+    if deferred:
+        instance.refresh_from_db(fields=list(deferred))
 
 
 def data_plane_aws_options() -> kms.KmsClientOptions:

@@ -27,16 +27,22 @@ M = TypeVar("M", bound=models.Model)
 
 
 class Columns(Generic[M]):
-    """The concrete columns of ``model`` under the SQL alias ``alias``, in field order.
+    """The concrete columns of ``model`` under the SQL alias ``alias``, in field order: all
+    of them, or only the fields named in ``only`` (the primary key always), the others
+    left deferred on the instances built, as ``QuerySet.only`` leaves them (reading one
+    later costs a query of its own: for fields no hot path reads).
 
     ``sql`` is the select list (``alias."col", …``); :meth:`build` turns that many values of a
     row into an instance (``None`` when the primary key is NULL: an outer join that matched
     nothing)."""
 
-    def __init__(self, model: type[M], alias: str) -> None:
+    def __init__(self, model: type[M], alias: str, only: Sequence[str] = ()) -> None:
         self.model = model
         self.alias = alias
-        self.fields = list(model._meta.concrete_fields)
+        wanted = {model._meta.get_field(name).attname for name in only}  # type: ignore[union-attr]
+        self.fields = [
+            f for f in model._meta.concrete_fields if not only or f.primary_key or f.attname in wanted
+        ]
         self.attnames = [f.attname for f in self.fields]
         self.width = len(self.fields)
         q = connection.ops.quote_name
