@@ -136,13 +136,20 @@ def validation_run_finished(*, outcome: str, trigger: str) -> None:
 
 def api_request_observed(*, method: str, route: str, status: int, seconds: float) -> None:
     """One data-plane request was answered. ``route`` is a URL name, never a path."""
-    labels = {
-        "method": method if method in _METHODS else "other",
-        "route": route,
-        "status_class": f"{status // 100}xx",
-    }
-    API_REQUESTS.labels(**labels).inc()
-    API_LATENCY.labels(**labels).observe(seconds)
+    key = (method if method in _METHODS else "other", route, status // 100)
+    children = _api_children.get(key)
+    if children is None:
+        labels = {"method": key[0], "route": route, "status_class": f"{key[2]}xx"}
+        children = _api_children[key] = (API_REQUESTS.labels(**labels), API_LATENCY.labels(**labels))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# (method, route, status // 100) -> the two labelled series of api_request_observed: one
+# dict look-up per request instead of prometheus-client's labels() twice (the data plane
+# answers thousands a second). The label values are the fixed vocabularies above, so the
+# dict stays small; reset() empties it with the series.
+_api_children: dict[tuple[str, str, int], tuple] = {}
 
 
 # ---------------------------------------------------------------------------
@@ -205,6 +212,7 @@ def reset() -> None:
     where values live in files that prometheus-client does not clear."""
     if multiprocess_mode():
         return
+    _api_children.clear()
     for metric in (*_counters.values(), *_histograms):
         metric.clear()
 
