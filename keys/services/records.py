@@ -642,11 +642,15 @@ def _column(model: type[models.Model], name: str) -> str:
 
 @functools.cache
 def _upsert_sql(guard: str = "") -> str:
-    """The upsert of :func:`_upsert`; with ``guard`` (an SQL condition on ``reg``, the
-    version row), it also writes only where ``guard`` holds and returns one row per record
-    written (``RETURNING 1``). Parameters, in order: created_at, updated_at, the
+    """The upsert of :func:`_upsert`. Parameters, in order: created_at, updated_at, the
     registration id, ``'active'``, the generation, the record keys (``text[]``), the
-    envelopes (``bytea[]``, binary), then the guard's."""
+    envelopes (``bytea[]``, binary).
+
+    With ``guard`` (an SQL condition on ``reg``, the version row): one record, its key
+    (``text``) and envelope (``bytea``, binary) as plain values right after updated_at
+    instead of the two arrays (psycopg dumps an array in Python), the guard's parameters
+    last; it writes only where ``guard`` holds and returns a row if it wrote
+    (``RETURNING 1``)."""
     meta = Record._meta
     column = {name: _column(Record, name) for name in (
         "environment", "registration", "key_version", "created_at", "updated_at", "record_key", "ciphertext"
@@ -656,12 +660,11 @@ def _upsert_sql(guard: str = "") -> str:
     return (
         f"INSERT INTO {q(meta.db_table)} ({', '.join(q(c) for c in column.values())}) "
         f"SELECT reg.{q(reg['environment'])}, reg.{q(reg['id'])}, reg.{q(reg['version'])}, "
-        "%s, %s, t.record_key, t.ciphertext "
-        f"FROM (SELECT {q(reg['id'])}, {q(reg['environment'])}, {q(reg['version'])} "
+        + ("%s, %s, %s::text, %b::bytea " if guard else "%s, %s, t.record_key, t.ciphertext ")
+        + f"FROM (SELECT {q(reg['id'])}, {q(reg['environment'])}, {q(reg['version'])} "
         f"FROM {q(KeyRegistration._meta.db_table)} WHERE {q(reg['id'])} = %s AND {q(reg['status'])} = %s "
         f"AND {q(reg['generation'])} = %s FOR SHARE) AS reg "
-        "CROSS JOIN unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) "
-        + (f"WHERE {guard} " if guard else "")
+        + (f"WHERE {guard} " if guard else "CROSS JOIN unnest(%s::text[], %b::bytea[]) AS t(record_key, ciphertext) ")
         + f"ON CONFLICT ({q(column['environment'])}, {q(column['record_key'])}) DO UPDATE SET "
         + ", ".join(
             f"{q(column[f])} = EXCLUDED.{q(column[f])}" for f in ("ciphertext", "registration", "key_version", "updated_at")
@@ -773,7 +776,7 @@ def record_put_guarded(
         presented=presented,
         change=_guarded_upsert_sql(),
         params=[
-            timestamp, timestamp, seen.registration_id, Status.ACTIVE, seen.generation, [record_key], [ciphertext],
+            timestamp, timestamp, record_key, ciphertext, seen.registration_id, Status.ACTIVE, seen.generation,
             seen.environment_id, api_keys.GUARD_PARAMS,
         ],
     )
