@@ -479,9 +479,9 @@ def _failure_json(failure: RecordFailure) -> dict[str, Any]:
 @api_view("GET", "PUT", "DELETE")
 def record(request: HttpRequest, environment_id: str, record_key: str) -> HttpResponse:
     # Round trips (pinned by tests/keys/test_round_trips.py): a GET is one statement (the
-    # API key, the record and its key version in one query); a PUT two (the API key with
-    # the active version, then the guarded upsert); a DELETE one (the API key and the
-    # DELETE guarded by its hash, together).
+    # API key, the record and its key version in one query); a PUT one in steady state
+    # (the upsert guarded by the API key and the active version, see _put), two otherwise;
+    # a DELETE one (the API key and the DELETE guarded by its hash, together).
     if request.method == "GET":
         # A malformed record key is never sent to the database (a NUL byte would fail
         # there): record_read answers 400 for it, after authentication as for any request.
