@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,3 +191,30 @@ def hung_endpoint() -> Iterator[tuple[str, list[socket.socket]]]:
         for connection in accepted:
             connection.close()
         server.close()
+
+
+def at_once(actions: Sequence[Callable[[], Any]], *, refused: tuple[type[BaseException], ...] = ()) -> list[Any]:
+    """Run each of ``actions`` in a thread of its own, all released together (a barrier),
+    each on its own database connection (closed after). Returns, in the order they
+    finished, what each returned, or the message of a ``refused`` exception it raised (any
+    other exception is that thread's failure, not an outcome)."""
+    from django.db import connection
+
+    barrier = threading.Barrier(len(actions))
+    outcomes: list[Any] = []
+
+    def run(action: Callable[[], Any]) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(action())
+        except refused as e:
+            outcomes.append(str(e))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes

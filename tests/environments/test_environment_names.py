@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
@@ -12,6 +10,7 @@ from django.urls import reverse
 
 from environments.models import Environment
 from environments.services import EnvironmentNameTaken, environment_create
+from tests.support import at_once
 
 
 @pytest.mark.django_db
@@ -61,23 +60,14 @@ def test_simultaneous_identical_submissions_create_one_environment_and_no_500(or
     if connection.vendor != "postgresql":
         pytest.skip("needs concurrent writers (PostgreSQL)")
     names = ["Payments", "payments", "PAYMENTS", "Payments", "payments", "Payments"]
-    barrier = threading.Barrier(len(names))
-    statuses: list[int] = []
-
-    def submit(name: str) -> None:
-        client = Client()
+    clients = [Client() for _ in names]
+    for client in clients:
         client.force_login(alice)
-        barrier.wait()
-        try:
-            statuses.append(client.post(reverse("environment_new"), {"organization": org_a.pk, "name": name}).status_code)
-        finally:
-            connection.close()
 
-    threads = [threading.Thread(target=submit, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def submit(client: Client, name: str) -> int:
+        return client.post(reverse("environment_new"), {"organization": org_a.pk, "name": name}).status_code
+
+    statuses = at_once([lambda c=c, n=n: submit(c, n) for c, n in zip(clients, names, strict=True)])
 
     assert sorted(statuses) == [200] * (len(names) - 1) + [302]
     assert org_a.environments.filter(name__iexact="payments").count() == 1

@@ -16,6 +16,7 @@ from django.test import Client
 
 from keys.models import ApiKey, AuditEvent
 from keys.services import api_keys
+from tests.support import at_once
 
 KEY_RE = re.compile(r"byok_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 TOKEN_RE = re.compile(r'name="form_token" value="([0-9a-f-]{36})"')
@@ -109,22 +110,12 @@ def test_six_parallel_submissions_of_one_form_create_one_key_on_postgresql(envir
     for client in clients:
         client.force_login(alice)
     form = {"name": "billing", "form_token": form_token(clients[0].get(new_url(environment)))}
-    barrier = threading.Barrier(6)
-    answers: list[tuple[int, str]] = []
 
-    def click(client: Client) -> None:
-        try:
-            barrier.wait()
-            response = client.post(new_url(environment), form)
-            answers.append((response.status_code, response.content.decode()))
-        finally:
-            connection.close()
+    def click(client: Client) -> tuple[int, str]:
+        response = client.post(new_url(environment), form)
+        return response.status_code, response.content.decode()
 
-    threads = [threading.Thread(target=click, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once([lambda client=client: click(client) for client in clients])
 
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200, 302, 302, 302, 302, 302], statuses
@@ -140,24 +131,11 @@ def test_six_parallel_service_calls_with_one_token_create_one_key_on_postgresql(
     if connection.vendor != "postgresql":
         pytest.skip("concurrent inserts need PostgreSQL")
     token = uuid.uuid4()
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
+    def create() -> str:
+        api_keys.api_key_create(environment=environment, name="billing", actor=alice, form_token=token)
+        return "created"
 
-    def create() -> None:
-        try:
-            barrier.wait()
-            api_keys.api_key_create(environment=environment, name="billing", actor=alice, form_token=token)
-            outcomes.append("created")
-        except api_keys.ApiKeyFormAlreadySubmitted as e:
-            outcomes.append(str(e))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=create) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([create] * 6, refused=(api_keys.ApiKeyFormAlreadySubmitted,))
 
     assert outcomes.count("created") == 1, outcomes
     assert all(o.startswith("This form was already submitted") for o in outcomes if o != "created"), outcomes

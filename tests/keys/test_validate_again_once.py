@@ -4,8 +4,6 @@ audit entry). Before: six parallel posts ran six validations."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.db import connection
 from django.urls import reverse
@@ -14,6 +12,7 @@ from keys import queue
 from keys.models import AuditEvent, KeyRegistration, ValidationRun
 from keys.services.registrations import registration_create
 from keys.services.validation import ValidationRequestRefused, registration_request_validation
+from tests.support import at_once
 
 Status = KeyRegistration.Status
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -75,25 +74,11 @@ def test_it_allows_validate_again_once_the_previous_run_ended(alice, failed, que
 def test_it_queues_one_validation_for_six_parallel_requests_on_postgresql(alice, failed, queued):
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL")
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
+    def click() -> str:
+        registration_request_validation(registration=KeyRegistration.objects.get(pk=failed.pk), actor=alice)
+        return "queued"
 
-    def click() -> None:
-        try:
-            barrier.wait()
-            registration = KeyRegistration.objects.get(pk=failed.pk)
-            registration_request_validation(registration=registration, actor=alice)
-            outcomes.append("queued")
-        except ValidationRequestRefused as e:
-            outcomes.append(str(e))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=click) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([click] * 6, refused=(ValidationRequestRefused,))
 
     assert outcomes.count("queued") == 1, outcomes
     assert all("is already running" in o for o in outcomes if o != "queued"), outcomes
