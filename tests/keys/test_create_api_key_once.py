@@ -7,7 +7,6 @@ still creates another key."""
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 
 import pytest
