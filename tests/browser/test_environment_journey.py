@@ -24,6 +24,7 @@ def test_it_signs_in_creates_an_environment_and_lists_it(page, live_server, sign
     assert page.url == f"{live_server.url}/environments/{environment.public_id}/"
     expect(page.get_by_text("Platform-managed").first).to_be_visible()
     page.get_by_role("link", name="Environments").first.click()
+    page.wait_for_url(f"{live_server.url}/")
     row = page.get_by_role("row").filter(has_text="staging")
     expect(row.get_by_text("Active")).to_be_visible()
     shot("4-listed")

@@ -27,6 +27,9 @@ def test_an_owner_saves_recovery_codes_and_signs_in_with_one(page, live_server, 
     secret_hex = b32decode(secret + "=" * (-len(secret) % 8)).hex()
     page.get_by_label("Code from your authenticator app").fill(f"{totp(unhexlify(secret_hex), digits=6):06d}")
     page.get_by_role("button", name="Turn on two-factor authentication").click()
+    # The page the set-up redirects to (its link "Account security" is on this page too: a
+    # click before the answer arrived could load the set-up page again, without the codes).
+    expect(page.get_by_text("Two-factor authentication is on.")).to_be_visible()
     page.get_by_role("link", name="Account security").click()
     page.get_by_role("button", name="Generate recovery codes").click()
     page.get_by_role("heading", name="Your recovery codes").wait_for()

@@ -63,7 +63,10 @@ def test_it_sets_up_role_mode_from_the_page(page, live_server, sign_in, shot, al
     page.get_by_label("Encrypted Data Key").fill(BLOB_B64)
     page.get_by_label("Role ARN").fill(ROLE_ARN)
     page.get_by_role("button", name="Register key").click()
-    page.wait_for_url(f"**/environments/{environment.public_id}/**")
+    # The exact environment page: a "**/environments/<id>/**" pattern already matched the
+    # registration page, so the query below could run before the POST had been handled.
+    page.wait_for_url(f"{live_server.url}/environments/{environment.public_id}/")
+    expect(page.get_by_role("status")).to_contain_text("Key version 2 registered")
     registration = KeyRegistration.objects.get(environment=environment, version=2)
     assert (registration.access_mode, registration.role_arn, registration.sealed_secret_access_key) == (
         "role", ROLE_ARN, ""

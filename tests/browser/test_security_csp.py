@@ -107,6 +107,9 @@ def test_it_runs_the_portal_pages_under_the_strict_policy(page, live_server, vio
     page.goto(f"{live_server.url}{reverse('api_key_new', args=[environment.public_id])}")
     page.get_by_label("Name").fill("from the browser")
     page.get_by_role("button", name="Create").click()
+    # The page the form answers with, then its subresources (networkidle alone could be the
+    # form page's, before the answer arrived, and the check below would see nothing yet).
+    page.get_by_role("heading", name="API key “from the browser” created").wait_for()
     page.wait_for_load_state("networkidle")
     assert not violations, violations
     assert api_key  # an existing key listed on the environment page too
