@@ -118,7 +118,9 @@ def test_it_runs_the_portal_pages_under_the_strict_policy(page, live_server, vio
 def test_it_would_see_a_violation(page, live_server, violations):
     """The watch works: an inline script added to a portal page is blocked and reported."""
     page.goto(f"{live_server.url}{reverse('login')}")
-    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.appendChild(s); }")
-    page.wait_for_timeout(200)
+    # The report reaches this process as a console event some time after the script was
+    # blocked: wait for it (a fixed pause could end first on a loaded machine).
+    with page.expect_console_message(lambda message: "Content Security Policy" in message.text):
+        page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.appendChild(s); }")
     assert page.evaluate("() => window.ran") is None
     assert any("script-src" in text for text in violations), violations
