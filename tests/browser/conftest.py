@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -60,3 +61,14 @@ def sign_in(page, live_server):
         page.wait_for_url(f"{live_server.url}/")
 
     return do
+
+
+def copy_with(page: Page, button_name: str) -> str:
+    """Click the copy button named ``button_name`` (its aria-label) and return the text on
+    the clipboard once the button says "Copied". static/js/copy.js writes the clipboard
+    asynchronously and only then relabels the button: a read right after the click could
+    come first and see what was there before."""
+    button = page.get_by_role("button", name=button_name)
+    button.click()
+    expect(button).to_have_text("Copied")
+    return page.evaluate("navigator.clipboard.readText()")

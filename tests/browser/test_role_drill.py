@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from keys import parsers
 from keys.models import KeyRegistration
 from keys.services.registrations import registration_create
+from tests.browser.conftest import copy_with
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -60,22 +61,18 @@ def test_it_gives_the_role_mode_drill_commands_with_copy_buttons_and_the_session
     delete = "aws iam delete-role-policy --role-name byok-portal-access --policy-name byok-portal-kms"
     expect(page.locator("#drill-delete-policy")).to_have_text(delete)
     shot("1-role-drill-commands")
-    page.get_by_role("button", name="Copy the delete-role-policy command").click()
-    assert page.evaluate("navigator.clipboard.readText()") == delete
+    assert copy_with(page, "Copy the delete-role-policy command") == delete
 
-    page.get_by_role("button", name="Copy the put-role-policy command").click()
-    put = shlex.split(page.evaluate("navigator.clipboard.readText()"))
+    put = shlex.split(copy_with(page, "Copy the put-role-policy command"))
     assert put[:8] == ["aws", "iam", "put-role-policy", "--role-name", "byok-portal-access", "--policy-name",
                        "byok-portal-kms", "--policy-document"]
     assert json.loads(put[8]) == json.loads(parsers.iam_policy_json(kms_key_arn=KEY_ARN, encryption_context=context))
 
-    page.get_by_role("button", name="Copy the command that makes the trust policy deny the platform").click()
-    distrust = shlex.split(page.evaluate("navigator.clipboard.readText()"))
+    distrust = shlex.split(copy_with(page, "Copy the command that makes the trust policy deny the platform"))
     assert distrust[:5] == ["aws", "iam", "update-assume-role-policy", "--role-name", "byok-portal-access"]
     assert json.loads(distrust[6])["Statement"][0] == {
         "Effect": "Deny", "Principal": {"AWS": PLATFORM}, "Action": "sts:AssumeRole"}
-    page.get_by_role("button", name="Copy the command that restores the trust policy").click()
-    trust = shlex.split(page.evaluate("navigator.clipboard.readText()"))
+    trust = shlex.split(copy_with(page, "Copy the command that restores the trust policy"))
     assert json.loads(trust[6]) == json.loads(
         parsers.trust_policy_json(platform_principal_arn=PLATFORM, external_id=environment.aws_external_id))
     text = page.locator("main").inner_text()

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from keys.models import KeyRegistration
 from keys.services.registrations import registration_create
+from tests.browser.conftest import copy_with
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -70,8 +71,7 @@ def test_it_copies_the_environment_id_and_shows_the_api_key_ready_to_paste(
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     sign_in(alice)
     page.goto(f"{live_server.url}/environments/{environment.public_id}/")
-    page.get_by_role("button", name="Copy the environment ID").click()
-    assert page.evaluate("navigator.clipboard.readText()") == str(environment.public_id)
+    assert copy_with(page, "Copy the environment ID") == str(environment.public_id)
     shot("1-environment-id-copied")
 
     page.get_by_label("New API key name").fill("billing")
@@ -81,10 +81,8 @@ def test_it_copies_the_environment_id_and_shows_the_api_key_ready_to_paste(
     assert "monospace" in key_field.evaluate("e => getComputedStyle(e).fontFamily")
     curl = page.locator("#curl-example").text_content()
     assert curl.startswith(f"export BYOK_API_KEY='{api_key}'\nexport BYOK_ENVIRONMENT_ID={environment.public_id}\ncurl ")
-    page.get_by_role("button", name="Copy the API key").click()
-    assert page.evaluate("navigator.clipboard.readText()") == api_key
-    page.get_by_role("button", name="Copy the curl example").click()
-    assert page.evaluate("navigator.clipboard.readText()") == curl
+    assert copy_with(page, "Copy the API key") == api_key
+    assert copy_with(page, "Copy the curl example") == curl
     shot("2-api-key-created")
 
     page.get_by_role("link", name="Done").click()
@@ -145,7 +143,6 @@ def test_it_gives_the_revocation_drill_commands_with_the_known_values(
     expect(page.locator("#drill-enable")).to_have_text(f"aws kms enable-key --key-id {ARN} --region eu-west-1")
     expect(page.locator("#drill-find-key")).to_contain_text("ends_with(AccessKeyId, 'MPLE')")
     assert "&lt;" not in page.content() and "<portal IAM user>" not in page.locator("main").inner_text()
-    page.get_by_role("button", name="Copy the disable-key command").click()
-    assert page.evaluate("navigator.clipboard.readText()") == f"aws kms disable-key --key-id {ARN} --region eu-west-1"
+    assert copy_with(page, "Copy the disable-key command") == f"aws kms disable-key --key-id {ARN} --region eu-west-1"
     shot("1-drill-commands")
     assert not violations, violations
