@@ -2,14 +2,15 @@
 
 moto runs in-process (``mock_aws`` patches botocore in every thread, the live server's
 included). The validation job is started by the test in a background thread once the page
-is open, with its KMS checks slowed down, so that the page can be seen going from
-"Pending validation" through "Validating" to "Valid" without a reload."""
+is open, and its KMS checks are held until the test lets them finish, so that the page can
+be seen going from "Pending validation" through "Validating" to "Valid" without a reload
+(a fixed delay could end between two polls of the page on a loaded machine)."""
 
 from __future__ import annotations
 
 import re
 import threading
-import time
+from dataclasses import dataclass, field
 
 import pytest
 from django.db import connection
@@ -22,6 +23,8 @@ from keys.services import validation
 from tests.keys.moto_customer import register, set_up_customer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+HOLD_SECONDS = 60  # a bound on each hold, should the test never release it
 
 
 @pytest.fixture
@@ -38,21 +41,29 @@ def aws(monkeypatch):
     kms.clear_clients()
 
 
+@dataclass
+class Job:
+    """``start``: the queued job may run; ``finish``: its KMS checks may finish."""
+
+    start: threading.Event = field(default_factory=threading.Event)
+    finish: threading.Event = field(default_factory=threading.Event)
+
+
 @pytest.fixture
 def slow_job(monkeypatch):
-    """The job, queued after commit, waits to be released, then validates with its KMS
-    checks slowed down by ``delay`` seconds (the window in which the page says "Validating")."""
-    release = threading.Event()
+    """The job, queued after commit, waits for ``start``, then validates with its KMS checks
+    held until ``finish`` (the window in which the page says "Validating")."""
+    job = Job()
     threads: list[threading.Thread] = []
     real_diagnose = validation._diagnose
 
-    def slow_diagnose(registration, *args):
-        time.sleep(3)
+    def held_diagnose(registration, *args):
+        job.finish.wait(HOLD_SECONDS)
         return real_diagnose(registration, *args)
 
     def run(registration_id, trigger):
         try:
-            release.wait(30)
+            job.start.wait(HOLD_SECONDS)
             validation.registration_validate(registration_id=registration_id, trigger=trigger)
         finally:
             connection.close()
@@ -62,10 +73,11 @@ def slow_job(monkeypatch):
         threads.append(thread)
         thread.start()
 
-    monkeypatch.setattr(validation, "_diagnose", slow_diagnose)
+    monkeypatch.setattr(validation, "_diagnose", held_diagnose)
     monkeypatch.setattr(tasks.validate_registration, "delay", delay)
-    yield release
-    release.set()
+    yield job
+    job.start.set()
+    job.finish.set()
     for thread in threads:
         thread.join(30)
 
@@ -92,10 +104,11 @@ def test_it_shows_the_validation_live_and_activates_the_key(page, live_server, s
     expect(records_row).to_have_text("Pending validation")
     shot("1-pending")
 
-    slow_job.set()
+    slow_job.start.set()
     expect(status).to_have_text("Validating", timeout=10_000)
     expect(records_row).to_have_text("Validating", timeout=5_000)
     shot("2-validating")
+    slow_job.finish.set()
     expect(status).to_have_text("Valid", timeout=20_000)
     expect(records_row).to_have_text("Valid", timeout=5_000)
     shot("3-valid")
@@ -128,7 +141,9 @@ def test_it_stops_polling_once_the_validation_is_over(page, live_server, sign_in
     page.on("request", lambda request: polls.append(request.url) if "/status/" in request.url else None)
 
     page.goto(f"{live_server.url}/environments/{environment.public_id}/")
-    slow_job.set()
+    with page.expect_request(lambda request: "/status/" in request.url):  # polling while it validates
+        slow_job.start.set()
+    slow_job.finish.set()
     status = page.locator(f"#registration-{registration.public_id} [data-status-cell] .status")
     expect(status).to_have_text("Failed", timeout=20_000)
     expect(page.get_by_text(re.compile("Register the region of the key"))).to_be_visible()
