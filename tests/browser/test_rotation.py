@@ -4,11 +4,12 @@ drained version.
 
 The job queued by "Start re-encryption" runs in a background thread of the test (as a
 worker would), released once the page is open, with a throttle so that its progress can
-be seen between batches."""
+be seen between batches, and held part-way until the page has shown it."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 
 import pytest
 from django.db import connection
@@ -25,19 +26,40 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 RECORDS = 300
 BATCH = 25
 THROTTLE_SECONDS = 0.3  # 12 batches: about 4 s, several polls of the page
+HOLD_AFTER_BATCHES = 3  # the job waits there until the page has shown it part-way
+HOLD_SECONDS = 60  # a bound on each hold, should the test never release it
+
+
+@dataclass
+class Worker:
+    """``start``: the queued job may run; ``resume``: it may go on past HOLD_AFTER_BATCHES."""
+
+    start: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 @pytest.fixture
 def worker(monkeypatch):
-    """``enqueue_reencryption`` starts the job in a thread that waits for ``release``."""
-    release = threading.Event()
+    """``enqueue_reencryption`` starts the job in a thread that waits for ``start``, then
+    holds it after HOLD_AFTER_BATCHES batches until ``resume`` (the page can then be seen
+    part-way, however slow the machine: a 1 s poll could miss a 4 s run otherwise)."""
+    held = Worker()
     threads: list[threading.Thread] = []
 
     def run(job_id: int) -> None:
+        batches = 0
+
+        def between_batches() -> None:
+            nonlocal batches
+            batches += 1
+            if batches == HOLD_AFTER_BATCHES:
+                held.resume.wait(HOLD_SECONDS)
+
         try:
-            release.wait(30)
+            held.start.wait(HOLD_SECONDS)
             reencryption.reencryption_run(
-                job_id=job_id, slice_seconds=None, batch_size=BATCH, throttle_seconds=THROTTLE_SECONDS
+                job_id=job_id, slice_seconds=None, batch_size=BATCH, throttle_seconds=THROTTLE_SECONDS,
+                between_batches=between_batches,
             )
         finally:
             connection.close()
@@ -48,8 +70,9 @@ def worker(monkeypatch):
         thread.start()
 
     monkeypatch.setattr(queue, "enqueue_reencryption", enqueue)
-    yield release
-    release.set()
+    yield held
+    held.start.set()
+    held.resume.set()
     for thread in threads:
         thread.join(30)
 
@@ -73,7 +96,7 @@ def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
     expect(page.get_by_text("Re-encryption to version 2 started")).to_be_visible()
     page.evaluate("window.__sameDocument = 'yes'")
     shot("1-queued")
-    worker.set()
+    worker.start.set()
 
     page.wait_for_function(
         "() => { const t = document.querySelector('[data-progress-text]');"
@@ -81,6 +104,7 @@ def test_it_shows_the_reencryption_progress_live_and_then_offers_retirement(
         timeout=15_000,
     )
     shot("2-running")
+    worker.resume.set()
     expect(card.locator("[data-progress-text]")).to_have_text("100%", timeout=30_000)
     expect(card.locator("[data-progress-bar]")).to_have_attribute("value", "100")
     expect(card.locator("[data-job-status]")).to_have_attribute("data-job-status", "done")
