@@ -46,8 +46,11 @@ GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 READY_SECONDS = 45
 STALLED = 64
-# A normal request must be answered within this while the stalled connections are open.
-BUDGET_SECONDS = 1.0
+# A normal request must be answered within this while the stalled connections are open:
+# generous (a TLS handshake and a request take well under 0.2 s here, but a loaded 2-core
+# machine can be ten times slower), yet half of the 10 s after which nginx drops a stalled
+# client, which is how long a request stuck behind them would wait.
+BUDGET_SECONDS = 5.0
 
 # Debian puts nginx in /usr/sbin, which is not on every user's PATH.
 SEARCH_PATH = f"{os.environ.get('PATH', '')}:/usr/sbin"
@@ -272,14 +275,14 @@ def _close_all(sockets: list[socket.socket]) -> None:
 
 def _timed_get(url: str, **kwargs) -> tuple[float, requests.Response]:
     started = time.monotonic()
-    response = requests.get(url, timeout=5, **kwargs)
+    response = requests.get(url, timeout=3 * BUDGET_SECONDS, **kwargs)
     return time.monotonic() - started, response
 
 
 def test_it_answers_healthz_and_the_api_within_a_second_while_64_connections_stall(front, api):
     """GIVEN 64 connections to the proxy that sent a header (or part of one) and then stall
     WHEN a client asks for /healthz and for a record
-    THEN both answer 200 within a second, while the stalled connections are still open."""
+    THEN both answer 200 at once (within BUDGET_SECONDS), while the stalled connections are still open."""
     url, headers = api
     tls = front.tls_context()
     stalled = _open_stalled(front.https_port, _stalled_requests(f"{url.split(str(front.https_port))[1]}/stall", STALLED), tls)

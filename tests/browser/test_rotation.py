@@ -192,7 +192,8 @@ def test_it_brings_the_versions_table_up_to_date_when_the_lifecycle_card_sees_a_
         status=KeyRegistration.Status.RETIRED, retired_at=timezone.now()
     )
 
-    expect(versions_cell).to_have_text("Retired", timeout=10_000)
-    expect(records_cell).to_have_text("Retired", timeout=10_000)
+    # Polls of 1 s (the card) then 1.5 s (the table): generous for a loaded machine.
+    expect(versions_cell).to_have_text("Retired", timeout=30_000)
+    expect(records_cell).to_have_text("Retired", timeout=30_000)
     shot("1-both-tables-follow")
     assert page.evaluate("window.__sameDocument") == "yes"
