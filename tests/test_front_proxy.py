@@ -39,6 +39,7 @@ from django.db import connection
 
 from keys.services import api_keys
 from tests.conftest import PASSWORD
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "nginx" / "entrypoint.sh"
@@ -59,12 +60,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which("nginx", path=SEARCH_PATH) is None,
     reason="nginx is not installed (./scripts/test.sh installs the Debian package)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _database_url() -> str:
@@ -161,7 +156,7 @@ def front(transactional_db) -> Iterator[Front]:
     directory = Path(tempfile.mkdtemp(prefix="byok-front-"))
     directory.chmod(0o755)
     certificate, private_key = _self_signed_certificate(directory)
-    gunicorn_port, http_port, https_port = _free_port(), _free_port(), _free_port()
+    gunicorn_port, http_port, https_port = free_port(), free_port(), free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_", "API_MAX_"))}
     app_env = base_env | {
         "DJANGO_SETTINGS_MODULE": "portal.settings",
