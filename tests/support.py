@@ -6,6 +6,7 @@ and a fake clock. Plain functions and classes, no fixtures (fixtures live in the
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,13 +25,39 @@ REDIS = "redis://127.0.0.1:6379"
 SPARE_REDIS_DBS = range(8, 15)
 CLAIM_KEY = "byok-portal-tests:worker-broker-claim"
 STOP_SECONDS = 10
+# free_port draws from here up to the start of the kernel's ephemeral range.
+FIXED_PORTS_FROM = 20000
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, taken below the kernel's
+    ephemeral range when there is room (20000 up to its start, 32768 by default). The
+    caller binds it later (a child process, a server thread): a port from the ephemeral
+    range could be handed meanwhile to another socket, the local end of any outgoing
+    connection of either test process, say, and the bind then fails. Drawn with
+    SystemRandom: pytest-randomly seeds ``random`` alike in every xdist worker."""
+    low = _ephemeral_ports_start()
+    if low - FIXED_PORTS_FROM >= 1000:
+        draw = random.SystemRandom()
+        for _ in range(50):
+            port = draw.randrange(FIXED_PORTS_FROM, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_ports_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
