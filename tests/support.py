@@ -20,9 +20,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = "redis://127.0.0.1:6379"
-# Redis databases a test may claim for a broker of its own: 0 is everyone's default and
-# 15 the test settings' REDIS_URL. The first one that is empty and not claimed is taken.
-SPARE_REDIS_DBS = range(8, 15)
+# Redis databases a test may claim for a broker of its own: 0 is everyone's default, 14
+# the rate-limit tests' (tests/keys/test_ratelimit.py, which a claim's FLUSHDB would empty
+# under them) and 15 the test settings' REDIS_URL. The first one that is empty and not
+# claimed is taken.
+SPARE_REDIS_DBS = range(8, 14)
 CLAIM_KEY = "byok-portal-tests:worker-broker-claim"
 STOP_SECONDS = 10
 # free_port draws from here up to the start of the kernel's ephemeral range.
