@@ -11,13 +11,12 @@ import boto3
 import django.test.client
 import django.test.testcases
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from moto import mock_aws
 
 from environments.models import Membership, Organization
 from environments.services import environment_create
-from keys import aws_clients, cache, kms
+from keys import aws_clients, cache, kms, sts
 from keys.services import api_keys, records
 from portal.handlers import ApiHandlerMixin, Dispatcher, route
 from portal.logging import JsonFormatter
@@ -74,16 +73,22 @@ def fast_password_hasher(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    """Each test starts with an empty per-process data-key cache and KMS client cache:
-    registration ids are reused across tests, and a plaintext data key must not leak from
-    one test to another."""
-    cache.set_cache(None)
-    kms.clear_clients()
-    records.active_seen_clear()
+    """Each test starts with an empty per-process data-key cache, KMS and STS client caches,
+    held role sessions and the data plane's remembered active versions: registration ids are
+    reused across tests, a plaintext data key must not leak from one test to another, and a
+    client or a role session made under one test's settings (endpoint, stubs) must not serve
+    the next."""
+    _forget_per_process_state()
     yield
+    _forget_per_process_state()
+
+
+def _forget_per_process_state() -> None:
     cache.set_cache(None)
     kms.clear_clients()
     records.active_seen_clear()
+    sts.clear_clients()
+    sts.role_sessions.clear()
 
 
 @pytest.fixture
@@ -157,9 +162,11 @@ def client_for(client):
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
+def aws(monkeypatch: pytest.MonkeyPatch, settings):
     """moto in-process, with fake, isolated AWS configuration; yields the customer's own
-    KMS client (their admin side)."""
+    KMS client (their admin side). AWS_KMS_ENDPOINT_URL is None until the test ends (the
+    ``settings`` fixture restores it: set on django.conf.settings, it stayed for every
+    later test of the process)."""
     isolate_aws_environment(monkeypatch, REGION)
     settings.AWS_KMS_ENDPOINT_URL = None
     with mock_aws():
