@@ -78,6 +78,9 @@ def _reset_producer_pool(app) -> None:
         app.amqp._producer_pool = None
 
 
+MAIL_END = "-" * 79 + "\n"  # django.core.mail.backends.filebased: the line after each message
+
+
 class Worker:
     def __init__(self, process: subprocess.Popen, name: str, log: Path, mail_dir: Path) -> None:
         self.process, self.name, self.log, self.mail_dir = process, name, log, mail_dir
@@ -92,7 +95,14 @@ class Worker:
         return bool(app.control.ping(destination=[self.name], timeout=0.5))
 
     def mails(self) -> list[str]:
+        """What the worker's file email backend wrote, one string per file, as it is now."""
         return [p.read_text() for p in sorted(self.mail_dir.glob("*.log"))] if self.mail_dir.exists() else []
+
+    def whole_mails(self) -> list[str]:
+        """The files of :meth:`mails` written whole: Django's file backend creates its file
+        (empty) before it renders and writes the message, and ends each message with a line
+        of 79 dashes, so a file read in between is empty or cut short."""
+        return [text for text in self.mails() if text.endswith(MAIL_END)]
 
 
 @pytest.fixture

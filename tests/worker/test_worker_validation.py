@@ -154,7 +154,7 @@ def test_it_marks_an_active_key_inaccessible_when_access_is_revoked_and_restores
     failed = {c["name"]: c for c in run.checks}[check]
     assert (failed["status"], failed["aws_error_code"]) == ("fail", aws_error_code)
     assert failed["remedy"]
-    mails = wait_for(worker.mails, timeout=10, what="the email to owners and admins")
+    mails = wait_for(worker.whole_mails, timeout=30, what="the email to owners and admins")
     assert "is inaccessible" in mails[0]
     assert "alice@example.org" in mails[0] and "carol@example.org" in mails[0]
 
