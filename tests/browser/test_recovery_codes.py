@@ -33,6 +33,8 @@ def test_an_owner_saves_recovery_codes_and_signs_in_with_one(page, live_server, 
     page.get_by_role("link", name="Account security").click()
     page.get_by_role("button", name="Generate recovery codes").click()
     page.get_by_role("heading", name="Your recovery codes").wait_for()
+    # all() does not wait: the list must be there in full (the heading comes before it).
+    expect(page.locator("#recovery-codes code")).to_have_count(10)
     codes = [c.inner_text() for c in page.locator("#recovery-codes code").all()]
     assert len(codes) == 10 and all(re.fullmatch(r"[a-z2-9]{4}(-[a-z2-9]{4}){3}", c) for c in codes)
     shot("1-codes-shown-once")
