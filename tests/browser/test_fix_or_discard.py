@@ -97,7 +97,7 @@ def test_it_fixes_a_forgotten_encryption_context_by_editing_the_version(
 
     version = page.locator("tbody[data-version='2']")
     status = version.locator("[data-status-cell] .status").first
-    expect(status).to_have_text("Failed", timeout=20_000)
+    expect(status).to_have_text("Failed", timeout=30_000)
     panel = version.locator("[data-validation-panel]")
     expect(panel.locator("[data-check='decrypt.call']")).to_contain_text("the encryption context differs")
     expect(panel.locator("[data-check='decrypt.call']")).to_contain_text("Failed")
@@ -123,7 +123,7 @@ def test_it_fixes_a_forgotten_encryption_context_by_editing_the_version(
     page.wait_for_url(f"{live_server.url}/environments/{environment.public_id}/#version-2")
 
     status = page.locator("tbody[data-version='2'] [data-status-cell] .status").first
-    expect(status).to_have_text("Valid", timeout=20_000)
+    expect(status).to_have_text("Valid", timeout=30_000)
     expect(page.locator("tbody[data-version='2'] [data-context-pair]")).to_have_text("env=prod")
     expect(page.locator(".msg[data-validation-banner='2']")).to_have_count(0)
     expect(page.locator("[data-lifecycle-version='2'] .status")).to_have_text("Valid")
@@ -164,7 +164,7 @@ def test_it_discards_a_failed_version_after_confirming_and_frees_its_access_key(
     sign_in(alice)
     page.goto(f"{live_server.url}/environments/{environment.public_id}/")
     version = page.locator("tbody[data-version='2']")
-    expect(version.locator("[data-status-cell] .status").first).to_have_text("Failed", timeout=20_000)
+    expect(version.locator("[data-status-cell] .status").first).to_have_text("Failed", timeout=30_000)
 
     version.get_by_role("link", name="Discard version 2…").click()
     expect(page.get_by_role("heading", name="Discard key version 2?")).to_be_visible()
@@ -198,7 +198,7 @@ def test_it_discards_a_failed_version_after_confirming_and_frees_its_access_key(
     page.get_by_role("button", name="Register key").click()
     page.wait_for_url(f"{live_server.url}/environments/{environment.public_id}/")
     expect(page.get_by_role("status")).to_contain_text("Key version 3 registered")
-    expect(page.locator("tbody[data-version='3'] [data-status-cell] .status").first).to_have_text("Valid", timeout=20_000)
+    expect(page.locator("tbody[data-version='3'] [data-status-cell] .status").first).to_have_text("Valid", timeout=30_000)
     expect(page.locator("[data-lifecycle-version='3'] .status")).to_have_text("Valid")
     expect(page.locator("tbody[data-version='2'] details.validation-checks")).not_to_have_attribute("open", "")
     shot("3-same-access-key-registered-again")

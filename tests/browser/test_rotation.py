@@ -156,12 +156,12 @@ def test_it_runs_a_revocation_drill_and_shows_when_the_platform_stopped(
 
     page.get_by_role("button", name="Start watching").click()
     state = page.locator("[data-drill-state]")
-    expect(state).to_contain_text("still serving (version 2)", timeout=10_000)
+    expect(state).to_contain_text("still serving (version 2)", timeout=30_000)
     shot("1-watching")
 
     monkeypatch.setattr(kms, "decrypt", refuse(kms.Reason.DISABLED))
     page.get_by_role("button", name="Check now").click()
-    expect(state).to_contain_text("Stopped serving", timeout=15_000)
+    expect(state).to_contain_text("Stopped serving", timeout=30_000)
     expect(state).to_contain_text("(disabled)")
     shot("2-stopped")
     assert KeyRegistration.objects.get(environment=environment, version=2).status == KeyRegistration.Status.INACCESSIBLE

@@ -105,12 +105,12 @@ def test_it_shows_the_validation_live_and_activates_the_key(page, live_server, s
     shot("1-pending")
 
     slow_job.start.set()
-    expect(status).to_have_text("Validating", timeout=10_000)
-    expect(records_row).to_have_text("Validating", timeout=5_000)
+    expect(status).to_have_text("Validating", timeout=30_000)
+    expect(records_row).to_have_text("Validating")
     shot("2-validating")
     slow_job.finish.set()
-    expect(status).to_have_text("Valid", timeout=20_000)
-    expect(records_row).to_have_text("Valid", timeout=5_000)
+    expect(status).to_have_text("Valid", timeout=30_000)
+    expect(records_row).to_have_text("Valid")
     shot("3-valid")
 
     assert page.evaluate("window.__sameDocument") == "yes"
@@ -145,7 +145,7 @@ def test_it_stops_polling_once_the_validation_is_over(page, live_server, sign_in
         slow_job.start.set()
     slow_job.finish.set()
     status = page.locator(f"#registration-{registration.public_id} [data-status-cell] .status")
-    expect(status).to_have_text("Failed", timeout=20_000)
+    expect(status).to_have_text("Failed", timeout=30_000)
     expect(page.get_by_text(re.compile("Register the region of the key"))).to_be_visible()
     settled = len(polls)
     page.wait_for_timeout(3500)

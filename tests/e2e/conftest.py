@@ -237,7 +237,7 @@ class BrowserThread:
 
     @staticmethod
     def _drive(flow, screenshots: Path):
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
 
         screenshots.mkdir(parents=True, exist_ok=True)
         for old in screenshots.glob("*.png"):
@@ -248,6 +248,7 @@ class BrowserThread:
             try:
                 page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
                 page.set_default_timeout(15_000)
+                expect.set_options(timeout=15_000)  # its own default is 5 s, whatever the page's
 
                 def shot(name: str) -> None:
                     """Save a numbered full-page screenshot under ``screenshots``."""
