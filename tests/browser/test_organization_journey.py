@@ -42,4 +42,6 @@ def test_a_user_without_an_organization_creates_one_then_an_environment(page, li
     organization = Organization.objects.get(name="Nora's Shop")
     assert Membership.objects.get(user=nora, organization=organization).role == Membership.Role.OWNER
     assert organization.environments.get().name == "production"
+    # The last page's own requests (its favicon, asked for after load) are answered too.
+    page.wait_for_load_state("networkidle")
     assert not_found == []
