@@ -46,7 +46,7 @@ from keys.services.audit import audit
 from keys.services.refusals import Refused
 from keys.services.registrations import TransitionConflict, registration_transition
 from keys.services.sealing import CredentialsUnreadable, registration_credentials, role_session_name
-from keys.services.validation_runs import UNFINISHED, validation_enqueue
+from keys.services.validation_runs import UNFINISHED, queued_run, validation_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +172,15 @@ def _start_run(registration: KeyRegistration, trigger: str, *, queued: bool = Fa
     queued by "Validate again" or the sweep, or left by an earlier attempt of this job that
     is being retried or was interrupted; "not queued": its job never reached the broker),
     now "running", else a new one. Claiming it keeps one run per job, however many attempts
-    the job needs. ``queued``: the caller is about to queue its job (``queued_at`` = now)."""
+    the job needs. ``queued``: the caller is about to queue its job (``queued_at`` = now;
+    ``validation_runs.queued_run``)."""
+    if queued:
+        return queued_run(registration, trigger)
     run = registration.validation_runs.filter(outcome__in=UNFINISHED).order_by("-started_at", "-id").first()
     if run is None:
-        return ValidationRun.objects.create(
-            registration=registration, trigger=trigger, outcome=Outcome.RUNNING, queued_at=now() if queued else None
-        )
+        return ValidationRun.objects.create(registration=registration, trigger=trigger, outcome=Outcome.RUNNING)
     run.outcome = Outcome.RUNNING
-    fields = ["outcome"]
-    if queued:
-        run.queued_at = now()
-        fields.append("queued_at")
-    run.save(update_fields=fields)
+    run.save(update_fields=["outcome"])
     return run
 
 

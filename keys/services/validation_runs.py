@@ -34,6 +34,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from keys import queue
+from keys.clock import now
 from keys.models import KeyRegistration, ValidationRun
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,24 @@ Outcome = ValidationRun.Outcome
 FAILURES = (Outcome.FAILED, Outcome.UNVERIFIED)
 # Runs whose job is (or should be) on its way: never pruned.
 UNFINISHED = (Outcome.RUNNING, Outcome.NOT_QUEUED)
+
+
+def queued_run(registration: KeyRegistration, trigger: str) -> ValidationRun:
+    """The run of a validation job the caller is about to queue (after commit, through
+    ``validation_enqueue(run_id=…)``), "running" and queued now (``queued_at``): the
+    registration's newest unfinished run (one left "not queued", say), else a new one with
+    ``trigger``. From the commit on, the environment page sees a validation on its way and
+    follows it live (``validation.validation_in_progress``), before a worker takes the job;
+    the job fills in this run (``validation._start_run``). Call it inside the transaction
+    that holds the registration row's lock."""
+    run = registration.validation_runs.filter(outcome__in=UNFINISHED).order_by("-started_at", "-id").first()
+    if run is None:
+        return ValidationRun.objects.create(
+            registration=registration, trigger=trigger, outcome=Outcome.RUNNING, queued_at=now()
+        )
+    run.outcome, run.queued_at = Outcome.RUNNING, now()
+    run.save(update_fields=["outcome", "queued_at"])
+    return run
 
 
 def validation_enqueue(*, registration_id: int, trigger: str, run_id: int | None = None) -> bool:
