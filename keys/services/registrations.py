@@ -20,7 +20,7 @@ from keys.models import AuditEvent, KeyRegistration
 from keys.services.audit import audit
 from keys.services.refusals import Refused
 from keys.services.sealing import access_key_id_digest, access_key_id_digests, seal_field
-from keys.services.validation_runs import validation_enqueue
+from keys.services.validation_runs import queued_run, validation_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -399,8 +399,12 @@ def registration_update(
             + (", ".join(k.replace("_", " ") for k in changed) or "nothing changed")
             + ".",
         )
-        registration_id = locked.pk
-        transaction.on_commit(lambda: validation_enqueue(registration_id=registration_id, trigger="registration"))
+        # The run its job will fill in, queued from the commit on: the page follows it even when
+        # it loads before a worker took the job (its last run, finished, would say otherwise).
+        registration_id, run_id = locked.pk, queued_run(locked, "registration").pk
+        transaction.on_commit(
+            lambda: validation_enqueue(registration_id=registration_id, trigger="registration", run_id=run_id)
+        )
     return locked
 
 

@@ -367,6 +367,27 @@ def test_it_does_not_offer_validate_again_while_a_validation_is_queued(client_fo
     assert _url("registration_validate", registration) not in html
 
 
+def test_the_page_follows_the_validation_an_edit_queued_before_its_job_starts(
+    client_for, alice, failed, queued, django_capture_on_commit_callbacks
+):
+    """GIVEN a version whose validation failed WHEN the owner saves an edit and the page loads
+    before a worker took the queued job THEN the page polls the version (data-busy), so the
+    result appears without a reload; the job fills in the run the edit queued (one run)."""
+    ValidationRun.objects.create(registration=failed, trigger="registration", outcome="failed")
+    client = client_for(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(_url("registration_edit", failed), _edit_form())
+    assert queued == [(failed.pk, "registration")]  # queued, not run yet
+
+    html = _page(client, failed.environment)
+
+    assert f'id="registration-{failed.public_id}"' in html
+    group = html[html.index(f'id="registration-{failed.public_id}"'):]
+    assert 'data-busy="true"' in group[: group.index(">")], group[:400]
+    run = failed.validation_runs.latest("started_at")
+    assert (run.outcome, run.trigger, run.queued_at is not None) == ("running", "registration", True)
+
+
 def test_it_marks_the_validation_banner_for_the_page_to_drop_when_it_ends(client_for, alice, failed):
     client = client_for(alice)
     client.post(_url("registration_edit", failed), _edit_form())
