@@ -434,6 +434,9 @@ LOGGING = {
             "handlers": ["console"], "level": LOG_LEVEL, "propagate": False, "filters": ["server_paths"],
         },
         "botocore": {"level": "WARNING"},
+        # A failed AssumeRole refresh is answered 503 key_unavailable and logged by the data
+        # plane; botocore would add a WARNING with a traceback for every such request.
+        "botocore.credentials": {"level": "ERROR"},
         "urllib3": {"level": "WARNING"},
     },
 }

@@ -120,6 +120,8 @@ def test_it_answers_503_sts_timeout_with_retry_after_when_sts_never_answers_a_ca
     assert elapsed < 3 * budget + 5
     assert environment.aws_external_id not in got.content.decode()
     assert environment.aws_external_id not in caplog.text
+    # One line of our own per answer, not botocore's traceback of the failed refresh too.
+    assert "Refreshing temporary credentials failed" not in caplog.text
 
 
 def test_it_assumes_the_role_once_for_many_cold_requests_when_sts_never_answers(
