@@ -17,7 +17,10 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, password: str, organization: str, **options):
         User = get_user_model()
         user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
-        user.set_password(password)
+        # Set only when it differs: a new password hash signs out every session of the user
+        # (Django keys sessions on it), and make run calls this on every start.
+        if not user.check_password(password):
+            user.set_password(password)
         user.is_staff = True
         user.is_superuser = True
         user.save()
