@@ -59,6 +59,9 @@ port_free() {
   .venv/bin/python - "$1" <<'PY'
 import socket, sys
 s = socket.socket()
+# As a server binds (runserver, moto): connections of an earlier run waiting out TIME_WAIT
+# on the port do not make it busy; a listener does.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
