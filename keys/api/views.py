@@ -501,7 +501,7 @@ def _put(request: HttpRequest, environment_id: str, record_key: str) -> HttpResp
     (``records.record_put_guarded``), the rate limit looked at before and charged after,
     as for DELETE. Otherwise (no version seen yet in this process, an empty bucket, a body
     to refuse), or when that statement wrote nothing: the usual path, whose answers come
-    in their usual order (401, 404, 429, then the body's 400 / 413), then
+    in their usual order (401, then 429, then 404, then the body's 400 / 413), then
     ``records.record_put`` (two statements)."""
     presented = _presented(request)
     refused: ApiError | None = None

@@ -225,6 +225,13 @@ def number_too_long(text: str | bytes, **options: Any) -> str | None:
     return NUMBER_TOO_LONG.format(limit=limit) if too_long else None
 
 
+# What a client reaches NaN or an infinity with: the API refuses the literals NaN and
+# Infinity as not JSON, so through it this is a number past a 64-bit float (1e400 parses as
+# inf, IEEE 754 binary64, RFC 8259 section 6).
+NOT_JSON_VALUE = (
+    "A record body must be a JSON value: a number in it is beyond the range of a 64-bit float "
+    "(about ±1.8e308) or is NaN or Infinity; send such a number as a string."
+)
 # One encoder for every record body: json.dumps with options builds a new JSONEncoder per
 # call, which cost as much as the encoding of a 1 KiB body (a batch encodes a thousand).
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -240,7 +247,7 @@ def encode_body(body: Any) -> bytes:
     except UnicodeEncodeError as e:  # a ValueError too: said first, in its own words
         raise InvalidRecordInput(NOT_UNICODE.format(what="A record body")) from e
     except (TypeError, ValueError) as e:
-        raise InvalidRecordInput("A record body must be a JSON value (no NaN or Infinity).") from e
+        raise InvalidRecordInput(NOT_JSON_VALUE) from e
     except RecursionError as e:
         # json.dumps recurses once per nesting level, like json.loads, but from deeper in
         # the stack: a body the parser just accepted can still exhaust it here.

@@ -224,6 +224,17 @@ def test_it_answers_400_invalid_json(api, payload):
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize("number", [b"1e400", b"-1e999999", b"1" + b"0" * 400 + b".5"])
+def test_it_says_a_number_is_beyond_a_float_not_that_it_is_nan(api, byok, number):  # noqa: F811
+    """A finite JSON number past 64-bit floats parses as an infinity: the answer names the
+    range (it said "no NaN or Infinity", which the client never sent)."""
+    response = api.put("r1", b'{"body": {"amount": ' + number + b"}}")
+
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
+    assert "beyond the range of a 64-bit float" in error_of(response)["message"]
+    assert not Record.objects.exists()
+
+
 # Half of a UTF-16 surrogate pair: JSON can escape it and Python's json accepts it (raw
 # bytes ED A0 80 too), but it is not Unicode text. It used to be refused as "A record body
 # must be a JSON value (no NaN or Infinity)", which sent the client looking for a NaN.
