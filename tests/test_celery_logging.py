@@ -139,3 +139,16 @@ def test_a_worker_process_writes_json_lines(tmp_path):
     entries = [json.loads(line) for line in lines if line.strip()]
     assert any(entry["logger"] == "celery.apps.worker" and "ready" in entry["message"] for entry in entries)
     assert all({"time", "level", "logger", "message", "request_id"} <= set(entry) for entry in entries)
+
+
+def test_the_embedded_default_broker_url_makes_kombu_warn_about_nothing(settings, caplog):
+    """Without CELERY_BROKER_URL (make run: eager tasks), the in-memory transport's URL names
+    a host: a bare "memory://" made kombu log "No hostname was supplied" on every
+    connection clone (each eager validation under make run)."""
+    from kombu import Connection
+
+    assert settings.CELERY_TASK_ALWAYS_EAGER
+    caplog.set_level(logging.WARNING, logger="kombu")
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        conn.clone().release()
+    assert "No hostname" not in caplog.text
