@@ -2,11 +2,14 @@
 no middleware, answering JSON, plus exactly one SQL statement. Never mounted in production.
 
 * ``hello``: no database at all;
-* ``select``: one ``SELECT ciphertext FROM keys_record WHERE environment = … AND record_key = …``;
-* ``upsert``: one ``INSERT … ON CONFLICT (environment, record_key) DO UPDATE`` of a 1 KiB row.
+* ``select``: one ``SELECT ciphertext FROM keys_record WHERE environment = … AND record_key = …``,
+  answering the stored bytes as they are (about as many as a GET of that record answers);
+* ``upsert``: a PUT whose body (the same 1 KiB JSON a data-plane PUT sends) is read and
+  stored as it is by one ``INSERT … ON CONFLICT (environment, record_key) DO UPDATE``.
 
 They are what a data-plane GET and PUT cost at least on this stack: the same server,
-handler, connection settings and driver, without authentication, crypto or JSON bodies.
+handler, connection settings and driver, the same bytes in and out, without
+authentication, JSON parsing, crypto or metrics.
 """
 
 import functools
@@ -30,14 +33,15 @@ def select(request: HttpRequest, record_key: str) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute(_SELECT, [environment_id, record_key])
         row = cursor.fetchone()
-    return JsonResponse({"found": row is not None, "bytes": len(row[0]) if row else 0})
+    return HttpResponse(bytes(row[0]) if row else b"", content_type="application/octet-stream")
 
 
 def upsert(request: HttpRequest, record_key: str) -> HttpResponse:
     environment_id, registration_id, version = _target()
     now = timezone.now()
+    body = request.body or BODY  # a PUT's body as sent (a GET without one stores 1 KiB)
     with connection.cursor() as cursor:
-        cursor.execute(_UPSERT, [environment_id, registration_id, version, now, now, "baseline-" + record_key, BODY])
+        cursor.execute(_UPSERT, [environment_id, registration_id, version, now, now, "baseline-" + record_key, body])
     return JsonResponse({"stored": True})
 
 

@@ -14,7 +14,9 @@ Prints figures and ratios; it is not a test and asserts nothing. Four parts:
    bare Django (no middleware, no database), bare + one SELECT by key, bare + one
    INSERT … ON CONFLICT DO UPDATE; and bare Django through the portal's middleware for
    reference. Through the front proxy (docker/nginx, HTTPS) when nginx is installed, then
-   directly; the headline figures are the proxy's.
+   directly; the headline figures are the proxy's. Each mix runs once per round, in
+   ``--rounds`` interleaved rounds (3; 1 with ``--quick``), and its median round is kept
+   (every round's req/s is in the JSON under ``rounds_rps``).
 2. Cold cache: fresh workers, 64 concurrent GETs for one BYOK environment; KMS Decrypt
    calls counted per worker process (single-flight: at most one per process).
 3. Batch: 10,000 records of 1 KiB through POST …/records/batch (1,000 per request), then
@@ -368,7 +370,7 @@ class Front:
 def part1_single_records(tmp: Path, envs: dict, args) -> None:
     workers, threads = args.workers, args.threads
     print(f"\n== 1. Single-record requests, gunicorn ({workers} workers x {threads} threads), 32 connections ==")
-    RESULTS["gunicorn"] = {"workers": workers, "threads": threads}
+    RESULTS["gunicorn"] = {"workers": workers, "threads": threads, "rounds": args.rounds, "seconds": args.seconds}
     server = Server(tmp, workers=workers, threads=threads, name="single")
     body = json.dumps({"body": RECORD_BODY})
     managed = f"/api/v1/environments/{envs['managed']['id']}/records"
@@ -376,7 +378,7 @@ def part1_single_records(tmp: Path, envs: dict, args) -> None:
     mixes = {
         "bare": ("bare Django, no middleware (/api/bench/hello)", loadgen.Mix("hello", "/api/bench/hello")),
         "select": ("bare + one SELECT by key", loadgen.Mix("get", "/api/bench/select")),
-        "upsert": ("bare + one INSERT ON CONFLICT UPDATE", loadgen.Mix("get", "/api/bench/upsert")),
+        "upsert": ("bare + one INSERT ON CONFLICT UPDATE", loadgen.Mix("put", "/api/bench/upsert", body=body)),
         "get": ("GET record, managed key", loadgen.Mix("get", managed, envs["managed"]["api_key"])),
         "put": ("PUT record, managed key", loadgen.Mix("put", managed, envs["managed"]["api_key"], body)),
         "get_byok": ("GET record, BYOK key", loadgen.Mix("get", byok, envs["byok"]["api_key"])),
@@ -390,16 +392,28 @@ def part1_single_records(tmp: Path, envs: dict, args) -> None:
         fronts.insert(0, ("proxy", front.url))
     try:
         for where, url in fronts:
-            results = {}
-            for name, (_label, mix) in mixes.items():
+            for _label, mix in mixes.values():
                 expect_ok(url, mix)
-                loadgen.run(url, mix, connections=32, seconds=1, tool=args.tool)  # warm-up
-                results[name] = loadgen.run(url, mix, connections=32, seconds=args.seconds, tool=args.tool)
+            # Interleaved rounds: every mix once per round, the median round kept per mix, so
+            # a load that drifts during the run (a shared machine) weighs on all of them
+            # alike instead of on whichever ran while it lasted.
+            rounds: dict[str, list[loadgen.LoadResult]] = {name: [] for name in mixes}
+            for _round in range(args.rounds):
+                for name, (_label, mix) in mixes.items():
+                    loadgen.run(url, mix, connections=32, seconds=1, tool=args.tool)  # warm-up
+                    rounds[name].append(loadgen.run(url, mix, connections=32, seconds=args.seconds, tool=args.tool))
+            results = {name: _median_result(runs) for name, runs in rounds.items()}
+            RESULTS.setdefault("rounds_rps", {})[where] = {n: [round(r.rps) for r in runs] for n, runs in rounds.items()}
             _report_single(where, mixes, results)
     finally:
         if front is not None:
             front.stop()
         server.stop()
+
+
+def _median_result(runs: list[loadgen.LoadResult]) -> loadgen.LoadResult:
+    """The run with the median requests/s (the upper one of an even count)."""
+    return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
 
 
 def _report_single(where: str, mixes: dict, results: dict) -> None:
@@ -689,11 +703,12 @@ def main() -> None:
     parser.add_argument("--parts", default="1234")
     parser.add_argument("--no-proxy", action="store_true", help="measure gunicorn directly only")
     parser.add_argument("--no-crypto", action="store_true", help="skip bench_crypto.measure()")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (median kept)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of part 1")
     parser.add_argument("--threads", type=int, default=16, help="gunicorn threads per worker of part 1")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.rss_requests = 3, 20_000
+        args.seconds, args.rss_requests, args.rounds = 3, 20_000, 1
 
     with tempfile.TemporaryDirectory(prefix="byok-bench-") as tmp_name:
         tmp = Path(tmp_name)
