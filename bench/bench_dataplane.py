@@ -230,7 +230,7 @@ def seed(kms_port: int) -> dict:
 
 
 class Server:
-    def __init__(self, tmp: Path, *, workers: int, threads: int, name: str) -> None:
+    def __init__(self, tmp: Path, *, workers: int, threads: int, name: str, worker_class: str = "gthread") -> None:
         # The listening socket is bound here and handed to gunicorn (fd://), so no other
         # program on the machine can take the port between choosing and binding it.
         self.socket = socket.socket()
@@ -243,6 +243,7 @@ class Server:
         env = os.environ | {
             "BENCH_BIND": f"fd://{self.socket.fileno()}", "BENCH_WORKERS": str(workers),
             "BENCH_THREADS": str(threads), "BENCH_STATS_DIR": str(self.stats_dir),
+            "BENCH_WORKER_CLASS": worker_class,
         }
         self.workers = workers
         self.process = Process(
@@ -369,9 +370,10 @@ class Front:
 
 def part1_single_records(tmp: Path, envs: dict, args) -> None:
     workers, threads = args.workers, args.threads
-    print(f"\n== 1. Single-record requests, gunicorn ({workers} workers x {threads} threads), 32 connections ==")
-    RESULTS["gunicorn"] = {"workers": workers, "threads": threads, "rounds": args.rounds, "seconds": args.seconds}
-    server = Server(tmp, workers=workers, threads=threads, name="single")
+    model = f"{workers} workers x {threads} threads" if args.worker_class == "gthread" else f"{args.worker_class}, {workers} workers"
+    print(f"\n== 1. Single-record requests, gunicorn ({model}), 32 connections ==")
+    RESULTS["gunicorn"] = {"worker_class": args.worker_class, "workers": workers, "threads": threads, "rounds": args.rounds, "seconds": args.seconds}
+    server = Server(tmp, workers=workers, threads=threads, name="single", worker_class=args.worker_class)
     body = json.dumps({"body": RECORD_BODY})
     managed = f"/api/v1/environments/{envs['managed']['id']}/records"
     byok = f"/api/v1/environments/{envs['byok']['id']}/records"
@@ -706,6 +708,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (median kept)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of part 1")
     parser.add_argument("--threads", type=int, default=16, help="gunicorn threads per worker of part 1")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of part 1 (gthread, sync)")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rss_requests, args.rounds = 3, 20_000, 1

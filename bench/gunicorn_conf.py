@@ -7,7 +7,7 @@ import os
 
 bind = os.environ.get("BENCH_BIND", "127.0.0.1:8765")
 workers = int(os.environ.get("BENCH_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("BENCH_THREADS", "16"))
 keepalive = 30
 backlog = 2048
