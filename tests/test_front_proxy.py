@@ -353,6 +353,43 @@ def test_it_refuses_a_2_mib_body_at_the_proxy_with_the_apps_json_413(front, api)
     assert "X-Request-ID" not in through_proxy.headers
 
 
+CANARY = "canary-zqx987-ada.example.org"
+
+
+def test_it_writes_no_record_key_to_its_logs_nor_a_body_to_disk_even_on_errors(front, api):
+    """nginx's error log carries the request line (the path, so the record key) on every
+    request-related line: a body spooled to a temporary file (over the default 128 KiB
+    buffer), a body over the limit, an upstream that cannot be reached. None may say it
+    for the API, and the body (plaintext customer data) never goes to a temporary file.
+    With gunicorn gone, the API's answer is JSON 503 service_unavailable, not nginx's HTML."""
+    url, headers = api
+    verify = str(front.certificate)
+    json_headers = headers | {"Content-Type": "application/json"}
+    spooled = b'{"body":"' + b"x" * (300 * 1024) + b'"}'
+    too_big = b'{"body":"' + b"x" * (2 * 1024 * 1024) + b'"}'
+    batch = json.dumps({"records": [{"record_key": CANARY + "-b", "body": "x" * (300 * 1024)}]}).encode()
+    # nginx could not write a temporary body file now: a body it spooled would fail (500).
+    (front.directory / "body").chmod(0o500)
+
+    stored = requests.put(f"{url}/{CANARY}", data=spooled, headers=json_headers, verify=verify, timeout=20)
+    batched = requests.post(f"{url}/batch", data=batch, headers=json_headers, verify=verify, timeout=20)
+    refused = requests.put(f"{url}/{CANARY}", data=too_big, headers=json_headers, verify=verify, timeout=20)
+    _stop(front.processes["gunicorn"])
+    gone = requests.get(f"{url}/{CANARY}", headers=headers, verify=verify, timeout=20)
+    gone_batch = requests.post(f"{url}/find", json={"record_keys": [CANARY]}, headers=headers, verify=verify, timeout=20)
+
+    assert (stored.status_code, batched.status_code, refused.status_code) == (200, 200, 413)
+    for answer in (gone, gone_batch):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Content-Type"] == "application/json"
+        assert int(answer.headers["Retry-After"]) > 0
+        assert answer.json()["error"]["code"] == "service_unavailable"
+    nginx_log = (front.directory / "nginx.log").read_text(errors="replace")
+    gunicorn_log = (front.directory / "gunicorn.log").read_text(errors="replace")
+    assert " 503 " in nginx_log  # the access log does say what happened, without the path
+    assert CANARY not in nginx_log and CANARY not in gunicorn_log, nginx_log[-2000:]
+
+
 def test_it_lets_a_body_at_the_limit_through_to_the_app(front, api):
     url, headers = api
     # {"body":"xxx…"}: exactly API_MAX_BODY_BYTES bytes of request body, a smaller record.
