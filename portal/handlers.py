@@ -18,6 +18,7 @@ from :func:`route` and :class:`ApiHandlerMixin`), so tests exercise this dispatc
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,8 +34,17 @@ API_PREFIX = "/api/"
 
 
 def route(environ: dict[str, Any]) -> str:
-    """``"api"`` for a request under ``/api/`` (``PATH_INFO``, after any ``SCRIPT_NAME``), else ``"portal"``."""
-    return "api" if environ.get("PATH_INFO", "").startswith(API_PREFIX) else "portal"
+    """``"api"`` for a request under ``/api/`` (``PATH_INFO``, after any ``SCRIPT_NAME``), else ``"portal"``.
+
+    A path that only looks like one — ``//api/…`` (a client's base URL ending in ``/``),
+    ``/./api/…``, ``/x/../api/…``, ``/API/…`` — goes to the API's handler too, which answers
+    its JSON 404 and logs the route name, never the path: the portal's handler would log
+    the path (``portal.request``, ``django.request``), and API paths hold record keys."""
+    path = environ.get("PATH_INFO", "")
+    if path.startswith(API_PREFIX):
+        return "api"
+    normalized = posixpath.normpath("/" + path.lstrip("/")).lower() + "/"  # normpath drops a trailing /
+    return "api" if normalized.startswith(API_PREFIX) else "portal"
 
 
 class ApiHandlerMixin(BaseHandler):

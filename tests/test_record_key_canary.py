@@ -65,6 +65,11 @@ def test_the_canary_record_key_appears_in_no_log_line_mail_or_metric_on_any_path
     answers["400 key"] = api.put(CANARY + "/x?", {"body": 1})
     answers["405"] = api.call("PATCH", f"{api.base}/{CANARY}")
     answers["404 path"] = api.call("GET", f"/api/v1/{CANARY}/nowhere")
+    # Look-alikes of an API path (a base URL ending in "/", "/./", upper case) are the
+    # API's JSON 404 too, not the portal's page, whose log lines carry the path.
+    answers["404 //api"] = api.call("GET", "/", PATH_INFO=f"/{api.base}/{CANARY}")
+    answers["404 /./api"] = api.call("GET", f"/.{api.base}/{CANARY}")
+    answers["404 /API"] = api.call("GET", api.base.replace("/api/", "/API/", 1) + f"/{CANARY}")
     settings.API_MAX_BODY_BYTES = 10
     answers["413"] = api.put(CANARY, {"body": "x" * 100})
     settings.API_MAX_BODY_BYTES = 1024 * 1024
@@ -80,8 +85,11 @@ def test_the_canary_record_key_appears_in_no_log_line_mail_or_metric_on_any_path
     statuses = {name: answer.status_code for name, answer in answers.items()}
     assert statuses == {
         "put": 200, "get": 200, "head": 200, "find": 200, "batch": 200, "404": 404, "400 json": 400,
-        "400 key": 400, "405": 405, "404 path": 404, "413": 413, "422": 422, "503 key": 503, "500": 500,
+        "400 key": 400, "405": 405, "404 path": 404, "404 //api": 404, "404 /./api": 404, "404 /API": 404,
+        "413": 413, "422": 422, "503 key": 503, "500": 500,
     }
+    for name in ("404 //api", "404 /./api", "404 /API"):
+        assert json.loads(answers[name].content)["error"]["code"] == "not_found", name
     written = everything_written(console, client)
     assert '"logger": "keys.api.access"' in written and '"route": "record"' in written
     assert "data-plane API error" in written  # the 500 was logged, without the canary

@@ -144,6 +144,7 @@ EXPECTED: dict[str, Rule] = {
     "api_record": Rule(get=API_NO_KEY, post=API_WRONG_METHOD),
     "api_unknown": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for any other /api/v1/ path"),
     "api_outside_v1": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for any other /api/ path"),
+    "": Rule(get=everyone(404), post=everyone(404), doc="JSON 404 for a look-alike of an /api/ path (/./api/…, //api/…, /API/…)"),
     "api_openapi": Rule(get=everyone(200), post=everyone(405), doc="public OpenAPI document of the data plane"),
     # Environments and organizations
     "home": Rule(get=roles(200), post=roles(405)),
@@ -222,7 +223,11 @@ ADMIN_EXCEPTIONS = {
 
 # Unnamed patterns: a path that reaches each (checked to resolve to that very pattern).
 # Unnamed route patterns ("<conv:name>") are filled in place; regular expressions need one.
-UNNAMED_SAMPLES = {"admin:admin/(?P<url>.*)$": "/admin/no-such-admin-page/"}
+UNNAMED_SAMPLES = {
+    "admin:admin/(?P<url>.*)$": "/admin/no-such-admin-page/",
+    # The API URLconf's catch-all: look-alikes of /api/ paths that portal.handlers.route sends there.
+    "": "/./api/v1/environments/x/records/customer-1",
+}
 
 
 # ---------------------------------------------------------------------------
