@@ -20,12 +20,15 @@ import hmac
 import logging
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client.core import GaugeMetricFamily
 
 from keys import metrics, models
 from keys.models import KeyRegistration, Record
+
+from . import outages
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,10 @@ class ReencryptionCollector:
             not_active = KeyRegistration.objects.exclude(status=KeyRegistration.Status.ACTIVE)
             remaining = Record.objects.filter(registration__in=not_active).count()
             jobs = self._jobs_by_state()
-        except Exception:  # a scrape must answer even when the database does not
+        except (OperationalError, InterfaceError) as e:  # an outage: said once per interval
+            outages.database_unreachable(e)
+            return
+        except Exception:  # a scrape must answer whatever else failed; that is a bug
             log.warning("metrics: re-encryption progress could not be counted", exc_info=True)
             return
         gauge = GaugeMetricFamily(

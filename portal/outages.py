@@ -5,6 +5,8 @@
   process logs one WARNING per ``LOG_INTERVAL_SECONDS`` saying so (how many requests were
   refused since the last line), never a line or an error mail per request. An outage is
   not a bug: nothing here is logged at ERROR, so ``mail_admins`` never fires for it.
+* Broker unreachable (seen by ``/healthz``): still 200, ``"status": "degraded"`` — the
+  portal and the data plane work without it — and one WARNING per interval.
 * ``key_unavailable`` (KMS refuses or cannot be reached, a version is inaccessible): one
   WARNING per environment and reason per interval, with the environment's public id and
   the reason, never the record key (customer data, docs/architecture.md, "Invariants", 1).
@@ -47,6 +49,17 @@ def database_unreachable(error: BaseException) -> None:
         log.warning(
             "database unreachable (%s); answering 503 service_unavailable (%d request(s) since the last line)",
             type(error).__name__, count, extra={"outage": "database", "error_type": type(error).__name__},
+        )
+
+
+def broker_unreachable(error_type: str) -> None:
+    """``/healthz`` found the Celery broker unreachable (logged at most once per interval).
+    The web service still answers (healthz says ``degraded``): validations wait to be queued."""
+    count = _due(("broker",))
+    if count is not None:
+        log.warning(
+            "broker unreachable (%s); validations cannot be queued (%d probe(s) since the last line)",
+            error_type, count, extra={"outage": "broker", "error_type": error_type},
         )
 
 

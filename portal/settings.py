@@ -135,6 +135,14 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATA_PLANE_PREPARED_STATEMENTS = env.bool("DATA_PLANE_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATA_PLANE_PREPARED_STATEMENTS:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
+# PostgreSQL: seconds to wait for a new connection, handshake included. A server that
+# accepts the TCP connection and then says nothing (hung, or a half-dead network path)
+# would otherwise hold the request's thread for as long as the kernel keeps trying; past
+# this the request answers 503 service_unavailable (portal.outages). libpq's
+# connect_timeout: https://www.postgresql.org/docs/current/libpq-connect.html
+DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT_SECONDS)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Auth

@@ -4,6 +4,9 @@ from django.urls import include, path
 
 from . import metrics_view, views
 
+# A database outage on a page is a 503, not a bug report (portal.views.server_error).
+handler500 = "portal.views.server_error"
+
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),

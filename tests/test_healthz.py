@@ -28,13 +28,23 @@ def test_it_answers_200_with_a_reachable_redis_broker(client, settings):
     assert response.status_code == 200, response.json()
 
 
-def test_it_answers_503_when_the_broker_is_down(client, settings):
+def test_it_answers_200_degraded_when_only_the_broker_is_down(client, settings, caplog):
+    """A broker outage must not take the web service out of a load balancer (or compose):
+    pages and the data plane work without it. Said once per interval, not per probe."""
+    from portal import outages
+
+    outages.reset()
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["broker"]["ok"] is False
-    assert response.json()["database"]["ok"] is True
+    with caplog.at_level("WARNING", logger="portal.outages"):
+        responses = [client.get("/healthz") for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[0].json()["status"] == "degraded"
+    assert responses[0].json()["broker"]["ok"] is False
+    assert responses[0].json()["database"]["ok"] is True
+    assert [r.getMessage() for r in caplog.records if "broker unreachable" in r.getMessage()] == [
+        "broker unreachable (OperationalError); validations cannot be queued (1 probe(s) since the last line)"
+    ]
 
 
 def test_it_answers_503_when_the_database_is_down(client, monkeypatch):

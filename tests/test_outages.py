@@ -5,10 +5,14 @@ chunked bodies, answers HEAD wherever GET works, and no nesting depth gives a 50
 import io
 import json
 import logging
+import socket
+import time
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.db import connection
+from django.test import Client
 
 from keys import cache, kms
 from keys.services import api_keys
@@ -83,6 +87,81 @@ def test_it_answers_503_service_unavailable_when_the_database_is_unreachable(
     assert "database unreachable" in outage_lines[0].getMessage()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_503_within_the_connect_timeout_when_the_database_accepts_and_never_answers(
+    client, environment, alice, warnings_and_errors
+):
+    """A database that accepts the TCP connection and says nothing (hung, or a half-dead
+    path) must not hold the request: the handshake gives up after the connect timeout."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server to take away")
+    _, key = api_keys.api_key_create(environment=environment, name="app", actor=alice)
+    saved = dict(connection.settings_dict)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshake; nothing ever reads or answers
+    connection.close()
+    connection.settings_dict["HOST"], connection.settings_dict["PORT"] = "127.0.0.1", str(silent.getsockname()[1])
+    connection.settings_dict["OPTIONS"] = {**saved["OPTIONS"], "connect_timeout": 1}
+    try:
+        started = time.monotonic()
+        answer = client.get(
+            f"/api/v1/environments/{environment.public_id}/records/r1", HTTP_AUTHORIZATION=f"Bearer {key}"
+        )
+        waited = time.monotonic() - started
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+        silent.close()
+    assert answer.status_code == 503 and error_of(answer)["code"] == "service_unavailable"
+    assert waited < 10, waited  # 1 s per address libpq tries; unbounded before
+    assert settings.DATABASES["default"]["OPTIONS"]["connect_timeout"] == settings.DATABASE_CONNECT_TIMEOUT_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_portal_page_answers_503_not_a_500_and_a_mail_when_the_database_is_unreachable(
+    alice, mails_to_admins, warnings_and_errors, request
+):
+    browser = Client(raise_request_exception=False)
+    browser.force_login(alice)  # the session is read from the database on every page
+    request.getfixturevalue("database_down")
+
+    pages = [browser.get("/"), browser.get("/")]
+
+    assert [p.status_code for p in pages] == [503, 503]
+    assert int(pages[0]["Retry-After"]) > 0
+    assert b"cannot reach its database" in pages[0].content
+    assert mails_to_admins == []
+    assert [r for r in warnings_and_errors.records if r.levelno >= logging.ERROR] == []
+    assert len([r for r in warnings_and_errors.records if r.name == "portal.outages"]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_scrapes_answer_and_say_the_outage_once_when_the_database_is_unreachable(
+    client, settings, mails_to_admins, warnings_and_errors, request
+):
+    settings.METRICS_TOKEN = "metrics-token-for-outage-test"
+    request.getfixturevalue("database_down")
+
+    scrapes = [client.get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-token-for-outage-test") for _ in range(3)]
+
+    assert [s.status_code for s in scrapes] == [200, 200, 200]
+    assert b"byok_api_requests_total" in scrapes[0].content or b"# HELP" in scrapes[0].content
+    assert [r for r in warnings_and_errors.records if r.exc_info] == []  # no traceback per scrape
+    assert len([r for r in warnings_and_errors.records if r.name == "portal.outages"]) == 1
+
+
+def test_other_errors_on_a_page_are_still_djangos_500(rf):
+    from portal.views import server_error
+
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        response = server_error(rf.get("/"))
+    assert response.status_code == 500 and not getattr(response, "_has_been_logged", False)
+
+
 def test_it_logs_an_outage_again_after_the_interval_with_the_count(warnings_and_errors, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(outages.time, "monotonic", lambda: clock[0])
@@ -151,8 +230,13 @@ def test_it_answers_head_wherever_get_answers(api, client):
     assert head.status_code == 200 and head.content == b""
     assert int(head["Content-Length"]) == len(get.content)
     assert head_openapi.status_code == 200
-    assert head_missing.status_code == 404
-    assert api.call("HEAD", f"{api.base}/find").status_code == 405
+    # Error answers to a HEAD have no body either (gunicorn warns of one on every such answer).
+    assert head_missing.status_code == 404 and head_missing.content == b""
+    assert int(head_missing["Content-Length"]) == len(api.get("nothing-here").content)
+    head_post_only = api.call("HEAD", f"{api.base}/find")
+    assert head_post_only.status_code == 405 and head_post_only.content == b""
+    unauthenticated = client.head(f"{api.base}/r1")
+    assert unauthenticated.status_code == 401 and unauthenticated.content == b""
 
 
 @pytest.mark.django_db

@@ -21,7 +21,10 @@ JSON = "application/json"
 
 # Error codes by HTTP status, as ``keys.api.views``'s docstring lists them.
 ERROR_CODES: dict[int, tuple[str, ...]] = {
-    400: ("invalid_json", "invalid_request", "invalid_record_key", "too_many_records", "duplicate_record_key"),
+    400: (
+        "invalid_json", "invalid_request", "invalid_record_key", "too_many_records", "duplicate_record_key",
+        "bad_request",
+    ),
     401: ("unauthenticated", "invalid_api_key", "api_key_revoked"),
     404: ("not_found",),
     405: ("method_not_allowed",),
@@ -29,7 +32,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     413: ("body_too_large",),
     422: ("integrity_error",),
     429: ("rate_limited",),
-    503: ("key_unavailable",),
+    503: ("key_unavailable", "service_unavailable"),
     500: ("internal_error",),
 }
 ALL_ERROR_CODES = tuple(code for codes in ERROR_CODES.values() for code in codes)
@@ -48,7 +51,7 @@ _RESPONSE_NAMES = {
     413: "BodyTooLarge",
     422: "IntegrityError",
     429: "RateLimited",
-    503: "KeyUnavailable",
+    503: "Unavailable",
     500: "InternalError",
 }
 
@@ -84,7 +87,7 @@ def _error_responses() -> dict[str, Any]:
         400: "Bad input: body not JSON (or NaN/Infinity), wrong shape, empty batch or find, bad record key "
         "(or a reserved one, `batch` or `find`, as a record_key in a batch or find body), more than "
         "API_MAX_BATCH_RECORDS items, a record key twice in one batch, an integer of more than 4,300 "
-        "digits (send it as a string).",
+        "digits (send it as a string); `bad_request`: a Host header this service does not answer to.",
         401: "No `Authorization: Bearer` header, or a malformed, unknown, wrong or revoked API key.",
         404: "Unknown environment (or another environment than the API key's), record, or path.",
         405: "The path exists but not with this method; `Allow` lists the methods it has. A record key "
@@ -94,8 +97,10 @@ def _error_responses() -> dict[str, Any]:
         413: "The request body is over its limit (declared Content-Length or bytes read).",
         422: "The stored ciphertext fails its integrity check: the record cannot be decrypted.",
         429: "Over API_RATE_LIMIT_PER_MINUTE requests for this API key.",
-        503: "The data key is unavailable; `reason` says why (" + KEY_UNAVAILABLE_REASONS + "). "
-        "`Retry-After` is sent when the cause is transient (throttling, KMS unreachable).",
+        503: "`key_unavailable`: the data key is unavailable; `reason` says why (" + KEY_UNAVAILABLE_REASONS + "). "
+        "`Retry-After` is sent when the cause is transient (throttling, KMS unreachable). "
+        "`service_unavailable`: the service cannot reach its database (or, behind the front proxy, "
+        "the application server) right now; `Retry-After` is always sent.",
         500: "A bug; nothing else is said.",
     }
     headers: dict[int, dict[str, Any]] = {

@@ -19,6 +19,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 400   ``invalid_record_key``  record key outside ``[A-Za-z0-9][A-Za-z0-9._:-]{0,254}``, or ``batch`` / ``find`` in a batch or find body
 400   ``too_many_records``    batch or find over ``API_MAX_BATCH_RECORDS``
 400   ``duplicate_record_key`` a record key twice in one batch
+400   ``bad_request``         a Host header that is not in ``ALLOWED_HOSTS``
 401   ``unauthenticated``     no ``Authorization: Bearer`` header
 401   ``invalid_api_key``     malformed, unknown or wrong API key
 401   ``api_key_revoked``     the API key was revoked
@@ -29,6 +30,7 @@ Errors are ``{"error": {"code", "message"}}`` (plus ``reason`` for ``key_unavail
 422   ``integrity_error``     the stored ciphertext fails its integrity check
 429   ``rate_limited``        over ``API_RATE_LIMIT_PER_MINUTE`` for this API key; ``Retry-After``
 503   ``key_unavailable``     with ``reason``; ``Retry-After`` when transient
+503   ``service_unavailable`` the database (or, behind nginx, gunicorn) cannot be reached; ``Retry-After``
 500   ``internal_error``      a bug; nothing else is said
 ====  ======================  =====================================================
 
@@ -340,8 +342,8 @@ def api_view(*methods: str) -> Callable:
                     raise ApiError(
                         405, "method_not_allowed", f"Use {', '.join(allowed)}.", headers={"Allow": ", ".join(allowed)}
                     )
-                if request.method == "HEAD":
-                    return _head(view(_as_get(request), *args, **kwargs))
+                if request.method == "HEAD":  # answered as a GET; _observed drops the body
+                    return view(_as_get(request), *args, **kwargs)
                 return view(request, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - every answer of the API is JSON
                 return _error_response(_answer_for(e, request))
@@ -418,6 +420,8 @@ def _observed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
                 response = view(request, *args, **kwargs)
             except DisallowedHost as e:
                 response = _error_response(_answer_for(e, request))
+            if method == "HEAD":  # every HEAD answer, errors included: a HEAD response has no body
+                response = _head(response)
             seconds = time.perf_counter() - started
             route = _route_of(request)
             environment = getattr(request, "api_environment", None)
