@@ -387,7 +387,7 @@ def part1_single_records(tmp: Path, envs: dict, args) -> None:
         "put_byok": ("PUT record, BYOK key", loadgen.Mix("put", byok, envs["byok"]["api_key"], body)),
         "portal_hello": ("bare Django JSON through the portal's middleware", loadgen.Mix("hello", "/bench/hello")),
     }
-    fronts = [("direct", server.url)]
+    fronts = [] if args.proxy_only else [("direct", server.url)]
     front = None
     if Front.available() and not args.no_proxy:
         front = Front(tmp, server.port)
@@ -704,6 +704,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s loads, 20,000 requests for RSS")
     parser.add_argument("--parts", default="1234")
     parser.add_argument("--no-proxy", action="store_true", help="measure gunicorn directly only")
+    parser.add_argument("--proxy-only", action="store_true", help="measure through the front proxy only")
     parser.add_argument("--no-crypto", action="store_true", help="skip bench_crypto.measure()")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (median kept)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of part 1")
