@@ -35,8 +35,15 @@ Loading (a miss)
     encrypted data key and encryption context. The result must be 32 bytes. At most one
     load per (registration, generation) is in flight however many threads miss at once
     (single-flight): the first thread loads, the others wait on its ``threading.Event`` and
-    get the same data key or the same exception. A failed load is never cached: the next
-    request tries again.
+    get the same data key or the same exception. A failed load is never cached as a data
+    key. A *transient* failure (the loader's exception says ``permanent = False``: KMS or
+    STS throttling, timeout, unreachable) is held for ``TRANSIENT_FAILURE_HOLD_SECONDS``:
+    lookups of that (registration, generation) meanwhile get the same exception at once
+    instead of each waiting out another KMS attempt (seconds, when KMS hangs), so a KMS
+    outage of one customer cannot take every web thread, and a throttled KMS is not called
+    harder (AWS asks for back-off: https://docs.aws.amazon.com/kms/latest/developerguide/throttling.html).
+    A new generation (the version changed) is not held. Any other failure is not held:
+    the next request tries again.
 
 Expiry and wiping
     An entry past its expiry is evicted by the lookup that finds it, by a sweep that runs at
@@ -91,6 +98,9 @@ Loader = Callable[[KeyRegistration], bytearray]
 
 # How often expired entries are swept at the latest (seconds).
 SWEEP_INTERVAL_SECONDS = 1.0
+# How long a transient load failure is answered again without loading (seconds): shorter
+# than the Retry-After the data plane sends for it (5 s), so a recovered KMS is seen soon.
+TRANSIENT_FAILURE_HOLD_SECONDS = 2.0
 
 
 class KeyVersionNotUsable(Exception):
@@ -216,6 +226,7 @@ class DataKeyCache:
         clock: Clock = time.monotonic,
         loader: Loader | None = None,
         reaper: bool = False,
+        failure_hold_seconds: float = TRANSIENT_FAILURE_HOLD_SECONDS,
     ) -> None:
         self.ttl_seconds = float(settings.DATA_KEY_CACHE_TTL_SECONDS if ttl_seconds is None else ttl_seconds)
         self._clock = clock
@@ -225,9 +236,12 @@ class DataKeyCache:
         self._lock = threading.Lock()
         self._entries: dict[int, _Entry] = {}
         self._flights: dict[tuple[int, int], _Flight] = {}
+        # (registration id, generation) -> (clock time until which it is held, the failure)
+        self._held: dict[tuple[int, int], tuple[float, BaseException]] = {}
+        self.failure_hold_seconds = failure_hold_seconds
         self._next_sweep = 0.0
         self._stats = dict.fromkeys(
-            ("hits", "misses", "waits", "evictions", "loads", "load_failures", "kms_decrypts"), 0
+            ("hits", "misses", "waits", "evictions", "loads", "load_failures", "held_failures", "kms_decrypts"), 0
         )
         self._reaper_wanted = reaper
         self._reaper: threading.Thread | None = None
@@ -270,6 +284,12 @@ class DataKeyCache:
                     self._count("hits", "hit")
                     return self._lease_locked(entry)
                 flight_key = (registration_id, generation)
+                held = self._held.get(flight_key)
+                if held is not None:
+                    if held[0] > now:
+                        self._stats["held_failures"] += 1
+                        raise held[1]
+                    del self._held[flight_key]
                 flight = self._flights.get(flight_key)
                 if flight is None:
                     flight = self._flights[flight_key] = _Flight()
@@ -318,10 +338,12 @@ class DataKeyCache:
             data_key = loader(registration)
             cipher = _cipher(data_key)
         except BaseException as e:
-            # Never cached: the flight goes away and the next request loads again.
+            # Never cached as a key: the flight goes away; a transient failure is held briefly.
             with self._lock:
                 self._flights.pop(flight_key, None)
                 self._count("load_failures", "load_failure")
+                if getattr(e, "permanent", None) is False and self.failure_hold_seconds > 0:
+                    self._held[flight_key] = (self._clock() + self.failure_hold_seconds, e)
             flight.error = e
             flight.done.set()
             raise
@@ -377,8 +399,9 @@ class DataKeyCache:
                 self._evict_locked(entry)
 
     def clear(self) -> None:
-        """Drop and wipe every entry."""
+        """Drop and wipe every entry, and forget held failures."""
         with self._lock:
+            self._held.clear()
             for entry in list(self._entries.values()):
                 self._evict_locked(entry)
 
@@ -392,6 +415,8 @@ class DataKeyCache:
         expired = [e for e in self._entries.values() if e.expires_at <= now]
         for entry in expired:
             self._evict_locked(entry)
+        for key in [k for k, (until, _) in self._held.items() if until <= now]:
+            del self._held[key]
         return len(expired)
 
     def _evict_locked(self, entry: _Entry) -> None:
@@ -434,7 +459,8 @@ class DataKeyCache:
     def stats(self) -> dict[str, int]:
         """Counters since this cache was made: ``hits``, ``misses`` (lookups that started a
         load), ``waits`` (lookups that joined a load in flight), ``evictions``, ``loads``
-        (successful), ``load_failures``, ``kms_decrypts`` (KMS Decrypt attempts), and
+        (successful), ``load_failures``, ``held_failures`` (lookups answered with a held
+        transient failure), ``kms_decrypts`` (KMS Decrypt attempts), and
         ``size`` (entries held now)."""
         with self._lock:
             return {**self._stats, "size": len(self._entries)}

@@ -481,7 +481,11 @@ def test_it_answers_503_with_retry_after_and_changes_nothing_when_kms_throttles(
     assert not AuditEvent.objects.filter(registration=byok.registration, actor_label="data plane").exists()
 
     monkeypatch.undo()
-    assert api.get("r1").status_code == 200  # the failure was not cached
+    # Held for TRANSIENT_FAILURE_HOLD_SECONDS: KMS is not asked again at once...
+    held = api.get("r1")
+    assert held.status_code == 503 and error_of(held)["reason"] == "throttled" and int(held["Retry-After"]) > 0
+    cache.clear()  # ...and once the hold is over (cleared here), it is asked: never cached as a key.
+    assert api.get("r1").status_code == 200
 
 
 def test_it_answers_503_unreachable_when_kms_cannot_be_reached(api, byok, monkeypatch, settings):  # noqa: F811

@@ -221,7 +221,8 @@ def test_it_calls_kms_decrypt_once_for_64_threads_on_a_cold_cache(byok, monkeypa
 def test_it_gives_every_waiter_the_same_error_and_never_caches_it():
     error = kms.KmsTransientError("throttled", operation="Decrypt", message="throttled")
     loader = CountingLoader(delay=0.2, error=error)
-    data_key_cache = DataKeyCache(ttl_seconds=60, clock=FakeClock(), loader=loader)
+    clock = FakeClock()
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=clock, loader=loader)
 
     results = run_threads(64, lambda: read_key(data_key_cache, registration()))
 
@@ -230,9 +231,52 @@ def test_it_gives_every_waiter_the_same_error_and_never_caches_it():
     assert len(data_key_cache) == 0
 
     loader.error = None
+    clock.advance(cache.TRANSIENT_FAILURE_HOLD_SECONDS)
     assert read_key(data_key_cache, registration()) == bytes([2]) * 32
     assert loader.calls == 2
     assert data_key_cache.stats()["load_failures"] == 1
+
+
+def test_it_holds_a_transient_failure_briefly_so_a_hung_kms_is_not_waited_on_by_every_request():
+    """KMS hanging costs one load's timeout per hold, not one per request (each a web thread)."""
+    error = kms.KmsTransientError("unreachable", operation="Decrypt", message="timed out")
+    loader = CountingLoader(error=error)
+    clock = FakeClock()
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=clock, loader=loader)
+
+    with pytest.raises(kms.KmsTransientError):
+        read_key(data_key_cache, registration())
+    clock.advance(cache.TRANSIENT_FAILURE_HOLD_SECONDS - 0.1)
+    for _ in range(5):
+        with pytest.raises(kms.KmsTransientError) as held:
+            read_key(data_key_cache, registration())
+        assert held.value is error
+    assert loader.calls == 1
+    assert data_key_cache.stats()["held_failures"] == 5
+
+    # Another generation (the version changed: new credentials, say) is not held.
+    loader.error = None
+    assert read_key(data_key_cache, registration(generation=2)) == bytes([2]) * 32
+    assert loader.calls == 2
+
+    # Past the hold, the same generation is loaded again.
+    loader.error = error
+    clock.advance(0.2)
+    with pytest.raises(kms.KmsTransientError):
+        read_key(data_key_cache, registration(generation=3))
+    clock.advance(cache.TRANSIENT_FAILURE_HOLD_SECONDS)
+    loader.error = None
+    assert read_key(data_key_cache, registration(generation=3)) == bytes([4]) * 32
+    assert loader.calls == 4
+
+
+def test_it_does_not_hold_a_transient_failure_when_told_not_to():
+    loader = CountingLoader(error=kms.KmsTransientError("throttled", operation="Decrypt", message="throttled"))
+    data_key_cache = DataKeyCache(ttl_seconds=60, clock=FakeClock(), loader=loader, failure_hold_seconds=0)
+    for _ in range(3):
+        with pytest.raises(kms.KmsTransientError):
+            read_key(data_key_cache, registration())
+    assert loader.calls == 3
 
 
 def test_it_retries_after_a_permanent_failure_too():
