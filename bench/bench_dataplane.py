@@ -8,7 +8,9 @@ Prints figures and ratios; it is not a test and asserts nothing. Four parts:
 
 0. Statements each request sends to PostgreSQL (GET, PUT, DELETE, batch and find of 100),
    counted at the driver (tests/statements.py) through portal.wsgi.application.
-1. Single-record GET and PUT requests/s and p50/p99 latency at 32 connections, for a
+1. Single-record GET and PUT requests/s and p50/p99 latency at 32 connections, on
+   production's worker model (sync, 2 x cores + 1 processes; ``--worker-class``,
+   ``--workers``, ``--threads`` to compare others), for a
    platform-managed and a BYOK environment (data key cached), against three baselines on
    the same server in the same run, all on the lean /api/ handler (bench/api_views.py):
    bare Django (no middleware, no database), bare + one SELECT by key, bare + one
@@ -707,10 +709,15 @@ def main() -> None:
     parser.add_argument("--proxy-only", action="store_true", help="measure through the front proxy only")
     parser.add_argument("--no-crypto", action="store_true", help="skip bench_crypto.measure()")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (median kept)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of part 1")
-    parser.add_argument("--threads", type=int, default=16, help="gunicorn threads per worker of part 1")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class of part 1 (gthread, sync)")
+    # Part 1's default is production's model (docker/gunicorn.conf.py: sync, 2 x cores + 1).
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class of part 1 (sync, gthread)")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1, help="gunicorn workers of part 1")
+    parser.add_argument("--threads", type=int, default=None, help="gthread threads per worker of part 1 (default 16)")
     args = parser.parse_args()
+    if args.threads is None:
+        args.threads = 16 if args.worker_class == "gthread" else 1
+    if args.worker_class == "sync" and args.threads != 1:
+        parser.error("sync workers have one thread (gunicorn would run gthread instead)")
     if args.quick:
         args.seconds, args.rss_requests, args.rounds = 3, 20_000, 1
 

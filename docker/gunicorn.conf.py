@@ -8,35 +8,44 @@ request, and buffers each response, so a slow or stalled client ties up an nginx
 connection (cheap, event driven) and never a gunicorn worker. Facing clients directly,
 16 connections that send headers and then stall took every worker (issue 12).
 
-Worker model: gthread, chosen from measurements behind this nginx on the 2-core development
-machine (wrk, 32 connections, 8 s per figure, record GET of a platform-managed environment
-and a bare Django JSON view; the machine was shared, load average 5 to 11, so the figures
-are rough; 1 December 2026):
+Worker model: sync, 2 x cores + 1 processes (gunicorn's rule of thumb), chosen from
+measurements behind this nginx on the 2-core development machine, quiet apart from the run
+(`make bench`'s part 1, `--proxy-only --rounds 3 --seconds 5`: wrk, 32 connections over
+HTTPS, median of three interleaved rounds; 4 December 2026, load average 1.7 to 13 during
+the runs, which load the machine themselves):
 
-  record GET via nginx, req/s        gthread 4x4: 147, 71, 40   gthread 2x4: 122, 101, 63
-                                     sync 5 workers: 7, 4, 0 (p50 7 s, or nothing at all)
-  bare view via nginx, req/s         gthread 4x4: 1505, 305, 662   sync 5: 255, 231, 100
+  model          bare   +SELECT  +upsert   GET    PUT   GET/SELECT  PUT/upsert  p99 GET/PUT ms
+  gthread 2x16   3624    2062     1414    1573   1072     0.76        0.76        56 / 68
+  gthread 4x4    3913    2116     1493    1624   1167     0.77        0.78        46 / 80
+  gthread 2x4    3694    2081     1560    1615   1209     0.78        0.77        35 / 62
+  sync 5         3868    2142     1593    1682   1307     0.79        0.82        22 / 28
+  sync 9         4077    2037     1481    1524   1204     0.75        0.81        28 / 36
 
-Sync workers collapsed behind nginx on the record GET (gunicorn's sync worker serves one
-connection at a time and closes it after each answer; why it stalled this badly was not
-pinned down in the time available), and on the bare view they reached a fifth to a half of
-gthread. gthread keeps nginx's upstream keep-alive connections in its poller at no cost, and
-a request waiting on PostgreSQL or KMS idles one thread, not a process. Neither 4 x 4 nor
-2 x 4 was clearly ahead in this noise; the default is 2 x cores processes (gunicorn's rule of
-thumb) x 4 threads. The same runs sent straight to gunicorn gave the record GET 333, 80, 76
-(4 x 4) and 304, 99, 103 (2 x 4) req/s: on two cores the proxy's TLS and extra hop compete
-with the application for CPU. An ASGI server (uvicorn workers) was not measured: every view
-is synchronous Django (ORM, boto3), which under ASGI runs in a thread pool anyway, so it
-would add a hop for nothing.
+(req/s; record GET and PUT of a platform-managed environment, 1 KiB records.) sync with
+2 x cores + 1 answered the most GETs and PUTs and had a third to a half of gthread's p99:
+one request per process, so no request waits for the GIL behind another's Python, and
+nginx, which holds every request until it is complete, queues the rest evenly (gthread
+keeps its keep-alive connections, so their load stays where they first landed). This is
+the set-up gunicorn's deployment guide describes: sync workers behind a buffering proxy,
+which is what makes them safe from slow clients. What it costs: a request that waits
+(KMS or STS on a data-key cache miss, within the data plane's few-second budget; a
+transient failure is then held for 2 s, keys/cache.py) holds its whole process, and
+`timeout` below is a hard limit on every request. An earlier measurement (1 December, at
+load 5 to 11) saw sync collapse behind nginx; that was not reproduced on a quiet machine.
+An ASGI server (uvicorn workers) was not measured: every view is synchronous Django (ORM,
+boto3), which under ASGI runs in a thread pool anyway, so it would add a hop for nothing.
+GUNICORN_WORKER_CLASS=gthread with GUNICORN_THREADS keeps the threaded model available.
 """
 
 import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * multiprocessing.cpu_count())
-threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "sync"
+workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * multiprocessing.cpu_count() + 1)
+# Threads per process, gthread only: sync serves one request per process, and gunicorn turns
+# a sync worker with more than one thread into gthread.
+threads = int(os.environ.get("GUNICORN_THREADS") or (4 if worker_class == "gthread" else 1))
 
 # X-Forwarded-Proto sets the request's scheme only when it comes from these addresses: the
 # proxy's (a fixed address in docker/compose.yaml; loopback by default). Django reads the
@@ -47,8 +56,9 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
-# Longer than nginx keeps idle upstream connections (the upstream block's keepalive_timeout,
-# 60 s by default), so gunicorn never closes one nginx is about to reuse.
+# gthread: longer than nginx keeps idle upstream connections (the upstream block's
+# keepalive_timeout, 60 s by default), so gunicorn never closes one nginx is about to reuse.
+# sync workers close the connection after each answer; nginx then opens another.
 keepalive = 75
 timeout = 30
 graceful_timeout = 20
