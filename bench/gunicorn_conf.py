@@ -14,6 +14,7 @@ backlog = 2048
 accesslog = None
 loglevel = "warning"
 graceful_timeout = 10
+control_socket_disable = True  # as docker/gunicorn.conf.py: no shared ~/.gunicorn/gunicorn.ctl
 
 
 def worker_exit(server, worker):

@@ -62,6 +62,11 @@ secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 keepalive = 75
 timeout = 30
 graceful_timeout = 20
+# No runtime control socket (gunicorn 25.1+ opens $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl by default: one path for every gunicorn of the user, so on a
+# host running several, gunicornc would reach whichever bound it last). Nothing here uses
+# gunicornc; signals (HUP, TERM) still work.
+control_socket_disable = True
 # The app writes one portal.request line per request; nginx writes the access log.
 accesslog = None
 errorlog = "-"

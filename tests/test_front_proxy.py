@@ -507,3 +507,11 @@ def test_it_signs_in_over_http2_on_a_port_other_than_443(front, alice, tmp_path)
         capture_output=True, text=True, timeout=30,
     )
     assert signed_in.stdout == "2 302", (signed_in.stdout, signed_in.stderr, front.logs())
+
+
+def test_gunicorn_opens_no_control_socket(front):
+    """gunicorn 25.1+ opens ~/.gunicorn/gunicorn.ctl by default, one path for every gunicorn
+    of the user (the tests and the bench start several): production's config turns it off."""
+    log = (front.directory / "gunicorn.log").read_text(errors="replace")
+    assert "Booting worker" in log
+    assert "Control socket" not in log
