@@ -245,6 +245,36 @@ def elide_record_keys(text: str) -> str:
     )
 
 
+# Any path with a record key in it, API or not: a client with a wrong base URL
+# (``/v1/environments/<id>/records/<key>``, ``/apiv1/…``) reaches the portal's handler, which
+# logs the path (``portal.request``, ``django.request``'s "Not Found").
+_ANY_RECORD_PATH = re.compile(r"(/records/)(?!(?:batch|find)(?:[\s\"'?;]|$)|\u2026)[^\s\"']+")  # … : already elided
+
+
+def elide_record_paths(text: str) -> str:
+    """``text`` with whatever follows ``/records/`` in any path left out (``/records/…``),
+    except the routes ``batch`` and ``find``: record keys never reach a log (issue 12,
+    item 5), whichever handler a mistyped path reached."""
+    return _ANY_RECORD_PATH.sub(lambda m: f"{m[1]}{ELIDED}", text) if "/records/" in text else text
+
+
+class RecordPathFilter(logging.Filter):
+    """On every handler: rewrites the message, and a ``path`` extra, with
+    :func:`elide_record_paths`. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # RedactingFilter keeps what it can of a malformed record
+            return True
+        if "/records/" in message:
+            record.msg, record.args = elide_record_paths(message), None
+        path = getattr(record, "path", None)
+        if isinstance(path, str) and "/records/" in path:
+            record.path = elide_record_paths(path)
+        return True
+
+
 class ServerPathFilter(logging.Filter):
     """For the ``django.server`` logger (``manage.py runserver``'s request lines,
     ``"PUT /api/v1/environments/<id>/records/customer:42 HTTP/1.1" 200 15``): rewrites the
@@ -289,8 +319,9 @@ class JsonFormatter(logging.Formatter):
 
 def _jsonable(name: str, value: Any) -> Any:
     if name == "request" and hasattr(value, "method") and hasattr(value, "path"):
-        # django.request passes the HttpRequest: its method and path are what matter.
-        return {"method": value.method, "path": value.path}
+        # django.request passes the HttpRequest: its method and path are what matter (the
+        # path without a record key, as RecordPathFilter writes the message).
+        return {"method": value.method, "path": elide_record_paths(value.path)}
     return value
 
 

@@ -420,6 +420,8 @@ LOGGING = {
         "redact": {"()": "portal.logging.RedactingFilter"},
         # runserver's request lines: no record key (a <path:…> of /api/) reaches the log.
         "server_paths": {"()": "portal.logging.ServerPathFilter"},
+        # Every handler: no record key from a mistyped path that reached the portal's handler.
+        "record_paths": {"()": "portal.logging.RecordPathFilter"},
         "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
     },
     "formatters": {
@@ -429,12 +431,12 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
-            "filters": ["request_id", "redact"],
+            "filters": ["request_id", "record_paths", "redact"],
         },
         "mail_admins": {
             "class": "django.utils.log.AdminEmailHandler",
             "level": "ERROR",
-            "filters": ["require_debug_false", "request_id", "redact"],
+            "filters": ["require_debug_false", "request_id", "record_paths", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -377,6 +377,9 @@ def test_it_writes_no_record_key_to_its_logs_nor_a_body_to_disk_even_on_errors(f
     _stop(front.processes["gunicorn"])
     gone = requests.get(f"{url}/{CANARY}", headers=headers, verify=verify, timeout=20)
     gone_batch = requests.post(f"{url}/find", json={"record_keys": [CANARY]}, headers=headers, verify=verify, timeout=20)
+    # A mistyped base URL reaches the portal's location: its path is not logged either.
+    gone_mistyped = requests.get(f"{front.https_url}/v1/environments/x/records/{CANARY}", verify=verify, timeout=20)
+    gone_health = requests.get(f"{front.http_url}/healthz", timeout=20)
 
     assert (stored.status_code, batched.status_code, refused.status_code) == (200, 200, 413)
     for answer in (gone, gone_batch):
@@ -384,6 +387,9 @@ def test_it_writes_no_record_key_to_its_logs_nor_a_body_to_disk_even_on_errors(f
         assert answer.headers["Content-Type"] == "application/json"
         assert int(answer.headers["Retry-After"]) > 0
         assert answer.json()["error"]["code"] == "service_unavailable"
+    assert gone_mistyped.status_code == 503 and "text/html" in gone_mistyped.headers["Content-Type"]
+    assert gone_health.status_code == 503 and gone_health.json()["status"] == "unavailable"
+    assert int(gone_mistyped.headers["Retry-After"]) > 0 and int(gone_health.headers["Retry-After"]) > 0
     nginx_log = (front.directory / "nginx.log").read_text(errors="replace")
     gunicorn_log = (front.directory / "gunicorn.log").read_text(errors="replace")
     assert " 503 " in nginx_log  # the access log does say what happened, without the path

@@ -358,6 +358,25 @@ def test_it_keeps_the_canary_out_of_the_access_log_of_a_path_holding_one(console
     assert_no_canary(output, "the access log")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("prefix", ["/v1", "/apiv1/v1", "/api;x/v1", "", "/api%20/v1"])
+def test_it_keeps_record_keys_of_mistyped_api_paths_out_of_the_portals_log_lines(console, client, settings, prefix):
+    """A client with a wrong base URL reaches the portal's handler, which logs the path
+    (portal.request, and django.request's "Not Found"): whatever follows /records/ is
+    left out (found by a newcomer trial, which saw the key in both lines)."""
+    settings.ADMINS = [("Ops", "ops@example.org")]
+    key = "national-id:canary-7c41d2"
+    response = client.get(f"{prefix}/environments/1f9e/records/{key}", HTTP_AUTHORIZATION="Bearer byok_x")
+    batch = client.get(f"{prefix}/environments/1f9e/records/batch")
+
+    assert response.status_code == batch.status_code == 404
+    output = console.getvalue()
+    assert '"logger": "portal.request"' in output and '"logger": "django.request"' in output
+    assert "/records/\u2026" in output or "/records/…" in output
+    assert "/records/batch" in output  # a route, not a key: kept
+    assert "canary-7c41d2" not in output
+
+
 def test_it_redacts_through_the_handlers_settings_configure():
     from django.conf import settings
 
