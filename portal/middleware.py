@@ -222,3 +222,27 @@ class NoStoreMiddleware:
         if not response.has_header("Cache-Control"):
             add_never_cache_headers(response)
         return response
+
+
+class HeadWithoutBodyMiddleware:
+    """A HEAD answer is the GET answer without its body (RFC 9110, 9.3.2): Django's views
+    answer HEAD as GET and leave the body to the server, and gunicorn then logs a warning
+    ("sent body bytes on a no-body response") for every one. The body goes here, for pages
+    and WhiteNoise's static files alike; ``Content-Length`` still says how long it would be.
+    The API's handler does the same in ``keys.api.views``."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method != "HEAD":
+            return response
+        if response.streaming:
+            # A file stays registered with the response, which closes it when it is closed.
+            response.streaming_content = iter(())
+        else:
+            length = len(response.content)
+            response.content = b""
+            response["Content-Length"] = str(length)
+        return response

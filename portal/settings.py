@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every later log line of the request carries its id.
     "portal.middleware.RequestIdMiddleware",
+    # Outside everything that makes a body, WhiteNoise's included.
+    "portal.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files under gunicorn (no web server needed in front).
     "whitenoise.middleware.WhiteNoiseMiddleware",

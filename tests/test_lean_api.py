@@ -30,10 +30,10 @@ def middleware_calls(monkeypatch):
     return calls
 
 
-def wsgi_get(path: str) -> tuple[str, dict[str, str], bytes]:
-    """GET ``path`` through ``portal.wsgi.application`` as gunicorn calls it."""
+def wsgi_get(path: str, method: str = "GET") -> tuple[str, dict[str, str], bytes]:
+    """GET (or ``method``) ``path`` through ``portal.wsgi.application`` as gunicorn calls it."""
     environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1",
         "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
         "wsgi.url_scheme": "http", "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
@@ -45,6 +45,19 @@ def wsgi_get(path: str) -> tuple[str, dict[str, str], bytes]:
 
     body = b"".join(wsgi.application(environ, start_response))
     return answer["status"], answer["headers"], body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/accounts/login/", "/healthz", "/favicon.ico", "/no-such-page/", "/api/v1/nowhere"])
+def test_a_head_answer_has_the_gets_headers_and_no_body(path):
+    """gunicorn warns of a HEAD answer with a body ("sent body bytes on a no-body response")
+    on every one: none has one, pages, files and errors alike (found by a newcomer trial)."""
+    get_status, get_headers, get_body = wsgi_get(path)
+    head_status, head_headers, head_body = wsgi_get(path, "HEAD")
+
+    assert get_body and head_body == b""
+    assert head_status == get_status
+    assert int(head_headers["Content-Length"]) == len(get_body)
 
 
 def test_the_wsgi_entry_point_is_the_dispatcher():
