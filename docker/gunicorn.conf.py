@@ -30,7 +30,11 @@ the set-up gunicorn's deployment guide describes: sync workers behind a bufferin
 which is what makes them safe from slow clients. What it costs: a request that waits
 (KMS or STS on a data-key cache miss, within the data plane's few-second budget; a
 transient failure is then held for 2 s, keys/cache.py) holds its whole process, and
-`timeout` below is a hard limit on every request. An earlier measurement (1 December, at
+`timeout` below is a hard limit on every request. So a KMS that hangs while caches are
+cold can hold every process for one such budget (a trial saw /healthz wait 7.5 s behind
+8 such requests on 5 processes), once per process every 2 s while it lasts; gthread
+would keep threads for other requests. Raise GUNICORN_WORKERS if that matters more than
+latency. An earlier measurement (1 December, at
 load 5 to 11) saw sync collapse behind nginx; that was not reproduced on a quiet machine.
 An ASGI server (uvicorn workers) was not measured: every view is synchronous Django (ORM,
 boto3), which under ASGI runs in a thread pool anyway, so it would add a hop for nothing.
