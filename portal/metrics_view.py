@@ -20,7 +20,6 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client.core import GaugeMetricFamily
@@ -43,7 +42,7 @@ class ReencryptionCollector:
             not_active = KeyRegistration.objects.exclude(status=KeyRegistration.Status.ACTIVE)
             remaining = Record.objects.filter(registration__in=not_active).count()
             jobs = self._jobs_by_state()
-        except (OperationalError, InterfaceError) as e:  # an outage: said once per interval
+        except outages.DATABASE_ERRORS as e:  # an outage: said once per interval
             outages.database_unreachable(e)
             return
         except Exception:  # a scrape must answer whatever else failed; that is a bug

@@ -19,9 +19,13 @@ import threading
 import time
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+
 log = logging.getLogger("portal.outages")
 
 RETRY_AFTER_SECONDS = 5
+# What "the database cannot be reached" looks like from Django: the driver's errors, wrapped.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 LOG_INTERVAL_SECONDS = 60.0
 
 _lock = threading.Lock()

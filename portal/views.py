@@ -4,7 +4,7 @@ import sys
 from functools import cache
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.http import require_safe
@@ -76,7 +76,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     The page is plain HTML: the site's templates read the signed-in user, i.e. the database.
     Anything else is Django's own 500 (logged and mailed as a bug)."""
     error = sys.exc_info()[1]
-    if isinstance(error, (OperationalError, InterfaceError)):
+    if isinstance(error, outages.DATABASE_ERRORS):
         outages.database_unreachable(error)
         response = HttpResponse(
             _DATABASE_DOWN_PAGE, status=503, headers={"Retry-After": str(outages.RETRY_AFTER_SECONDS)}

@@ -64,7 +64,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
@@ -370,7 +369,7 @@ def _head(response: HttpResponse) -> HttpResponse:
 def _answer_for(e: Exception, request: HttpRequest) -> ApiError:
     try:
         error = _api_error(e)
-    except (OperationalError, InterfaceError) as db_error:
+    except outages.DATABASE_ERRORS as db_error:
         outages.database_unreachable(db_error)
         return ApiError(
             503, "service_unavailable", "The service cannot reach its database right now; retry later.",
