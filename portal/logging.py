@@ -213,11 +213,15 @@ class RedactingFilter(logging.Filter):
 # the target is whatever lies between the method and the last `` HTTP/x.y"`` (a record key is a
 # ``<path:…>`` and, unencoded, may hold anything, even a space or a quote).
 _SERVER_REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>/api/.*) (?P<version>HTTP/\d(?:\.\d)?)"')
-# In a django.server line without that request line (its "code 400, message Bad request
-# syntax (…)"): the key, with any query string, up to the next space or quote.
-_API_RECORD_PATH = re.compile(r"(/api/\S*?/records/)[^\s\"']+")
 # The data plane's own routes under /records/ (keys/api/views.py), which hold no record key.
 _RECORD_ROUTES = frozenset({"batch", "find"})
+# Any path with a record key in it, API or not: a client with a wrong base URL
+# (``/v1/environments/<id>/records/<key>``, ``/apiv1/…``) reaches the portal's handler, which
+# logs the path (``portal.request``, ``django.request``'s "Not Found"). Up to the next space
+# or quote; not the routes above, nor a key already elided (``…``).
+_ANY_RECORD_PATH = re.compile(
+    r"(/records/)(?!(?:" + "|".join(sorted(_RECORD_ROUTES)) + r")(?:[\s\"'?;]|$)|\u2026)[^\s\"']+"
+)
 ELIDED = "\u2026"
 
 
@@ -238,17 +242,9 @@ def elide_record_keys(text: str) -> str:
     text, lines = _SERVER_REQUEST_LINE.subn(
         lambda m: f'"{m["method"]} {_elide_api_target(m["target"])} {m["version"]}"', text
     )
-    if lines:
-        return text
-    return _API_RECORD_PATH.sub(
-        lambda m: m[0] if m[0][len(m[1]):] in _RECORD_ROUTES else f"{m[1]}{ELIDED}", text
-    )
-
-
-# Any path with a record key in it, API or not: a client with a wrong base URL
-# (``/v1/environments/<id>/records/<key>``, ``/apiv1/…``) reaches the portal's handler, which
-# logs the path (``portal.request``, ``django.request``'s "Not Found").
-_ANY_RECORD_PATH = re.compile(r"(/records/)(?!(?:batch|find)(?:[\s\"'?;]|$)|\u2026)[^\s\"']+")  # … : already elided
+    # Otherwise (a django.server "code 400, message Bad request syntax (…)" line): as in
+    # any other log line, whatever follows /records/.
+    return text if lines else elide_record_paths(text)
 
 
 def elide_record_paths(text: str) -> str:
@@ -259,35 +255,33 @@ def elide_record_paths(text: str) -> str:
 
 
 class RecordPathFilter(logging.Filter):
-    """On every handler: rewrites the message, and a ``path`` extra, with
-    :func:`elide_record_paths`. Never drops a record."""
+    """On every handler: rewrites the message, and a ``path`` extra, with :meth:`elide`
+    (:func:`elide_record_paths`). Never drops a record."""
+
+    elide = staticmethod(elide_record_paths)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # RedactingFilter keeps what it can of a malformed record
             return True
-        if "/records/" in message:
-            record.msg, record.args = elide_record_paths(message), None
+        elided = self.elide(message)
+        if elided != message:
+            record.msg, record.args = elided, None
         path = getattr(record, "path", None)
-        if isinstance(path, str) and "/records/" in path:
-            record.path = elide_record_paths(path)
+        if isinstance(path, str):
+            record.path = self.elide(path)
         return True
 
 
-class ServerPathFilter(logging.Filter):
+class ServerPathFilter(RecordPathFilter):
     """For the ``django.server`` logger (``manage.py runserver``'s request lines,
-    ``"PUT /api/v1/environments/<id>/records/customer:42 HTTP/1.1" 200 15``): rewrites the
-    message with :func:`elide_record_keys`, so the line keeps its method, route, status and
-    size but not the record key. Never drops a record."""
+    ``"PUT /api/v1/environments/<id>/records/customer:42 HTTP/1.1" 200 15``): the same,
+    with :func:`elide_record_keys`, which reads the request line whole (a record key there
+    may hold a space or a quote) and drops its query string; the line keeps its method,
+    route, status and size."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # RedactingFilter keeps what it can of a malformed record
-            return True
-        record.msg, record.args = elide_record_keys(message), None
-        return True
+    elide = staticmethod(elide_record_keys)
 
 
 class JsonFormatter(logging.Formatter):
