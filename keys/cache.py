@@ -288,7 +288,10 @@ class DataKeyCache:
                 if held is not None:
                     if held[0] > now:
                         self._stats["held_failures"] += 1
-                        raise held[1]
+                        # Without its last traceback: raising one instance again adds the new
+                        # frames to the old (thousands of requests in a hold would keep every
+                        # one of their frames, API keys and record keys among their locals).
+                        raise held[1].with_traceback(None)
                     del self._held[flight_key]
                 flight = self._flights.get(flight_key)
                 if flight is None:

@@ -253,6 +253,10 @@ def test_it_holds_a_transient_failure_briefly_so_a_hung_kms_is_not_waited_on_by_
         assert held.value is error
     assert loader.calls == 1
     assert data_key_cache.stats()["held_failures"] == 5
+    for _ in range(100):
+        with pytest.raises(kms.KmsTransientError):
+            read_key(data_key_cache, registration())
+    assert _frames(error.__traceback__) < 20  # not 100 requests' worth of frames kept alive
 
     # Another generation (the version changed: new credentials, say) is not held.
     loader.error = None
@@ -268,6 +272,13 @@ def test_it_holds_a_transient_failure_briefly_so_a_hung_kms_is_not_waited_on_by_
     loader.error = None
     assert read_key(data_key_cache, registration(generation=3)) == bytes([4]) * 32
     assert loader.calls == 4
+
+
+def _frames(traceback) -> int:
+    count = 0
+    while traceback is not None:
+        count, traceback = count + 1, traceback.tb_next
+    return count
 
 
 def test_it_does_not_hold_a_transient_failure_when_told_not_to():
