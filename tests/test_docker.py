@@ -134,6 +134,21 @@ def test_it_passes_the_apis_limits_from_the_env_file_to_the_proxy():
     assert "env_file" not in COMPOSE["services"]["proxy"]
 
 
+def test_it_keeps_the_proxys_spooled_bodies_in_memory_and_says_the_apps_retry_after(tmp_path):
+    """Bodies over nginx's buffer wait in client_body_temp_path (plaintext records): compose
+    mounts exactly that directory as tmpfs. nginx's own 503s ask for the app's Retry-After."""
+    from portal import outages
+
+    conf = _rendered_nginx_conf(tmp_path)
+    temp_path = re.search(r"client_body_temp_path (\S+);", conf).group(1)
+    entrypoint = (ROOT / "docker" / "nginx" / "entrypoint.sh").read_text()
+    prefix = re.search(r'NGINX_PREFIX:=([^}]+)\}', entrypoint).group(1)
+    assert COMPOSE["services"]["proxy"]["tmpfs"] == [prefix + temp_path]
+    assert "client_body_buffer_size 128k;" in conf  # allocated per connection for the declared length
+    retry_afters = set(re.findall(r"add_header Retry-After (\d+) always;", conf))
+    assert retry_afters == {str(outages.RETRY_AFTER_SECONDS)}
+
+
 def test_it_gives_nginx_the_settings_default_body_limits(tmp_path):
     """The entry point's defaults are portal/settings.py's defaults (this run sets neither)."""
     assert "API_MAX_BODY_BYTES" not in os.environ and "API_MAX_BATCH_BODY_BYTES" not in os.environ
